@@ -1,0 +1,91 @@
+"""otel-basic: LlamaIndex Workflow traces that arrive in Langfuse, every time.
+
+Public API (nothing else is public)::
+
+    telemetry = otel_basic.configure()          # from OTEL_* / LANGFUSE_* (idempotent)
+    report = otel_basic.flush(timeout=5)        # FlushReport: truthy when everything arrived
+    report = await otel_basic.aflush(timeout=5) # same, without blocking the event loop
+    otel_basic.shutdown()
+
+Importing this package has no side effects; ``basic.observability`` configures on import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from otel_basic.flush import FlushReport
+from otel_basic.runtime import Telemetry, configure, current, reset
+from otel_basic.runtime import shutdown as _shutdown
+from otel_basic.settings import ConfigError, Settings, load_settings
+
+__all__ = [
+    "ConfigError",
+    "FlushReport",
+    "Settings",
+    "Telemetry",
+    "TracedWorkflow",
+    "aflush",
+    "configure",
+    "current",
+    "flush",
+    "flush_after_step",
+    "get_tracer",
+    "load_settings",
+    "reset",
+    "run_with_flush",
+    "shutdown",
+    "trace_attributes",
+]
+
+
+def flush(timeout: float | None = None) -> FlushReport:
+    """Deliver every span created so far, within ``timeout`` seconds (default
+    ``OTEL_BASIC_FLUSH_TIMEOUT``, 5 s). Never raises; a no-op when telemetry is not configured."""
+    telemetry = current()
+    if telemetry is None:
+        from otel_basic.flush import DISABLED_REPORT
+
+        return DISABLED_REPORT
+    return telemetry.flush(timeout)
+
+
+async def aflush(timeout: float | None = None) -> FlushReport:
+    """:func:`flush` for async code: waits without blocking the event loop; concurrent callers
+    share the export in flight."""
+    telemetry = current()
+    if telemetry is None:
+        from otel_basic.flush import DISABLED_REPORT
+
+        return DISABLED_REPORT
+    return await telemetry.aflush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> FlushReport:
+    """Flush within ``timeout``, then stop exporting. Safe to call more than once."""
+    return _shutdown(timeout)
+
+
+def get_tracer(name: str, version: str | None = None) -> Tracer:
+    """A tracer on otel-basic's provider (a no-op tracer when telemetry is disabled)."""
+    telemetry = current()
+    if telemetry is None:
+        from opentelemetry import trace
+
+        return trace.NoOpTracer()
+    return telemetry.tracer(name, version)
+
+
+_LAZY = {"TracedWorkflow", "flush_after_step", "run_with_flush", "trace_attributes"}
+
+
+def __getattr__(name: str) -> Any:
+    # The workflow helpers import llama-index-workflows: load them on first use only, so that
+    # importing otel_basic (e.g. its pytest plugin) stays light.
+    if name in _LAZY:
+        from otel_basic import workflows
+
+        return getattr(workflows, name)
+    raise AttributeError(f"module 'otel_basic' has no attribute {name!r}")

@@ -1,22 +1,271 @@
-"""Per-step flushing and run helpers for LlamaIndex Workflows (stub: being written)."""
+"""LlamaIndex Workflows: per-step flushing, clean run input/output, session/user, run-and-flush.
+
+* :func:`flush_after_step` (under ``@step``): when the step ends, normally or by an exception, its
+  spans are sent. ``OTEL_BASIC_STEP_FLUSH=background`` (default) asks the export worker to send
+  as soon as the step's own span has ended, without blocking the event loop or the step;
+  ``wait`` also awaits delivery of the step's child spans before the step returns (off the loop);
+  ``off`` leaves it to the batch timer and the final flush.
+* :class:`WorkflowIOSpanHandler`: OpenInference puts the workflow's internal state dump on the
+  run span's ``input.value`` and a ``StopEvent(...)`` repr on its ``output.value``; Langfuse shows
+  those as the trace's input and output. This handler replaces them with the start event's fields
+  and the result, as JSON, before the span ends, and names the trace after the workflow.
+* :class:`TracedWorkflow`: a Workflow whose ``run()`` puts ``session.id`` / ``user.id`` (from
+  :meth:`TracedWorkflow.trace_attributes`) on every span of the run.
+* :func:`run_with_flush`: run, then flush in ``finally`` (awaiting delivery off the event loop).
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+from pydantic import BaseModel
+
+from otel_basic import runtime
+
+_log = logging.getLogger("otel_basic")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+try:  # llama-index-workflows is a dependency, but keep otel_basic importable without it
+    from workflows import Workflow as _Workflow
+except ImportError:  # pragma: no cover
+    _Workflow = object  # type: ignore[assignment,misc]
+
+
+# --- per-step flush ------------------------------------------------------------------------
+
+
+async def _step_finished(span: trace.Span) -> None:
+    telemetry = runtime.current()
+    if telemetry is None or not telemetry.enabled or telemetry.processor is None:
+        return
+    mode = telemetry.settings.step_flush
+    if mode == "off":
+        return
+    ctx = span.get_span_context()
+    if span.is_recording() and ctx.is_valid:
+        telemetry.processor.kick_when_ended(ctx.span_id)
+    else:
+        telemetry.kick()
+    if mode == "wait":
+        report = await telemetry.aflush()
+        if not report:
+            _log.debug("step flush: %s", report.summary())
 
 
 def flush_after_step(func: F) -> F:
-    """Decorate a workflow step (under ``@step``) so its spans are flushed when it ends."""
+    """Decorate a workflow step (below ``@step``) so its spans are sent when it ends."""
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        span = trace.get_current_span()
         try:
             return await func(*args, **kwargs)
         finally:
-            pass
+            try:
+                await _step_finished(span)
+            except Exception:  # telemetry must never fail a step
+                _log.debug("per-step flush failed", exc_info=True)
 
     return wrapper  # type: ignore[return-value]
+
+
+# --- session / user ------------------------------------------------------------------------
+
+
+@contextmanager
+def trace_attributes(
+    session_id: str | None = None,
+    user_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+) -> Iterator[None]:
+    """Put session/user/metadata/tags on every span started inside (and in tasks created inside)."""
+    from openinference.instrumentation import using_attributes
+
+    kwargs: dict[str, Any] = {}
+    if session_id:
+        kwargs["session_id"] = str(session_id)
+    if user_id:
+        kwargs["user_id"] = str(user_id)
+    if metadata:
+        kwargs["metadata"] = metadata
+    if tags:
+        kwargs["tags"] = tags
+    with using_attributes(**kwargs):
+        yield
+
+
+class TracedWorkflow(_Workflow):
+    """A Workflow whose runs carry ``session.id`` / ``user.id`` on every span.
+
+    Override :meth:`trace_attributes` to derive them from the run's arguments (the email
+    workflow uses the thread id and the sender). By default ``session_id`` / ``user_id`` run
+    arguments are used when given.
+    """
+
+    def trace_attributes(self, **run_kwargs: Any) -> dict[str, Any]:
+        return {"session_id": run_kwargs.get("session_id"), "user_id": run_kwargs.get("user_id")}
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            attrs = self.trace_attributes(**kwargs)
+        except Exception:  # bad input is the workflow's to report, not ours
+            attrs = {}
+        with trace_attributes(**{k: v for k, v in attrs.items() if k in _ATTR_KEYS and v}):
+            return super().run(*args, **kwargs)
+
+
+_ATTR_KEYS = {"session_id", "user_id", "metadata", "tags"}
+
+
+# --- run input / output on the run span ------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+def event_fields(event: Any) -> dict[str, Any]:
+    """The fields a start event was created with (typed fields and dynamic kwargs)."""
+    fields: dict[str, Any] = {}
+    if isinstance(event, BaseModel):
+        fields.update(event.model_dump(mode="json"))
+        fields.pop("_data", None)
+    data = getattr(event, "_data", None)
+    if isinstance(data, dict):
+        fields.update(data)
+    return fields
+
+
+def _is_event(value: Any) -> bool:
+    return isinstance(value, BaseModel) and type(value).__module__ != "builtins" and hasattr(value, "_data")
+
+
+def _dumps(value: Any) -> str:
+    def default(o: Any) -> Any:
+        return _jsonable(o) if isinstance(o, BaseModel) else str(o)
+
+    return json.dumps(_jsonable(value), default=default, ensure_ascii=False)
+
+
+def _io_handler_class() -> type:
+    from llama_index_instrumentation.span.base import BaseSpan
+    from llama_index_instrumentation.span_handlers.base import BaseSpanHandler
+
+    class WorkflowIOSpanHandler(BaseSpanHandler[BaseSpan]):
+        """Sets clean input/output on OpenInference's run span just before it ends."""
+
+        def _oi_span(self, id_: str) -> Any:
+            from llama_index_instrumentation import get_dispatcher
+            from openinference.instrumentation.llama_index._handler import _SpanHandler
+
+            for handler in get_dispatcher().span_handlers:
+                if isinstance(handler, _SpanHandler):
+                    return handler.open_spans.get(id_)
+            return None
+
+        def _apply(self, id_: str, bound_args: Any, instance: Any, result: Any, has_result: bool) -> None:
+            args = bound_args.arguments
+            if isinstance(instance, _Workflow) and "start_event" in args:  # the run span
+                event = args["start_event"]
+            elif _is_event(args.get("ev")) and "ctx" in args:  # a step span: its event, not a Context repr
+                event = args["ev"]
+                if has_result and _is_event(result):
+                    result = {"event": type(result).__name__, **event_fields(result)}
+            else:
+                return
+            span = self._oi_span(id_)
+            if span is None:
+                return
+            span["input.value"] = _dumps(event_fields(event))
+            span["input.mime_type"] = "application/json"
+            if has_result:
+                value = getattr(result, "result", result)
+                span["output.value"] = value if isinstance(value, str) else _dumps(value)
+                span["output.mime_type"] = "text/plain" if isinstance(value, str) else "application/json"
+            otel_span = getattr(span, "_otel_span", None)
+            if "start_event" in args and otel_span is not None and getattr(otel_span, "parent", 1) is None:
+                span["langfuse.trace.name"] = type(instance).__name__
+
+        def span_enter(
+            self,
+            id_: str,
+            bound_args: Any,
+            instance: Any = None,
+            parent_id: str | None = None,
+            tags: Any = None,
+            **kwargs: Any,
+        ) -> None:
+            return None
+
+        def span_exit(
+            self, id_: str, bound_args: Any, instance: Any = None, result: Any = None, **kwargs: Any
+        ) -> None:
+            try:
+                self._apply(id_, bound_args, instance, result, True)
+            except Exception:
+                _log.debug("run span input/output rewrite failed", exc_info=True)
+
+        def span_drop(
+            self,
+            id_: str,
+            bound_args: Any,
+            instance: Any = None,
+            err: BaseException | None = None,
+            **kwargs: Any,
+        ) -> None:
+            try:
+                self._apply(id_, bound_args, instance, None, False)
+            except Exception:
+                _log.debug("run span input rewrite failed", exc_info=True)
+
+        def new_span(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return WorkflowIOSpanHandler
+
+
+def install_io_handler() -> None:
+    """Put the IO handler first among the root dispatcher's span handlers (idempotent).
+
+    First, because handlers run in order and OpenInference's ends the span in its exit hook.
+    """
+    from llama_index_instrumentation import get_dispatcher
+
+    dispatcher = get_dispatcher()
+    if any(type(h).__name__ == "WorkflowIOSpanHandler" for h in dispatcher.span_handlers):
+        return
+    dispatcher.span_handlers.insert(0, _io_handler_class()())
+
+
+# --- run and flush -------------------------------------------------------------------------
+
+
+async def run_with_flush(workflow: Any, *args: Any, flush_timeout: float | None = None, **kwargs: Any) -> Any:
+    """Run ``workflow`` with ``args``/``kwargs``, return its result; flush in ``finally``.
+
+    The workflow's exception is re-raised unchanged; a flush problem is one warning, never an
+    exception. The flush awaits delivery without blocking the event loop.
+    """
+    try:
+        return await workflow.run(*args, **kwargs)
+    finally:
+        telemetry = runtime.current()
+        if telemetry is not None and telemetry.enabled:
+            report = await telemetry.aflush(flush_timeout)
+            if not report:
+                _log.warning("otel-basic: flush after %s: %s", type(workflow).__name__, report.summary())

@@ -1,0 +1,45 @@
+"""Writes spans to a local file as OTLP/JSON lines: the offline route (no endpoint configured
+for the demo) and a debugging aid. Appends with one ``write`` per batch, flushed at once."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from otel_basic.exporters.base import ExportFailure
+from otel_basic.otlp_json import spans_to_json_line
+
+
+class OtlpJsonFileExporter(SpanExporter):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.endpoint = f"file://{path}"
+        self._lock = threading.Lock()
+        self.last_failure: ExportFailure | None = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            line = spans_to_json_line(spans) + "\n"
+            with self._lock:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line.encode())
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            self.last_failure = ExportFailure("transient", f"cannot write {self.path}: {exc.strerror}")
+            return SpanExportResult.FAILURE
+        self.last_failure = None
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

@@ -1,0 +1,117 @@
+"""``LimitingExporter``: caps attribute sizes so one huge value cannot get a batch rejected (HTTP 413).
+
+A 5 MB e-mail body or a base64 image in a prompt makes Langfuse refuse the whole batch, losing every span
+in it. We keep the span and cut the value instead:
+
+- ``data:<mime>;base64,...`` URIs (payload of 64+ chars) become ``<data-uri:image/png, 123456 bytes
+  omitted>`` (unless ``replace_data_uris=False``): the size and type are what a reader of a trace needs;
+- any string still longer than ``max_attribute_chars`` is cut to that length and gets
+  ``…[truncated by otel-basic: original 5242880 chars]`` appended.
+
+A truncated JSON ``input.value`` is no longer valid JSON; Langfuse then shows it as text, which is
+acceptable for an oversized value. Spans are copied, never dropped; spans within limits pass untouched.
+Put it after masking in the chain, so masking sees whole values (a cut must not split an address in two).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.util.types import AnyValue
+
+from otel_basic.exporters.base import WrappingExporter
+from otel_basic.spancopy import transform_span
+
+__all__ = ["DEFAULT_MAX_ATTRIBUTE_CHARS", "LimitingExporter", "truncation_marker"]
+
+DEFAULT_MAX_ATTRIBUTE_CHARS = 16384
+
+_DATA_URI = re.compile(
+    r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,([A-Za-z0-9+/_-]{64,}(?:={0,2}))"
+)
+
+
+def truncation_marker(original_chars: int) -> str:
+    """What is appended to a truncated value."""
+    return f"…[truncated by otel-basic: original {original_chars} chars]"
+
+
+def _data_uri_placeholder(m: re.Match[str]) -> str:
+    payload = m.group(3)
+    size = len(payload) * 3 // 4 - payload.count("=")
+    return f"<data-uri:{m.group(1) or 'application/octet-stream'}, {size} bytes omitted>"
+
+
+class LimitingExporter(WrappingExporter):
+    """Passes copies of the spans with oversized string values cut down to ``inner``."""
+
+    def __init__(
+        self,
+        inner: SpanExporter,
+        max_attribute_chars: int = DEFAULT_MAX_ATTRIBUTE_CHARS,
+        replace_data_uris: bool = True,
+    ) -> None:
+        super().__init__(inner)
+        if max_attribute_chars < 1:
+            raise ValueError("max_attribute_chars must be positive")
+        self.max_attribute_chars = max_attribute_chars
+        self.replace_data_uris = replace_data_uris
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        out: list[ReadableSpan] = []
+        for span in spans:
+            try:
+                out.append(
+                    transform_span(
+                        span,
+                        self._limit_mapping,
+                        lambda _n, a: self._limit_mapping(a),
+                        self._limit_mapping,
+                        self._limit_str_or_none,
+                    )
+                )
+            except Exception:  # never lose a span over a size check
+                out.append(span)
+        return self.inner.export(out)
+
+    def limit_value(self, value: AnyValue) -> AnyValue:
+        """``value`` within limits; the same object when nothing had to change."""
+        if isinstance(value, str):
+            return self._limit_str(value)
+        if isinstance(value, (tuple, list)):
+            items = [self.limit_value(v) for v in value]
+            if all(a is b for a, b in zip(items, value, strict=True)):
+                return value
+            return tuple(items) if isinstance(value, tuple) else items
+        if isinstance(value, Mapping):
+            masked = self._limit_mapping(value)
+            return value if masked is None else masked
+        return value
+
+    def _limit_mapping(self, attrs: Mapping[str, AnyValue]) -> dict[str, AnyValue] | None:
+        changes: dict[str, AnyValue] = {}
+        for key, value in attrs.items():
+            if isinstance(value, (str, tuple, list, Mapping)):
+                new = self.limit_value(value)
+                if new is not value:
+                    changes[key] = new
+        if not changes:
+            return None
+        return {k: changes.get(k, v) for k, v in attrs.items()}
+
+    def _limit_str_or_none(self, text: str) -> str | None:
+        new = self._limit_str(text)
+        return None if new is text else new
+
+    def _limit_str(self, text: str) -> str:
+        if len(text) < 64:
+            return text
+        new = text
+        if self.replace_data_uris and ";base64," in text:
+            new = _DATA_URI.sub(_data_uri_placeholder, text)
+        if len(new) > self.max_attribute_chars:
+            new = new[: self.max_attribute_chars] + truncation_marker(len(text))
+        return new

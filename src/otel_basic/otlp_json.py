@@ -1,0 +1,32 @@
+"""OTLP/JSON encoding of spans (hex ids, lowerCamelCase), one request per line, as in the OTel
+file exporter spec. Used for the offline file route and for the spool's readable index."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+
+_ID_KEYS = {"traceId", "spanId", "parentSpanId"}
+
+
+def _hex_ids(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: (base64.b64decode(v).hex() if k in _ID_KEYS and isinstance(v, str) else _hex_ids(v))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_hex_ids(v) for v in node]
+    return node
+
+
+def spans_to_json_line(spans: Sequence[ReadableSpan]) -> str:
+    """One ``ExportTraceServiceRequest`` as a single line of OTLP/JSON."""
+    as_dict = json_format.MessageToDict(encode_spans(spans))
+    return json.dumps(_hex_ids(as_dict), separators=(",", ":"), ensure_ascii=False)

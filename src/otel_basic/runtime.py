@@ -1,0 +1,206 @@
+"""The one global object: configure -> use -> flush -> shutdown, and ``reset`` for tests.
+
+``Telemetry`` owns the provider, the processor, the Langfuse client, the instrumentor and the log
+bridge of one configuration. A disabled Telemetry (nothing configured, ``OTEL_SDK_DISABLED``,
+``LANGFUSE_TRACING_ENABLED=false``, or a configuration error) has all of them None and flushes
+return at once.
+
+Global tracer provider: if the host has not set one, ours becomes the global, so
+``opentelemetry.trace.get_tracer()`` and Langfuse's ``@observe`` land in our pipeline. If the host
+already set an SDK provider, we leave it alone (never "Overriding of current TracerProvider"),
+instrument LlamaIndex on our own provider, and log that once: the host's own spans keep going
+where the host sends them, and :func:`otel_basic.get_tracer` gives a tracer on ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
+
+from otel_basic import global_provider, instrumentation, lifecycle, log_bridge
+from otel_basic import langfuse as _langfuse
+from otel_basic.flush import DISABLED_REPORT, Flusher, FlushReport
+from otel_basic.pipeline import Pipeline, build_pipeline
+from otel_basic.processor import DeliveryProcessor
+from otel_basic.settings import ConfigError, Settings, load_settings
+
+_log = logging.getLogger("otel_basic")
+
+
+class Telemetry:
+    """One configured (or disabled) telemetry pipeline."""
+
+    def __init__(self, settings: Settings, *, error: str | None = None) -> None:
+        self.settings = settings
+        self.error = error
+        self.pipeline: Pipeline | None = None
+        self.langfuse: Any | None = None
+        self.instrumentor: Any | None = None
+        self._log_handler: log_bridge.SpanEventHandler | None = None
+        self._flusher: Flusher | None = None
+        self._shutdown = False
+
+    def __repr__(self) -> str:
+        return f"Telemetry(route={self.settings.route!r}, reason={self.settings.reason!r})"
+
+    @property
+    def enabled(self) -> bool:
+        return self.pipeline is not None and not self._shutdown
+
+    @property
+    def provider(self) -> TracerProvider | None:
+        return self.pipeline.provider if self.pipeline else None
+
+    @property
+    def processor(self) -> DeliveryProcessor | None:
+        return self.pipeline.processor if self.pipeline else None
+
+    def start(self) -> None:
+        settings = self.settings
+        if not settings.enabled:
+            return
+        self.pipeline = build_pipeline(settings)
+        provider = self.pipeline.provider
+        if not global_provider.install_global(provider):
+            _log.info("otel-basic: the host set its own tracer provider; LlamaIndex spans use otel-basic's")
+        self.langfuse = _langfuse.create_client(settings, provider)
+        self.instrumentor = instrumentation.instrument(provider)
+        if settings.log_level is not None:
+            self._log_handler = log_bridge.install(
+                provider.get_tracer("otel_basic.logging"), settings.log_level
+            )
+        self._flusher = Flusher(
+            self.pipeline.processor,
+            default_timeout=settings.flush_timeout,
+            langfuse_flush=self.langfuse.flush if self.langfuse is not None else None,
+            spool=getattr(self.pipeline, "spool", None),
+        )
+
+    # --- use -------------------------------------------------------------------------------
+
+    def tracer(self, name: str, version: str | None = None) -> Tracer:
+        provider = self.provider
+        if provider is None:
+            return trace.NoOpTracer()
+        return provider.get_tracer(name, version)
+
+    def flush(self, timeout: float | None = None) -> FlushReport:
+        if self._flusher is None or self._shutdown:
+            return DISABLED_REPORT
+        return _never_raise(lambda: self._flusher.flush(timeout) if self._flusher else DISABLED_REPORT)
+
+    async def aflush(self, timeout: float | None = None) -> FlushReport:
+        if self._flusher is None or self._shutdown:
+            return DISABLED_REPORT
+        started = time.monotonic()
+        try:
+            return await self._flusher.aflush(timeout)
+        except Exception as exc:
+            return _failed_report(exc, started)
+
+    def kick(self) -> None:
+        """Start exporting what is queued, without waiting (per-step flush, background mode)."""
+        if self.pipeline is not None and not self._shutdown:
+            self.pipeline.processor.kick()
+
+    # --- end -------------------------------------------------------------------------------
+
+    def shutdown(self, timeout: float | None = None) -> FlushReport:
+        """Flush within ``timeout``, then release everything; later calls are no-ops."""
+        if self._shutdown or self.pipeline is None:
+            self._shutdown = True
+            return DISABLED_REPORT
+        report = self.flush(timeout)
+        self._shutdown = True
+        if self._log_handler is not None:
+            log_bridge.uninstall(self._log_handler)
+        instrumentation.uninstrument()
+        _langfuse.release_client(self.settings)
+        global_provider.release_global(self.pipeline.provider)
+        try:
+            self.pipeline.provider.shutdown()
+        except Exception:
+            _log.debug("provider shutdown failed", exc_info=True)
+        return report
+
+
+def _failed_report(exc: BaseException, started: float) -> FlushReport:
+    return FlushReport(error=f"flush failed: {type(exc).__name__}", duration=time.monotonic() - started)
+
+
+def _never_raise(fn: Any) -> FlushReport:
+    started = time.monotonic()
+    try:
+        report: FlushReport = fn()
+        return report
+    except Exception as exc:
+        return _failed_report(exc, started)
+
+
+# --- the global ----------------------------------------------------------------------------
+
+_lock = threading.RLock()
+_current: Telemetry | None = None
+_current_args: dict[str, Any] | None = None
+
+
+def configure(**overrides: Any) -> Telemetry:
+    """Configure from the environment plus ``overrides``; idempotent for the same arguments.
+
+    Calling again with different arguments shuts the previous pipeline down (flushing it) and
+    builds a new one. Never raises for bad configuration: it logs one warning naming the variable
+    and returns a disabled Telemetry, so the host keeps running untraced.
+    """
+    global _current, _current_args
+    with _lock:
+        if _current is not None and _current_args == overrides and not _current._shutdown:
+            return _current
+        if _current is not None:
+            _current.shutdown()
+        try:
+            settings = load_settings(**overrides)
+            telemetry = Telemetry(settings)
+            telemetry.start()
+        except ConfigError as exc:
+            _log.warning("otel-basic: tracing disabled: %s", exc)
+            telemetry = Telemetry(Settings(route="disabled", reason=str(exc)), error=str(exc))
+        except Exception as exc:  # never crash the host at import/configure time
+            _log.warning("otel-basic: tracing disabled: could not start telemetry (%s)", type(exc).__name__)
+            _log.debug("configure failed", exc_info=True)
+            reason = type(exc).__name__
+            telemetry = Telemetry(Settings(route="disabled", reason=reason), error=reason)
+        _current, _current_args = telemetry, dict(overrides)
+        if telemetry.enabled:
+            lifecycle.install(telemetry.settings.install_signal_handlers)
+        return telemetry
+
+
+def current() -> Telemetry | None:
+    return _current
+
+
+def get() -> Telemetry:
+    """The current Telemetry, configuring from the environment on first use."""
+    return _current if _current is not None else configure()
+
+
+def shutdown(timeout: float | None = None) -> FlushReport:
+    with _lock:
+        if _current is None:
+            return DISABLED_REPORT
+        return _current.shutdown(timeout)
+
+
+def reset() -> None:
+    """For tests: shut down and forget the current Telemetry (the next call configures anew)."""
+    global _current, _current_args
+    with _lock:
+        if _current is not None:
+            _current.shutdown(timeout=2.0)
+        _current, _current_args = None, None
