@@ -108,15 +108,18 @@ class Flusher:
         return self._spool.spooled_total() if self._spool is not None else 0
 
     def _report(
-        self, before: Counters, spooled_before: int, pending: int, started: float, error: str | None
+        self, before: Counters, spooled_before: int, target: int, started: float, side_error: str | None
     ) -> FlushReport:
+        pending = self.processor.pending_after(target)  # now, so a batch is never failed AND pending
         after = self.processor.counters.copy()
         failed = after.failed - before.failed
         dropped = after.dropped - before.dropped
-        if error is None and (failed or dropped):
-            error = after.last_error or "export failed"
-        if error is None and pending:
+        if failed or dropped:
+            error: str | None = after.last_error or "export failed"
+        elif pending:
             error = "flush deadline reached with spans still pending"
+        else:
+            error = side_error
         return FlushReport(
             exported=after.exported - before.exported,
             failed=failed,
@@ -127,19 +130,27 @@ class Flusher:
             error=error,
         )
 
+    def _side_started(self, end: float) -> threading.Event | None:
+        """Start the Langfuse client's flush (scores, media) if there is time left for it."""
+        if self._side is None or end - time.monotonic() <= 0:
+            return None
+        return self._side.start()
+
+    def _side_error(self, finished: bool) -> str | None:
+        if not finished:
+            return "Langfuse client flush did not finish before the deadline"
+        return self._side.error if self._side is not None else None
+
     def flush(self, timeout: float | None = None) -> FlushReport:
         started = time.monotonic()
         end = started + (self.default_timeout if timeout is None else max(0.0, timeout))
         before, spooled_before = self.processor.counters.copy(), self._spooled()
-        _, pending = self.processor.flush_until(end)
-        error = None
-        if self._side is not None:
-            done = self._side.start()
-            if not done.wait(max(0.0, end - time.monotonic())):
-                error = "Langfuse client flush did not finish before the deadline"
-            else:
-                error = self._side.error
-        return self._report(before, spooled_before, pending, started, error)
+        target, _ = self.processor.flush_until(end)
+        side_error = None
+        done = self._side_started(end)
+        if done is not None:
+            side_error = self._side_error(done.wait(max(0.0, end - time.monotonic())))
+        return self._report(before, spooled_before, target, started, side_error)
 
     async def aflush(self, timeout: float | None = None) -> FlushReport:
         started = time.monotonic()
@@ -153,16 +164,12 @@ class Flusher:
             pass
         finally:
             self.processor.forget_future(future)
-        pending = self.processor.pending_after(target)
-        error = None
-        if self._side is not None:
-            done = self._side.start()
-            left = max(0.0, end - time.monotonic())
-            if done.is_set() or await _wait_event(done, left, loop):
-                error = self._side.error
-            else:
-                error = "Langfuse client flush did not finish before the deadline"
-        return self._report(before, spooled_before, pending, started, error)
+        side_error = None
+        done = self._side_started(end)
+        if done is not None:
+            finished = done.is_set() or await _wait_event(done, max(0.0, end - time.monotonic()), loop)
+            side_error = self._side_error(finished)
+        return self._report(before, spooled_before, target, started, side_error)
 
 
 async def _wait_event(event: threading.Event, timeout: float, loop: asyncio.AbstractEventLoop) -> bool:

@@ -1,0 +1,296 @@
+"""Delivery through the real pipeline to the real test receiver: exactly once, right headers,
+truthful FlushReports, deadlines, and the seed's flush_langfuse / langfuse.flush()."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import socket
+import time
+
+import pytest
+from llama_index.core.llms import MockLLM
+
+import otel_basic
+from otel_basic.testing import LangfuseReceiver
+
+from .conftest import SECRET
+
+
+def _spans(tel: otel_basic.Telemetry, n: int, name: str = "unit") -> None:
+    tracer = tel.tracer("tests")
+    for i in range(n):
+        with tracer.start_as_current_span(f"{name}-{i}"):
+            pass
+
+
+def test_llamaindex_spans_arrive_exactly_once_with_langfuse_headers(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    MockLLM().complete("hello there")
+    report = otel_basic.flush(timeout=5)
+    assert report, report.summary()
+    spans = langfuse_env.spans
+    assert spans, "no span arrived"
+    assert any(s.attributes.get("openinference.span.kind") == "LLM" for s in spans)
+    ids = [s.span_id for s in spans]
+    assert len(ids) == len(set(ids)), "a span arrived twice"
+    assert report.exported == len(spans)
+    expected_auth = "Basic " + base64.b64encode(f"pk-lf-test:{SECRET}".encode()).decode()
+    for request in langfuse_env.trace_requests:
+        assert request.headers["authorization"] == expected_auth
+        assert request.headers["x-langfuse-ingestion-version"] == "4"
+        assert request.headers["content-encoding"] == "gzip"
+        assert request.path == "/api/public/otel/v1/traces"
+
+
+def test_resource_carries_service_environment_release(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "triage-svc")
+    monkeypatch.setenv("LANGFUSE_TRACING_ENVIRONMENT", "staging")
+    monkeypatch.setenv("LANGFUSE_RELEASE", "1.2.3")
+    tel = otel_basic.configure()
+    _spans(tel, 1)
+    assert otel_basic.flush(timeout=5)
+    resource = langfuse_env.spans[0].resource
+    assert resource["service.name"] == "triage-svc"
+    assert resource["langfuse.environment"] == "staging" and resource["langfuse.release"] == "1.2.3"
+
+
+def test_flush_report_counts_success(telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver) -> None:
+    _spans(telemetry, 7)
+    report = otel_basic.flush(timeout=5)
+    assert report and report.exported == 7 and report.failed == 0 and report.pending == 0
+    assert len(langfuse_env.spans) == 7
+
+
+@pytest.mark.parametrize("status", [401, 400, 301, 307])
+def test_rejections_and_redirects_are_failures(
+    status: int, telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    langfuse_env.fail_next(status, count=100)
+    _spans(telemetry, 3)
+    report = otel_basic.flush(timeout=5)
+    assert not report
+    assert report.failed == 3 and report.exported == 0
+    assert str(status) in (report.error or "")
+    assert SECRET not in (report.error or "") and SECRET not in repr(report)
+    assert langfuse_env.spans == []
+
+
+def test_503_then_success_is_retried_within_the_flush(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    langfuse_env.fail_next(503, count=2)
+    _spans(telemetry, 4)
+    report = otel_basic.flush(timeout=10)
+    assert report, report.summary()
+    assert report.exported == 4 and len(langfuse_env.spans) == 4
+    assert [r.status for r in langfuse_env.trace_requests] == [503, 503, 200]
+
+
+def test_503_forever_is_a_failure_within_the_deadline(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    langfuse_env.fail_next(503, count=1000)
+    _spans(telemetry, 2)
+    started = time.monotonic()
+    report = otel_basic.flush(timeout=1.5)
+    elapsed = time.monotonic() - started
+    assert not report and "503" in (report.error or "")
+    assert report.failed + report.pending == 2
+    assert elapsed < 1.5 + 1.0  # the deadline holds (the stock SDK blocks 5 s here)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_flush_deadline_against_a_closed_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-test")
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", SECRET)
+    monkeypatch.setenv("LANGFUSE_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    tel = otel_basic.configure()
+    _spans(tel, 50)
+    started = time.monotonic()
+    report = otel_basic.flush(timeout=1.0)
+    elapsed = time.monotonic() - started
+    assert not report
+    assert report.failed + report.pending == 50
+    assert elapsed < 1.0 + 1.0, elapsed  # stock force_flush: 7 s for 1 span, 27 s for 2048
+
+
+def test_flush_deadline_against_a_server_that_never_answers(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    langfuse_env.blackhole(True)
+    _spans(telemetry, 5)
+    started = time.monotonic()
+    report = otel_basic.flush(timeout=1.0)
+    elapsed = time.monotonic() - started
+    langfuse_env.blackhole(False)
+    assert not report and report.failed + report.pending == 5
+    assert elapsed < 1.0 + 1.0, elapsed
+
+
+async def test_aflush_does_not_block_the_event_loop(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    langfuse_env.set_delay(0.5)
+    _spans(telemetry, 3)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    report = await otel_basic.aflush(timeout=5)
+    task.cancel()
+    assert report, report.summary()
+    assert ticks >= 10, f"the event loop was blocked during aflush ({ticks} ticks in ~0.5 s)"
+
+
+async def test_concurrent_aflush_calls_share_one_export(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    langfuse_env.set_delay(0.2)
+    _spans(telemetry, 20)
+    reports = await asyncio.gather(*(otel_basic.aflush(timeout=5) for _ in range(25)))
+    assert all(reports), [r.summary() for r in reports]
+    assert len(langfuse_env.spans) == 20
+    assert len(langfuse_env.trace_requests) == 1, "concurrent flushes must share the export in flight"
+
+
+def test_flush_langfuse_and_langfuse_client_flush_both_deliver(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # only a flush can send
+    import importlib
+
+    import basic.observability as obs
+
+    obs = importlib.reload(obs)
+    assert obs._tracer_provider is not None and obs._langfuse_client is not None
+    assert obs._langfuse_handler is not None
+    tracer = obs._tracer_provider.get_tracer("t")
+    with tracer.start_as_current_span("via-langfuse-client"):
+        pass
+    obs._langfuse_client.flush()
+    assert [s.name for s in langfuse_env.spans] == ["via-langfuse-client"]
+    with tracer.start_as_current_span("via-flush-langfuse"):
+        pass
+    for _ in range(3):  # safe to call many times
+        report = obs.flush_langfuse()
+    assert report
+    assert sorted(s.name for s in langfuse_env.spans) == ["via-flush-langfuse", "via-langfuse-client"]
+
+
+def test_langfuse_observe_spans_are_exported_once_by_our_pipeline(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    from langfuse import observe
+
+    @observe(name="observed-fn")
+    def work() -> int:
+        return 42
+
+    assert work() == 42
+    assert otel_basic.flush(timeout=5)
+    names = [s.name for s in langfuse_env.spans]
+    assert names.count("observed-fn") == 1
+
+
+def test_unconfigured_flush_langfuse_is_a_noop() -> None:
+    import importlib
+
+    import basic.observability as obs
+
+    obs = importlib.reload(obs)
+    assert obs._tracer_provider is None and obs._langfuse_client is None and obs._langfuse_handler is None
+    started = time.monotonic()
+    for _ in range(3):
+        assert not obs.flush_langfuse().enabled
+    assert time.monotonic() - started < 1.0
+
+
+async def test_run_workflow_with_flush_returns_result_and_reraises(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    from workflows import Context, Workflow, step
+    from workflows.events import StartEvent, StopEvent
+
+    from basic.observability import run_workflow_with_flush
+
+    class Boom(Workflow):
+        @step
+        async def explode(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            if ev.get("fail"):
+                raise ValueError("kaboom")
+            return StopEvent(result="fine")
+
+    assert await run_workflow_with_flush(Boom(), fail=False) == "fine"
+    with pytest.raises(ValueError, match="kaboom"):
+        await run_workflow_with_flush(Boom(), fail=True)
+    # both runs' spans were flushed by the finally blocks, without another flush
+    names = [s.name for s in langfuse_env.spans]
+    assert names.count("Boom.run") == 2
+    errors = [s for s in langfuse_env.spans if s.status_code == "ERROR"]
+    assert errors, "the failing run's spans should be marked as errors"
+
+
+def test_logging_records_become_span_events(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    log = logging.getLogger("app.billing")
+    with telemetry.tracer("t").start_as_current_span("with-logs"):
+        log.info("charging card")
+        log.debug("too chatty")  # below INFO: not bridged
+        try:
+            raise RuntimeError("card declined")
+        except RuntimeError:
+            log.exception("payment failed")
+    log.error("outside any span")
+    assert otel_basic.flush(timeout=5)
+    spans = {s.name: s for s in langfuse_env.spans}
+    events = spans["with-logs"].events
+    assert [e.attributes["log.message"] for e in events] == ["charging card", "payment failed"]
+    assert events[0].attributes["log.severity"] == "INFO" and events[0].attributes["log.logger"] == "app.billing"
+    assert events[1].attributes["exception.type"] == "RuntimeError"
+    orphan = spans["log.ERROR"]
+    assert orphan.events[0].attributes["log.message"] == "outside any span"
+    assert orphan.status_code == "ERROR"
+
+
+def test_secret_never_in_logs_warnings_or_reprs(
+    langfuse_env: LangfuseReceiver, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tel = otel_basic.configure()
+    langfuse_env.fail_next(401, count=10)
+    _spans(tel, 2)
+    report = otel_basic.flush(timeout=3)
+    langfuse_env.fail_next(503, count=100)
+    _spans(tel, 2)
+    report2 = otel_basic.flush(timeout=1)
+    texts = [
+        caplog.text, repr(tel), repr(tel.settings), str(tel.settings.describe()), repr(report), repr(report2),
+        repr(tel.pipeline), capsys.readouterr().err,
+    ]
+    token = base64.b64encode(f"pk-lf-test:{SECRET}".encode()).decode()
+    for text in texts:
+        assert SECRET not in text and token not in text
+
+
+def test_configure_is_idempotent(langfuse_env: LangfuseReceiver) -> None:
+    first = otel_basic.configure()
+    assert otel_basic.configure() is first
+    _spans(first, 2)
+    assert otel_basic.flush(timeout=5)
+    assert len(langfuse_env.spans) == 2
