@@ -69,12 +69,12 @@ def shutdown(timeout: float | None = None) -> FlushReport:
 
 
 def get_tracer(name: str, version: str | None = None) -> Tracer:
-    """A tracer on otel-basic's provider (a no-op tracer when telemetry is disabled)."""
+    """A tracer on otel-basic's provider (the global provider's when otel-basic is not enabled)."""
     telemetry = current()
-    if telemetry is None:
+    if telemetry is None or not telemetry.enabled:
         from opentelemetry import trace
 
-        return trace.NoOpTracer()
+        return trace.get_tracer(name, version)  # the host's global provider, if it set one
     return telemetry.tracer(name, version)
 
 

@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -176,7 +175,8 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-_live: weakref.WeakSet[RotelCollector] = weakref.WeakSet()
+# Strong references: a started agent must be stoppable at exit even if its owner dropped it.
+_live: set[RotelCollector] = set()
 
 
 @atexit.register
@@ -425,7 +425,7 @@ class RotelCollector:
                 )
             time.sleep(0.01)
         # A foreign process on a port we picked would also accept; rotel then exits at once (bind error).
-        time.sleep(0.02)
+        time.sleep(0.05)
         code = self._proc.poll()
         if code is not None:
             raise CollectorStartError(
@@ -539,7 +539,9 @@ def run_foreground(
             f"with headers {collector.headers_redacted}\n"
             f"point the app at it: OTEL_EXPORTER_OTLP_ENDPOINT={collector.http_endpoint} "
             f"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf\n"
-            "retries are in memory only: stop me with Ctrl-C once the app has flushed and I have sent.",
+            "retries are in memory only: stop me with Ctrl-C once the app has flushed and I have sent.\n"
+            "note: rotel logs 'failed to decode response ... dropping data' for batches Langfuse ACCEPTED\n"
+            "(Langfuse answers 200 with JSON, rotel expects protobuf); failures show Http(...) or Connect.",
             file=out, flush=True,
         )
         while not stopping.wait(0.2):

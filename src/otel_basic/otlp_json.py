@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 
 _ID_KEYS = {"traceId", "spanId", "parentSpanId"}
@@ -26,7 +27,11 @@ def _hex_ids(node: Any) -> Any:
     return node
 
 
-def spans_to_json_line(spans: Sequence[ReadableSpan]) -> str:
+def request_to_json_line(request: ExportTraceServiceRequest) -> str:
     """One ``ExportTraceServiceRequest`` as a single line of OTLP/JSON."""
-    as_dict = json_format.MessageToDict(encode_spans(spans))
+    as_dict = json_format.MessageToDict(request)
     return json.dumps(_hex_ids(as_dict), separators=(",", ":"), ensure_ascii=False)
+
+
+def spans_to_json_line(spans: Sequence[ReadableSpan]) -> str:
+    return request_to_json_line(encode_spans(spans))

@@ -10,16 +10,22 @@ Masking comes first so nothing downstream (the spool on disk included) ever sees
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_basic.exporters.file import OtlpJsonFileExporter
+from otel_basic.exporters.limits import LimitingExporter
 from otel_basic.exporters.otlp_grpc import OtlpGrpcExporter
 from otel_basic.exporters.otlp_http import OtlpHttpExporter
+from otel_basic.exporters.split import SplittingExporter
+from otel_basic.exporters.spooling import SpoolingExporter, encode_request
+from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker, MaskingExporter
 from otel_basic.processor import DeliveryProcessor
 from otel_basic.settings import Settings
+from otel_basic.spool import Sender, Spool, destination_key
 
 
 @dataclass
@@ -28,6 +34,8 @@ class Pipeline:
     processor: DeliveryProcessor
     exporter: SpanExporter
     transport: SpanExporter
+    spool: Spool | None = None
+    replay_sender: Sender | None = None
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -62,24 +70,87 @@ def build_transport(settings: Settings) -> SpanExporter:
     )
 
 
-def build_exporter(settings: Settings, transport: SpanExporter) -> SpanExporter:
+def build_spool(settings: Settings) -> Spool | None:
+    if settings.spool_dir is None or settings.route == "file":
+        return None
+    key = destination_key(settings.endpoint, settings.langfuse_public_key)
+    return Spool(settings.spool_dir, key, max_bytes=settings.spool_max_bytes)
+
+
+def replay_sender(transport: SpanExporter) -> Sender:
+    """Adapts a transport's ``send_request`` to the spool's replay interface."""
+
+    def send(request: bytes) -> tuple[bool, str | None, bool]:
+        ok = transport.send_request(request) == SpanExportResult.SUCCESS  # type: ignore[attr-defined]
+        failure = getattr(transport, "last_failure", None)
+        message = failure.message if failure is not None else None
+        return ok, message, bool(failure is not None and failure.kind != "transient")
+
+    return send
+
+
+def build_masker(settings: Settings) -> Masker:
+    allow = tuple(DEFAULT_ALLOW_KEYS) + tuple(settings.mask_allow_keys)
+    return Masker(
+        level=settings.mask,
+        extra_patterns=dict(settings.mask_patterns),
+        hook=settings.mask_hook,
+        allow_keys=allow,
+    )
+
+
+def build_exporter(settings: Settings, transport: SpanExporter, spool: Spool | None) -> SpanExporter:
     """Wrap the transport in the chain described in the module docstring."""
     exporter = transport
+    if spool is not None:
+        exporter = SpoolingExporter(exporter, spool, replay_sender(transport))
+        exporter = SplittingExporter(
+            exporter, give_up=lambda spans, why: spool.reject(encode_request(spans), len(spans), why)
+        )
+    exporter = LimitingExporter(exporter, max_attribute_chars=settings.max_attribute_chars)
+    if settings.mask != "off":
+        exporter = MaskingExporter(exporter, build_masker(settings))
     return exporter
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
     transport = build_transport(settings)
-    exporter = build_exporter(settings, transport)
+    spool = build_spool(settings)
+    exporter = build_exporter(settings, transport, spool)
+    spooler = _find(exporter, SpoolingExporter)
+    splitter = _find(exporter, SplittingExporter)
     processor = DeliveryProcessor(
         exporter,
         schedule_delay=settings.schedule_delay,
         max_queue_size=settings.max_queue_size,
         max_export_batch_size=settings.max_export_batch_size,
         export_timeout=settings.export_timeout,
+        overflow=spooler.keep if spooler is not None else None,
         overflow_policy=settings.overflow,
         max_force_flush=settings.flush_timeout,
+        failure_probe=lambda: getattr(transport, "last_failure", None),
+        delivered_probe=(lambda: splitter.last_delivered) if splitter is not None else None,
     )
     provider = TracerProvider(resource=build_resource(settings), shutdown_on_exit=False)
     provider.add_span_processor(processor)
-    return Pipeline(provider, processor, exporter, transport)
+    return Pipeline(
+        provider,
+        processor,
+        exporter,
+        transport,
+        spool,
+        replay_sender(transport) if spool is not None else None,
+    )
+
+
+T = TypeVar("T")
+
+
+def _find(exporter: SpanExporter, kind: type[T]) -> T | None:
+    """The first wrapper of ``kind`` in the chain."""
+    current: object = exporter
+    while current is not None:
+        if isinstance(current, kind):
+            return current
+        current = getattr(current, "inner", None)
+    return None

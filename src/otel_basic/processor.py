@@ -94,6 +94,8 @@ class DeliveryProcessor(SpanProcessor):
         overflow_policy: str = "spool",
         block_timeout: float = 1.0,
         max_force_flush: float = 5.0,
+        failure_probe: Callable[[], ExportFailure | None] | None = None,
+        delivered_probe: Callable[[], int] | None = None,
     ) -> None:
         self.exporter = exporter
         self._delay = schedule_delay
@@ -104,6 +106,8 @@ class DeliveryProcessor(SpanProcessor):
         self._policy = overflow_policy
         self._block_timeout = block_timeout
         self._max_force_flush = max_force_flush
+        self._failure_probe = failure_probe or (lambda: getattr(exporter, "last_failure", None))
+        self._delivered_probe = delivered_probe
         self._cond = threading.Condition()
         self._state = _State()
         self.counters = Counters()
@@ -320,17 +324,33 @@ class DeliveryProcessor(SpanProcessor):
             except Exception as exc:
                 _log.debug("exporter raised", exc_info=True)
                 self.counters.last_error = f"exporter raised {type(exc).__name__}"
-            failure: ExportFailure | None = None if ok else getattr(self.exporter, "last_failure", None)
+            failure = None if ok else self._failure_probe()
+            delivered = len(spans) if ok else self._partial(len(spans))
             with self._cond:
                 self.counters.export_requests += 1
-                if ok:
-                    self.counters.exported += len(spans)
-                else:
-                    self.counters.failed += len(spans)
-                    if failure is not None:
-                        self.counters.last_error = failure.message
+                self.counters.exported += delivered
+                self.counters.failed += len(spans) - delivered
+                if failure is not None:
+                    self.counters.last_error = failure.message
                 self._state.inflight_first = None
                 self._notify_waiters()
+
+    def _partial(self, size: int) -> int:
+        """Spans of a failed batch that still arrived (a split batch can half-succeed)."""
+        if self._delivered_probe is None:
+            return 0
+        try:
+            return max(0, min(size, self._delivered_probe()))
+        except Exception:
+            return 0
+
+    def drain(self) -> list[ReadableSpan]:
+        """Take every span still queued (at exit, after the flush deadline: they go to the spool)."""
+        with self._cond:
+            spans = [span for _, span in self._state.queue]
+            self._state.queue.clear()
+            self._notify_waiters()
+            return spans
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         end = time.monotonic() + timeout_millis / 1000.0

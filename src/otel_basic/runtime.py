@@ -75,12 +75,32 @@ class Telemetry:
             self._log_handler = log_bridge.install(
                 provider.get_tracer("otel_basic.logging"), settings.log_level
             )
+        self._start_replay()
         self._flusher = Flusher(
             self.pipeline.processor,
             default_timeout=settings.flush_timeout,
             langfuse_flush=self.langfuse.flush if self.langfuse is not None else None,
             spool=getattr(self.pipeline, "spool", None),
         )
+
+    def _start_replay(self) -> None:
+        """Send what earlier runs left in the spool, in the background, once per start."""
+        pipeline = self.pipeline
+        if pipeline is None or pipeline.spool is None or pipeline.replay_sender is None:
+            return
+        spool, sender = pipeline.spool, pipeline.replay_sender
+
+        def replay() -> None:
+            try:
+                spool.recover_claims()
+                if spool.pending():
+                    result = spool.replay(sender, deadline=time.monotonic() + 60.0)
+                    if result.sent_spans:
+                        _log.info("otel-basic: replayed %d spooled spans", result.sent_spans)
+            except Exception:
+                _log.debug("spool replay at start failed", exc_info=True)
+
+        threading.Thread(target=replay, name="otel-basic-replay", daemon=True).start()
 
     # --- use -------------------------------------------------------------------------------
 
@@ -118,6 +138,11 @@ class Telemetry:
             return DISABLED_REPORT
         report = self.flush(timeout)
         self._shutdown = True
+        leftover = self.pipeline.processor.drain()
+        if leftover and self.pipeline.spool is not None:  # past the deadline: keep them on disk
+            from otel_basic.exporters.spooling import encode_request
+
+            self.pipeline.spool.write(encode_request(leftover), len(leftover))
         if self._log_handler is not None:
             log_bridge.uninstall(self._log_handler)
         instrumentation.uninstrument()

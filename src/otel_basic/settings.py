@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +80,9 @@ class Settings:
     spool_max_bytes: int = 64 * 1024 * 1024
     file_path: Path | None = None
     mask: MaskLevel = "detectors"
+    mask_patterns: Mapping[str, str] = field(default_factory=dict)
+    mask_allow_keys: tuple[str, ...] = ()
+    mask_hook: Callable[[str, str], str] | None = field(default=None, repr=False)
     max_attribute_chars: int = 16384
     install_signal_handlers: bool = True
 
@@ -92,6 +97,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "langfuse_secret_key":
                 value = _masked(value) if value else None
+            elif f.name == "mask_hook":
+                value = None if value is None else getattr(value, "__qualname__", "callable")
             elif f.name == "headers":
                 value = {k: _masked(v) for k, v in value.items()}
             elif isinstance(value, Path):
@@ -171,6 +178,26 @@ def parse_resource_attributes(name: str, raw: str) -> dict[str, str]:
             raise ConfigError(name, f"entry {index} is not of the form key=value")
         attrs[unquote(key).strip()] = unquote(value).strip()
     return attrs
+
+
+def parse_patterns(name: str, raw: str) -> dict[str, str]:
+    """A JSON object of label -> regular expression (JSON, because regexes contain commas)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ConfigError(name, 'expected a JSON object like {"order": "ORD-[0-9]+"}') from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ConfigError(name, "expected a JSON object of label to regular expression strings")
+    for label, pattern in data.items():
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                name, f"pattern {label!r} is not a valid regular expression ({exc.msg})"
+            ) from None
+    return data
 
 
 def is_loopback(url: str) -> bool:
@@ -301,6 +328,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         values["file_path"] = Path(raw).expanduser()
     if raw := _get(env, "OTEL_BASIC_MASK"):
         values["mask"] = _choice("OTEL_BASIC_MASK", raw, ("off", "detectors", "hide"))
+    if raw := _get(env, "OTEL_BASIC_MASK_PATTERNS"):
+        values["mask_patterns"] = parse_patterns("OTEL_BASIC_MASK_PATTERNS", raw)
+    if raw := _get(env, "OTEL_BASIC_MASK_ALLOW_KEYS"):
+        values["mask_allow_keys"] = tuple(k.strip() for k in raw.split(",") if k.strip())
     if raw := _get(env, "OTEL_BASIC_MAX_ATTRIBUTE_CHARS"):
         values["max_attribute_chars"] = int(
             parse_number("OTEL_BASIC_MAX_ATTRIBUTE_CHARS", raw, minimum=64, integer=True)

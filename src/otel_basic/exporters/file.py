@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_basic.exporters.base import ExportFailure
-from otel_basic.otlp_json import spans_to_json_line
+from otel_basic.otlp_json import request_to_json_line, spans_to_json_line
 
 
 class OtlpJsonFileExporter(SpanExporter):
@@ -23,8 +24,14 @@ class OtlpJsonFileExporter(SpanExporter):
         self.last_failure: ExportFailure | None = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._write(lambda: spans_to_json_line(spans))
+
+    def send_request(self, request: bytes) -> SpanExportResult:
+        return self._write(lambda: request_to_json_line(ExportTraceServiceRequest.FromString(request)))
+
+    def _write(self, render: Callable[[], str]) -> SpanExportResult:
         try:
-            line = spans_to_json_line(spans) + "\n"
+            line = render() + "\n"
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

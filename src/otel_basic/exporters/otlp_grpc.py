@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import grpc
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -60,7 +61,13 @@ class OtlpGrpcExporter(SpanExporter):
         return f"OtlpGrpcExporter(endpoint={self.endpoint!r})"
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        request = encode_spans(spans)
+        return self._send(encode_spans(spans))
+
+    def send_request(self, request: bytes) -> SpanExportResult:
+        """Send an already serialized ``ExportTraceServiceRequest`` (spool replay)."""
+        return self._send(ExportTraceServiceRequest.FromString(request))
+
+    def _send(self, request: ExportTraceServiceRequest) -> SpanExportResult:
         end = time.monotonic() + deadline.remaining(self._timeout)
         for attempt in range(1, self._max_attempts + 1):
             left = end - time.monotonic()

@@ -87,6 +87,10 @@ class OtlpHttpExporter(SpanExporter):
             return SpanExportResult.FAILURE
         return self.send(body)
 
+    def send_request(self, request: bytes) -> SpanExportResult:
+        """Send an already serialized ``ExportTraceServiceRequest`` (spool replay)."""
+        return self.send(gzip.compress(request, compresslevel=5) if self._gzip else request)
+
     def send(self, body: bytes) -> SpanExportResult:
         """Send an encoded body with retries inside one deadline; record why it failed."""
         end = time.monotonic() + deadline.remaining(self._timeout)

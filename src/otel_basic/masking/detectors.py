@@ -232,7 +232,8 @@ _API_KEY = re.compile(
     r"|xox[abeprs]-[A-Za-z0-9-]{10,}"  # Slack
     r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key id
     r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
-    r"|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
+    r"|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{24,}"  # Stripe
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
     r")(?![A-Za-z0-9_-])"
 )
 
