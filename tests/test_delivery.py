@@ -261,7 +261,9 @@ def test_logging_records_become_span_events(
     spans = {s.name: s for s in langfuse_env.spans}
     events = spans["with-logs"].events
     assert [e.attributes["log.message"] for e in events] == ["charging card", "payment failed"]
-    assert events[0].attributes["log.severity"] == "INFO" and events[0].attributes["log.logger"] == "app.billing"
+    assert (
+        events[0].attributes["log.severity"] == "INFO" and events[0].attributes["log.logger"] == "app.billing"
+    )
     assert events[1].attributes["exception.type"] == "RuntimeError"
     orphan = spans["log.ERROR"]
     assert orphan.events[0].attributes["log.message"] == "outside any span"
@@ -280,8 +282,14 @@ def test_secret_never_in_logs_warnings_or_reprs(
     _spans(tel, 2)
     report2 = otel_basic.flush(timeout=1)
     texts = [
-        caplog.text, repr(tel), repr(tel.settings), str(tel.settings.describe()), repr(report), repr(report2),
-        repr(tel.pipeline), capsys.readouterr().err,
+        caplog.text,
+        repr(tel),
+        repr(tel.settings),
+        str(tel.settings.describe()),
+        repr(report),
+        repr(report2),
+        repr(tel.pipeline),
+        capsys.readouterr().err,
     ]
     token = base64.b64encode(f"pk-lf-test:{SECRET}".encode()).decode()
     for text in texts:

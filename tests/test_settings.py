@@ -12,7 +12,11 @@ from otel_basic.settings import ConfigError, load_settings
 
 from .conftest import PYTHON, SECRET, subprocess_env
 
-LF = {"LANGFUSE_PUBLIC_KEY": "pk-lf-1", "LANGFUSE_SECRET_KEY": SECRET, "LANGFUSE_BASE_URL": "https://lf.example.com"}
+LF = {
+    "LANGFUSE_PUBLIC_KEY": "pk-lf-1",
+    "LANGFUSE_SECRET_KEY": SECRET,
+    "LANGFUSE_BASE_URL": "https://lf.example.com",
+}
 
 
 def test_langfuse_variables_give_the_langfuse_endpoint_and_headers() -> None:
@@ -27,7 +31,9 @@ def test_langfuse_variables_give_the_langfuse_endpoint_and_headers() -> None:
 def test_base_url_wins_over_host_and_host_still_works() -> None:
     both = load_settings({**LF, "LANGFUSE_HOST": "https://old.example.com"})
     assert both.endpoint.startswith("https://lf.example.com/")
-    env = {k: v for k, v in LF.items() if k != "LANGFUSE_BASE_URL"} | {"LANGFUSE_HOST": "https://old.example.com/"}
+    env = {k: v for k, v in LF.items() if k != "LANGFUSE_BASE_URL"} | {
+        "LANGFUSE_HOST": "https://old.example.com/"
+    }
     assert load_settings(env).endpoint == "https://old.example.com/api/public/otel/v1/traces"
 
 
@@ -82,11 +88,22 @@ def test_disabled_cases_are_noops(env: dict[str, str], reason: str, monkeypatch:
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
-        ({"LANGFUSE_PUBLIC_KEY": "pk-lf-1", "LANGFUSE_SECRET_KEY": SECRET, "LANGFUSE_BASE_URL": "lf.example.com"},
-         "LANGFUSE_BASE_URL"),
+        (
+            {
+                "LANGFUSE_PUBLIC_KEY": "pk-lf-1",
+                "LANGFUSE_SECRET_KEY": SECRET,
+                "LANGFUSE_BASE_URL": "lf.example.com",
+            },
+            "LANGFUSE_BASE_URL",
+        ),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318", "OTEL_EXPORTER_OTLP_HEADERS": f"oops{SECRET}"},
-         "OTEL_EXPORTER_OTLP_HEADERS"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
+                "OTEL_EXPORTER_OTLP_HEADERS": f"oops{SECRET}",
+            },
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
         ({**LF, "OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
         ({**LF, "OTEL_BSP_SCHEDULE_DELAY": "-5"}, "OTEL_BSP_SCHEDULE_DELAY"),
         ({"LANGFUSE_SECRET_KEY": SECRET}, "LANGFUSE_PUBLIC_KEY"),

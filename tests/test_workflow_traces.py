@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import otel_basic
-from basic.email_workflow import EmailWorkflow, email_workflow
+from basic.email_workflow import email_workflow
 from basic.samples import SAMPLE_EMAILS, sample_email
 from basic.tools import TOOLS
 from basic.workflow import workflow as hello_workflow
@@ -45,7 +45,9 @@ def _root(spans: list[ReceivedSpan]) -> ReceivedSpan:
     return roots[0]
 
 
-async def test_hello_workflow_trace(slow_batches: otel_basic.Telemetry, langfuse_env: LangfuseReceiver) -> None:
+async def test_hello_workflow_trace(
+    slow_batches: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
     result = await otel_basic.run_with_flush(hello_workflow, name="Ada")
     assert result == "Hello, Ada!"
     spans = langfuse_env.spans
@@ -94,8 +96,11 @@ async def test_one_token_carrying_llm_span_per_call(
         a = span.attributes
         assert a["llm.token_count.total"] == a["llm.token_count.prompt"] + a["llm.token_count.completion"] > 0
         assert a["llm.model_name"] == "offline-rules-1"
-        assert not any(p.attributes.get("openinference.span.kind") == "LLM" for p in llm_spans
-                       if p.span_id == span.parent_span_id), "no nested LLM span double-counting usage"
+        assert not any(
+            p.attributes.get("openinference.span.kind") == "LLM"
+            for p in llm_spans
+            if p.span_id == span.parent_span_id
+        ), "no nested LLM span double-counting usage"
 
 
 async def test_fifty_concurrent_runs_one_clean_trace_each(
@@ -118,7 +123,10 @@ async def test_fifty_concurrent_runs_one_clean_trace_each(
         root = _root(spans)
         assert root.name == "EmailWorkflow.run"
         assert json.loads(root.attributes["input.value"])["email_data"]["thread_id"] == sessions.pop()
-        assert sum(1 for s in spans if s.name.startswith("EmailWorkflow.") and s.name != "EmailWorkflow.run") == 4
+        assert (
+            sum(1 for s in spans if s.name.startswith("EmailWorkflow.") and s.name != "EmailWorkflow.run")
+            == 4
+        )
 
 
 async def test_each_step_is_delivered_before_the_next_step_ends(

@@ -51,11 +51,14 @@ def _at_exit() -> None:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
+    previous = _previous.get(signum, signal.SIG_DFL)
     try:
-        _flush_all(signal.Signals(signum).name)
+        if callable(previous):
+            _flush_all(signal.Signals(signum).name)  # the process may go on: keep exporting
+        else:
+            _at_exit()  # the default action ends the process: flush, then spool what is left
     except Exception:  # never turn a signal into a traceback of ours
         _log.debug("flush on signal failed", exc_info=True)
-    previous = _previous.get(signum, signal.SIG_DFL)
     if callable(previous):
         previous(signum, frame)
     elif previous == signal.SIG_DFL:

@@ -113,6 +113,7 @@ class DeliveryProcessor(SpanProcessor):
         self.counters = Counters()
         self._overflow_warned = 0
         self._kick_on_end: set[int] = set()
+        self._inflight: list[ReadableSpan] = []
         self._worker = threading.Thread(target=self._run, name="otel-basic-export", daemon=True)
         self._worker.start()
         if hasattr(os, "register_at_fork"):
@@ -316,7 +317,7 @@ class DeliveryProcessor(SpanProcessor):
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            spans = [span for _, span in batch]
+            spans = self._inflight = [span for _, span in batch]
             ok = False
             try:
                 with _deadline.export_deadline(self._export_deadline()):
@@ -333,6 +334,7 @@ class DeliveryProcessor(SpanProcessor):
                 if failure is not None:
                     self.counters.last_error = failure.message
                 self._state.inflight_first = None
+                self._inflight = []
                 self._notify_waiters()
 
     def _partial(self, size: int) -> int:
@@ -345,9 +347,11 @@ class DeliveryProcessor(SpanProcessor):
             return 0
 
     def drain(self) -> list[ReadableSpan]:
-        """Take every span still queued (at exit, after the flush deadline: they go to the spool)."""
+        """Take every span not yet delivered: queued, and in flight (at exit, after the flush
+        deadline: they go to the spool). An in-flight batch may still be accepted by a slow
+        endpoint after all; a duplicate is better than a loss (Langfuse upserts by span id)."""
         with self._cond:
-            spans = [span for _, span in self._state.queue]
+            spans = list(self._inflight) + [span for _, span in self._state.queue]
             self._state.queue.clear()
             self._notify_waiters()
             return spans

@@ -5,7 +5,8 @@ loses a batch), hides the status code from its caller, logs one error per failed
 timeout knows nothing about a flush's deadline. We keep OTel's well-kept encoder
 (``encode_spans``) and send with httpx: only 2xx is success, 429/502/503/504 and connection errors
 are retried with backoff (``Retry-After`` honoured) inside ONE deadline, the smaller of the export
-timeout and the flush deadline (see :mod:`otel_basic.deadline`).
+timeout and the flush deadline (see :mod:`otel_basic.deadline`); a connection that fails is retried
+once, then the batch goes to the spool.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from otel_basic.exporters.base import ExportFailure
 _log = logging.getLogger("otel_basic.export")
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 _USER_AGENT = "otel-basic"
+_TRANSPORT_ATTEMPTS = 2
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -109,7 +111,12 @@ class OtlpHttpExporter(SpanExporter):
                 self.last_failure = ExportFailure(
                     "transient", f"{type(exc).__name__} sending to {self.endpoint}"
                 )
-                wait = None
+                if attempt >= _TRANSPORT_ATTEMPTS:
+                    # Down or not answering: one quick retry (a stale keep-alive connection), then
+                    # give the batch to the spool at once instead of holding it in memory for
+                    # the whole timeout, where a kill would lose it.
+                    return SpanExportResult.FAILURE
+                wait = 0.1
             else:
                 status = self.last_status = response.status_code
                 if 200 <= status < 300:

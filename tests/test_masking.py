@@ -1,0 +1,637 @@
+"""Masking of exported spans: every planted value of the corpus disappears, lookalikes survive.
+
+Spans go through a real TracerProvider -> SimpleSpanProcessor -> MaskingExporter -> InMemorySpanExporter,
+and each test searches *everything* exported (attributes, JSON decoded both ways, events, links, status)
+for the planted values. The same spans with masking off must contain them, so the search can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from otel_basic.masking import (
+    BUILTIN_DETECTORS,
+    ERROR_PLACEHOLDER,
+    HIDDEN,
+    Detector,
+    Masker,
+    MaskingExporter,
+    iban_valid,
+    luhn_valid,
+)
+
+CORPUS_PATH = Path(__file__).parent / "data" / "pii_emails.json"
+CORPUS: list[dict[str, Any]] = json.loads(CORPUS_PATH.read_text())["emails"]
+TOKEN = re.compile(r"<(email|phone|card|iban|token|secret):[0-9a-f]{6}>")
+
+SYSTEM_PROMPT = "You triage e-mails. Answer with JSON: category, action, urgency, reply_draft."
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def address_of(sender: str) -> str:
+    return sender.rsplit("<", 1)[-1].rstrip(">")
+
+
+def run_spans(exporter: SpanExporter, emit: Any, resource: Resource | None = None) -> None:
+    provider = TracerProvider(resource=resource) if resource else TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    emit(provider.get_tracer("test"))
+    provider.shutdown()
+
+
+def emit_email(tracer: Any, email: dict[str, Any]) -> None:
+    """The spans an OpenInference-instrumented e-mail workflow produces for one e-mail."""
+    address = address_of(email["sender"])
+    msg = {k: email[k] for k in ("sender", "subject", "body", "thread_id")}
+    user_text = f"From: {email['sender']}\nSubject: {email['subject']}\n\n{email['body']}"
+    reply = f"Reply to {address}: thanks for '{email['subject']}'. Quoted:\n> {email['body'][:400]}"
+    common = {"session.id": email["thread_id"], "user.id": address}
+    with tracer.start_as_current_span(
+        "EmailWorkflow.run",
+        attributes={
+            **common,
+            "openinference.span.kind": "CHAIN",
+            "input.value": json.dumps({"email": msg}),  # ensure_ascii=True: \u escapes
+            "input.mime_type": "application/json",
+            "output.value": json.dumps({"reply": reply, "to": address}, ensure_ascii=False, indent=2),
+            "metadata": json.dumps({"from": email["sender"], "subject": email["subject"]}),
+        },
+    ) as root:
+        with tracer.start_as_current_span(
+            "EmailWorkflow.triage_email",
+            attributes={**common, "input.value": json.dumps({"ev": msg}, ensure_ascii=False)},
+        ) as step:
+            step.add_event("log", {"message": f"triaging {email['subject']}: {email['body']}", "log.level": 20})
+        with tracer.start_as_current_span(
+            "OpenAI.achat",
+            attributes={
+                **common,
+                "openinference.span.kind": "LLM",
+                "llm.model_name": "gpt-4o-mini",
+                "llm.token_count.prompt": 412,
+                "llm.input_messages.0.message.role": "system",
+                "llm.input_messages.0.message.content": SYSTEM_PROMPT,
+                "llm.input_messages.1.message.role": "user",
+                "llm.input_messages.1.message.content": user_text,
+                "llm.output_messages.0.message.role": "assistant",
+                "llm.output_messages.0.message.content": reply,
+                "llm.prompts": (SYSTEM_PROMPT, user_text),
+                "input.value": json.dumps({"messages": [{"role": "user", "content": user_text}]}),
+                "output.value": reply,
+            },
+        ):
+            pass
+        with tracer.start_as_current_span(
+            "send_results",
+            attributes={
+                **common,
+                "openinference.span.kind": "TOOL",
+                "tool.name": "send_email",
+                "input.value": json.dumps({"to": address, "subject": email["subject"], "body": reply}),
+            },
+        ) as tool:
+            try:
+                raise ValueError(f"mailbox of {email['sender']} rejected: {email['body'][:200]}")
+            except ValueError as exc:
+                tool.record_exception(exc)
+                tool.set_status(Status(StatusCode.ERROR, f"ValueError: {exc}"))
+        root.set_attribute("output.value", json.dumps({"sent_to": address, "summary": email["body"]}))
+
+
+def strings_of(value: Any) -> Iterator[str]:
+    """Every string inside an exported value, JSON documents decoded (both raw and unescaped)."""
+    if isinstance(value, str):
+        yield value
+        if value[:1] in "{[":
+            try:
+                doc = json.loads(value)
+            except ValueError:
+                return
+            yield json.dumps(doc, ensure_ascii=False)
+    elif isinstance(value, bytes):
+        yield value.decode("utf-8", "replace")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from strings_of(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from strings_of(v)
+
+
+def haystack(spans: Sequence[ReadableSpan]) -> str:
+    """All exported text of the spans, in one string to search."""
+    parts: list[str] = []
+    for span in spans:
+        parts.append(span.name)
+        for key, value in (span.attributes or {}).items():
+            parts.append(key)
+            parts.extend(strings_of(value))
+        for event in span.events:
+            parts.append(event.name)
+            for key, value in (event.attributes or {}).items():
+                parts.append(key)
+                parts.extend(strings_of(value))
+        for link in span.links:
+            for value in (link.attributes or {}).values():
+                parts.extend(strings_of(value))
+        if span.status.description:
+            parts.append(span.status.description)
+    return "\n".join(parts)
+
+
+def export_email(email: dict[str, Any], masker: Masker) -> list[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    run_spans(MaskingExporter(memory, masker), lambda tracer: emit_email(tracer, email))
+    return list(memory.get_finished_spans())
+
+
+def make_span(
+    attributes: dict[str, Any],
+    events: Sequence[Event] = (),
+    name: str = "s",
+    status: Status | None = None,
+    links: Sequence[Link] = (),
+) -> ReadableSpan:
+    ctx = SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(1))
+    return ReadableSpan(
+        name=name,
+        context=ctx,
+        attributes=attributes,
+        events=events,
+        links=links,
+        status=status or Status(StatusCode.UNSET),
+        start_time=1,
+        end_time=2,
+    )
+
+
+def export_raw(spans: Sequence[ReadableSpan], masker: Masker) -> list[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    assert MaskingExporter(memory, masker).export(spans) is SpanExportResult.SUCCESS
+    return list(memory.get_finished_spans())
+
+
+# --- the corpus ----------------------------------------------------------------------------------------
+
+
+def test_corpus_is_big_and_consistent() -> None:
+    assert len(CORPUS) >= 30
+    assert sum(len(e["planted"]) for e in CORPUS) >= 100
+    kinds = " ".join(" ".join(e["planted"]) for e in CORPUS)
+    for needle in ("@", "+44 20 7946 0958", "4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00", "sk-lf-"):
+        assert needle in kinds
+    for email in CORPUS:
+        text = "\n".join((email["sender"], email["subject"], email["body"]))
+        for value in email["planted"] + email["lookalikes"]:
+            assert value in text, (email["id"], value)
+
+
+@pytest.mark.parametrize("email", CORPUS, ids=[e["id"] for e in CORPUS])
+def test_every_planted_value_is_masked_everywhere(email: dict[str, Any]) -> None:
+    spans = export_email(email, Masker(salt="test"))
+    assert len(spans) == 4
+    text = haystack(spans)
+    leaked = [v for v in email["planted"] if v in text]
+    assert not leaked, f"{email['id']} leaked {leaked}"
+    assert TOKEN.search(text)
+    kept = [v for v in email["lookalikes"] if v not in text]
+    assert not kept, f"{email['id']} masked lookalikes {kept}"
+
+
+@pytest.mark.parametrize("email", CORPUS, ids=[e["id"] for e in CORPUS])
+def test_every_planted_value_is_exported_when_masking_is_off(email: dict[str, Any]) -> None:
+    text = haystack(export_email(email, Masker(level="off")))
+    assert [v for v in email["planted"] if v not in text] == []
+
+
+@pytest.mark.parametrize("level", ["detectors", "hide"])
+def test_otlp_protobuf_bytes_hold_no_planted_value(level: str) -> None:
+    masked: list[ReadableSpan] = []
+    raw: list[ReadableSpan] = []
+    for email in CORPUS:
+        masked += export_email(email, Masker(level=level))
+        raw += export_email(email, Masker(level="off"))
+    masked_bytes = encode_spans(masked).SerializeToString()
+    raw_bytes = encode_spans(raw).SerializeToString()
+    planted = {v.encode() for e in CORPUS for v in e["planted"]}
+    assert all(v in raw_bytes for v in planted)
+    assert [v for v in planted if v in masked_bytes] == []
+
+
+# --- tokens -------------------------------------------------------------------------------------------
+
+
+def test_same_value_same_token_and_typed_labels() -> None:
+    m = Masker(salt="s")
+    a = m.mask_text("ada.lovelace@example.org")
+    assert re.fullmatch(r"<email:[0-9a-f]{6}>", a)
+    assert m.mask_text("Write to ADA.Lovelace@Example.ORG today") == f"Write to {a} today"
+    assert m.mask_text("grace@example.org") != a
+    assert Masker(salt="other").mask_text("ada.lovelace@example.org") != a
+    assert Masker().mask_text("ada.lovelace@example.org") == Masker().mask_text("ada.lovelace@example.org")
+    assert m.mask_text("+44 20 7946 0958").startswith("<phone:")
+    assert m.mask_text("4111 1111 1111 1111") == m.mask_text("4111-1111-1111-1111") == m.mask_text(
+        "4111111111111111"
+    )
+    assert m.mask_text("4111 1111 1111 1111").startswith("<card:")
+    assert m.mask_text("GB82 WEST 1234 5698 7654 32") == m.mask_text("GB82WEST12345698765432")
+    assert m.mask_text("GB82WEST12345698765432").startswith("<iban:")
+    assert m.mask_text("Authorization: Bearer abc.def-12345678") == "Authorization: Bearer " + m.mask_text(
+        "Bearer abc.def-12345678"
+    ).removeprefix("Bearer ")
+    assert "<token:" in m.mask_text("Authorization: Basic dXNlcjpwYXNz")
+    assert m.mask_text("sk-lf-0a9b8c7d-6e5f-4a3b-2c1d-0e9f8a7b6c5d").startswith("<secret:")
+
+
+def test_same_address_same_token_across_spans_and_attributes() -> None:
+    email = CORPUS[0]
+    spans = export_email(email, Masker(salt="x"))
+    token = Masker(salt="x").mask_text(address_of(email["sender"]))
+    users = {s.attributes["user.id"] for s in spans if s.attributes and "user.id" in s.attributes}
+    assert users == {token}
+    assert haystack(spans).count(token) >= 8
+
+
+# --- keys: allow-list, hide, secrets ------------------------------------------------------------------
+
+
+def test_allow_listed_keys_are_untouched_and_user_id_is_masked() -> None:
+    attrs = {
+        "session.id": "ada@example.org",
+        "llm.model_name": "gpt-4o-mini-2024-07-18",
+        "llm.token_count.prompt": 4111111111111111,
+        "llm.token_count.total": "4111 1111 1111 1111",
+        "openinference.span.kind": "LLM",
+        "llm.input_messages.0.message.role": "user",
+        "user.id": "ada@example.org",
+        "custom.note": "ada@example.org",
+    }
+    (span,) = export_raw([make_span(attrs)], Masker(salt="k"))
+    out = dict(span.attributes or {})
+    for key in ("session.id", "llm.model_name", "llm.token_count.prompt", "llm.token_count.total"):
+        assert out[key] == attrs[key]
+    assert out["user.id"] == out["custom.note"] == Masker(salt="k").mask_text("ada@example.org")
+
+
+def test_allow_keys_are_globs_and_replace_the_default() -> None:
+    m = Masker(allow_keys=["app.*.raw"])
+    assert m.mask_value("app.x.raw", "ada@example.org") == "ada@example.org"
+    assert m.mask_value("session.id", "ada@example.org") != "ada@example.org"
+
+
+def test_keys_naming_secrets_are_masked_whole() -> None:
+    m = Masker(salt="")
+    assert m.mask_value("http.request.header.authorization", "abc").startswith("<secret:")
+    assert m.mask_value("db.password", "x1").startswith("<secret:")
+    assert m.mask_value("llm.token_count.prompt", 12) == 12
+    doc = json.loads(m.mask_text(json.dumps({"password": "abc", "api_key": "k1", "note": "fine words"})))
+    assert doc["password"].startswith("<secret:") and doc["api_key"].startswith("<secret:")
+    assert doc["note"] == "fine words"
+
+
+def test_hide_level_hides_content_and_still_runs_detectors() -> None:
+    attrs = {
+        "input.value": json.dumps({"body": "hello"}),
+        "output.value": "plain reply",
+        "llm.input_messages.0.message.role": "user",
+        "llm.input_messages.0.message.content": "call me",
+        "llm.output_messages.0.message.content": "ok",
+        "llm.prompts": ("a prompt", "b prompt"),
+        "tool.parameters": '{"to": "string"}',
+        "llm.model_name": "gpt-4o-mini",
+        "email.from": "ada@example.org",
+    }
+    events = [
+        Event("log", {"message": "body with no pii", "log.level": 20}, timestamp=5),
+        Event(
+            "exception",
+            {
+                "exception.type": "ValueError",
+                "exception.message": "bad customer José",
+                "exception.stacktrace": "Traceback...\nValueError: bad customer José",
+            },
+            timestamp=6,
+        ),
+    ]
+    status = Status(StatusCode.ERROR, "ValueError: bad customer José")
+    (span,) = export_raw([make_span(attrs, events, status=status)], Masker(level="hide", salt=""))
+    out = dict(span.attributes or {})
+    for key in ("input.value", "output.value", "llm.input_messages.0.message.content", "tool.parameters"):
+        assert out[key] == HIDDEN, key
+    assert out["llm.output_messages.0.message.content"] == HIDDEN
+    assert out["llm.prompts"] == (HIDDEN, HIDDEN)
+    assert out["llm.input_messages.0.message.role"] == "user"
+    assert out["llm.model_name"] == "gpt-4o-mini"
+    assert out["email.from"].startswith("<email:")
+    log, exc = span.events
+    assert log.attributes == {"message": HIDDEN, "log.level": 20}
+    assert exc.attributes is not None
+    assert exc.attributes["exception.message"] == HIDDEN
+    assert exc.attributes["exception.type"] == "ValueError"
+    assert "José" not in str(exc.attributes["exception.stacktrace"])
+    assert span.status.description == f"ValueError: {HIDDEN}"
+    assert "José" not in haystack([span])
+
+
+def test_off_level_returns_values_unchanged() -> None:
+    m = Masker(level="off")
+    assert m.mask_value("user.id", "ada@example.org") == "ada@example.org"
+    assert m.mask_attributes({"a": "ada@example.org"}) == {"a": "ada@example.org"}
+    with pytest.raises(ValueError, match="masking level"):
+        Masker(level="everything")
+
+
+# --- JSON -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_json_values_stay_valid_json(ensure_ascii: bool, indent: int | None) -> None:
+    m = Masker(salt="")
+    doc = {
+        "email": {"sender": "José Müller <josé.müller@beispiel.de>", "body": "Ruf an: 0176 12345678\nDanke"},
+        "cards": [4111111111111111, "5500 0000 0000 0004"],
+        "nested": json.dumps({"to": "info@bäckerei.de", "tel": "+49 30 901820"}),
+        "keyed_by_address": {"ada@example.org": 3},
+        "n": 3.5,
+        "ok": True,
+        "none": None,
+        "version": "v2.14.0",
+    }
+    raw = json.dumps(doc, ensure_ascii=ensure_ascii, indent=indent)
+    out = m.mask_value("input.value", raw)
+    assert isinstance(out, str)
+    parsed = json.loads(out)
+    flat = json.dumps(parsed, ensure_ascii=False) + json.dumps(json.loads(parsed["nested"]), ensure_ascii=False)
+    for planted in ("josé.müller@beispiel.de", "0176 12345678", "4111111111111111", "5500 0000 0000 0004",
+                    "info@bäckerei.de", "+49 30 901820", "ada@example.org"):  # fmt: skip
+        assert planted not in flat, planted
+    assert parsed["email"]["sender"].startswith("José Müller <<email:")
+    assert parsed["n"] == 3.5 and parsed["ok"] is True and parsed["none"] is None
+    assert parsed["version"] == "v2.14.0"
+    assert list(parsed) == list(doc)
+
+
+def test_json_without_findings_is_returned_as_is() -> None:
+    raw = json.dumps({"temperature": 0.1, "max_tokens": 512, "model": "gpt-4o-mini"}, indent=2)
+    assert Masker().mask_value("llm.invocation_parameters", raw) is raw
+
+
+def test_bracketed_text_that_is_not_json_is_masked_as_text() -> None:
+    out = Masker(salt="").mask_text("[draft] write to ada@example.org {soon}")
+    assert out.startswith("[draft] write to <email:") and out.endswith("> {soon}")
+
+
+# --- custom detectors -------------------------------------------------------------------------------------
+
+
+def test_custom_pattern_and_hook() -> None:
+    seen: list[str] = []
+
+    def hook(key: str, value: str) -> str:
+        seen.append(key)
+        return value.replace("Project Falcon", "<project>")
+
+    m = Masker(extra_patterns={"customer": r"CUST-\d{6}", "ticket": re.compile(r"TCK#\d+")}, hook=hook, salt="")
+    out = m.mask_value("note", "CUST-123456 about Project Falcon, TCK#42, mail ada@example.org")
+    assert isinstance(out, str)
+    assert re.fullmatch(r"<customer:[0-9a-f]{6}> about <project>, <ticket:[0-9a-f]{6}>, mail <email:[0-9a-f]{6}>", out)
+    assert seen == ["note"]
+    # JSON documents with user patterns take the parse path and stay valid.
+    doc = json.loads(str(m.mask_value("input.value", json.dumps({"c": "CUST-654321"}))))
+    assert doc["c"].startswith("<customer:")
+
+
+def test_custom_detector_objects_and_detector_selection() -> None:
+    shout = Detector("shout", re.compile(r"\b[A-Z]{5,}\b"), precheck=lambda s: any(c.isupper() for c in s))
+    m = Masker(detectors=["email", shout], salt="")
+    assert m.mask_text("HELLO ada@example.org +44 20 7946 0958").startswith("<shout:")
+    assert "+44 20 7946 0958" in m.mask_text("HELLO ada@example.org +44 20 7946 0958")
+    with pytest.raises(ValueError, match="unknown detector"):
+        Masker(detectors=["email", "dna"])
+    assert set(BUILTIN_DETECTORS) == {"bearer", "api_key", "assignment", "email", "iban", "card", "phone"}
+
+
+# --- false positives ------------------------------------------------------------------------------------
+
+LOOKALIKES = [
+    "2024-06-03T10:15:30.123456+02:00",
+    "2024-06-03 10:15:30Z",
+    "1717401600",
+    "1717401600123456789",
+    "span 00f067aa0ba902b7 trace 4bf92f3577b34da6a3ce929d0e0e4736",
+    "span 0012345678901234",
+    "tokens: prompt 1536, completion 412, total 1948",
+    "v2.14.0",
+    "version 10.4.2 build 2024.06.11",
+    "3.14159265358979",
+    "-3.75% and +2.5%",
+    "€1,299.00 / $49.99 / 1.250,00 €",
+    "order 4111111111111112",
+    "order 4111-1111-1111-1112",
+    "5123 4567 8901 2345",
+    "DE00 1234 5678 9012 3456 78",
+    "ISBN 978-3-16-148410-0",
+    "01/02/2024 and 05.03.2024 and 2024/06/12",
+    "10:45 - 11:30",
+    "192.168.100.200",
+    "bearer instruments",
+    "basic information",
+    "key: internationalization",
+    "token: the-new-onboarding-flow",
+    "monkey: abcdefgh12345678xyz",
+    "x@2",
+    "@decorator and @john",
+]
+
+
+@pytest.mark.parametrize("text", LOOKALIKES)
+def test_lookalikes_are_not_masked(text: str) -> None:
+    assert Masker().mask_text(text) == text
+
+
+def test_validators() -> None:
+    assert luhn_valid("4111111111111111") and luhn_valid("340000000000009")
+    assert not luhn_valid("4111111111111112") and not luhn_valid("4111 1111")
+    assert iban_valid("DE89370400440532013000") and iban_valid("FR1420041010050500013M02606")
+    assert not iban_valid("DE89370400440532013001") and not iban_valid("DE00")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+1 (415) 555-0132",
+        "+44 20 7946 0958",
+        "+49 30 901820",
+        "+4915112345678",
+        "+49 (0)30 901820",
+        "0176 12345678",
+        "030/901820",
+        "03-1234-5678",
+        "06 12 34 56 78",
+        "(415) 555-0199",
+        "415-555-0143",
+        "+1.415.555.0170",
+    ],
+)
+def test_phone_formats(text: str) -> None:
+    assert re.fullmatch(r"<phone:[0-9a-f]{6}>", Masker().mask_text(text)), text
+
+
+# --- the exporter ------------------------------------------------------------------------------------------
+
+
+def test_exported_copy_keeps_identity_and_original_is_untouched() -> None:
+    resource = Resource({"service.name": "mail", "team.contact": "ops@example.com"})
+
+    def emit(tracer: Any) -> None:
+        with tracer.start_as_current_span("parent") as parent:
+            parent.add_event("note", {"message": "ada@example.org"})
+            with tracer.start_as_current_span("child", kind=SpanKind.CLIENT, attributes={"to": "ada@example.org"}):
+                pass
+
+    inner = InMemorySpanExporter()
+    run_spans(MaskingExporter(inner, Masker()), emit, resource)
+    masked_child, masked_parent = inner.get_finished_spans()
+    assert masked_child.name == "child" and masked_child.kind is SpanKind.CLIENT
+    assert masked_child.parent is not None and masked_parent.context is not None
+    assert masked_child.parent.span_id == masked_parent.context.span_id
+    assert masked_child.start_time and masked_child.end_time
+    assert masked_child.resource.attributes["team.contact"] == "ops@example.com"  # resource is not masked
+    assert masked_child.instrumentation_scope is not None and masked_child.instrumentation_scope.name == "test"
+    assert masked_parent.events[0].timestamp and masked_parent.events[0].name == "note"
+    assert "ada@example.org" not in haystack([masked_child, masked_parent])
+
+
+def test_original_span_is_not_mutated() -> None:
+    span = make_span({"a": "ada@example.org", "b": 1})
+    (out,) = export_raw([span], Masker())
+    assert span.attributes is not None and span.attributes["a"] == "ada@example.org"
+    assert out.attributes is not None and out.attributes["a"].startswith("<email:") and out.attributes["b"] == 1
+
+
+def test_dropped_counts_are_kept() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=2, max_events=1))
+    provider.add_span_processor(SimpleSpanProcessor(MaskingExporter(memory, Masker())))
+    with provider.get_tracer("t").start_as_current_span("s") as span:
+        span.set_attributes({"a": "ada@example.org", "b": "x", "c": "y"})
+        span.add_event("e1", {"m": "ada@example.org"})
+        span.add_event("e2")
+    (out,) = memory.get_finished_spans()
+    assert out.dropped_attributes == 1 and out.dropped_events == 1
+    assert encode_spans([out]).resource_spans[0].scope_spans[0].spans[0].dropped_attributes_count == 1
+
+
+def test_spans_without_findings_are_passed_through_as_is() -> None:
+    span = make_span({"llm.model_name": "gpt-4o-mini", "note": "nothing to see", "n": 3})
+    memory = InMemorySpanExporter()
+    MaskingExporter(memory, Masker()).export([span])
+    assert memory.get_finished_spans()[0] is span
+
+
+def test_links_and_sequences_are_masked() -> None:
+    link = Link(SpanContext(1, 2, is_remote=True), {"from": "ada@example.org"})
+    span = make_span({"tag.tags": ("vip", "ada@example.org"), "list": ["+44 20 7946 0958"]}, links=[link])
+    (out,) = export_raw([span], Masker())
+    assert "ada@example.org" not in haystack([out]) and "7946" not in haystack([out])
+    assert out.attributes is not None and isinstance(out.attributes["tag.tags"], tuple)
+    assert out.attributes["tag.tags"][0] == "vip"
+
+
+def test_exporter_never_raises_and_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    def bad_hook(key: str, value: str) -> str:
+        if "boom" in value:
+            raise RuntimeError(f"hook failed on {value}")
+        return value
+
+    class Weird:
+        def __str__(self) -> str:
+            return "weird ada@example.org"
+
+    huge = tuple(f"item {i} ada{i}@example.org" for i in range(20000))
+    attrs = {
+        "ok": "fine text",
+        "boom": "boom ada@example.org",
+        "bytes": b"ada@example.org",
+        "binary": b"\xff\xfe\x00 ada@example.org",
+        "weird": Weird(),
+        "huge": huge,
+        "nested": {"deep": ["ada@example.org", None, 3]},
+        "none": None,
+        "deep_json": "[" * 200 + '"ada@example.org"' + "]" * 200,
+    }
+    masker = Masker(hook=bad_hook)
+    with caplog.at_level(logging.WARNING, logger="otel_basic.masking"):
+        (out,) = export_raw([make_span(attrs)], masker)
+        export_raw([make_span({"boom": "boom again"})], masker)
+    assert out.attributes is not None
+    assert out.attributes["boom"] == ERROR_PLACEHOLDER
+    assert out.attributes["ok"] == "fine text"
+    assert out.attributes["bytes"] != b"ada@example.org" and isinstance(out.attributes["bytes"], bytes)
+    binary = out.attributes["binary"]
+    assert isinstance(binary, bytes) and binary.startswith(b"\xff\xfe\x00 <email:")  # other bytes kept
+    assert "ada@example.org" not in str(out.attributes["weird"])
+    assert len(out.attributes["huge"]) == 20000 and "ada1@example.org" not in out.attributes["huge"][1]
+    assert "ada@example.org" not in json.dumps(out.attributes["nested"])
+    assert "ada@example.org" not in str(out.attributes["deep_json"])
+    json.loads(str(out.attributes["deep_json"]))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ada@example.org" not in warnings[0].getMessage()
+    assert masker.error_count == 2
+
+
+def test_json_too_deep_to_parse_fails_closed() -> None:
+    deep = "[" * 200 + '"ada@example.org", "CUST-1"' + "]" * 200
+    masker = Masker(extra_patterns={"customer": r"CUST-\d"})  # user patterns force the parse path
+    assert masker.mask_value("input.value", deep) == ERROR_PLACEHOLDER
+
+
+def test_a_span_that_cannot_be_read_is_exported_as_a_skeleton() -> None:
+    class Broken(ReadableSpan):
+        @property
+        def attributes(self) -> Any:
+            raise RuntimeError("unreadable")
+
+    broken = Broken("broken", context=SpanContext(1, 2, is_remote=False), start_time=1, end_time=2)
+    (out,) = export_raw([broken], Masker())
+    assert out.name == "broken" and out.context == broken.context
+    assert out.attributes == {"otel_basic.masking.error": ERROR_PLACEHOLDER}
+
+
+def test_shutdown_and_force_flush_delegate() -> None:
+    calls: list[str] = []
+
+    class Inner(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            calls.append("shutdown")
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            calls.append(f"flush {timeout_millis}")
+            return False
+
+    exporter = MaskingExporter(Inner(), Masker())
+    assert exporter.force_flush(123) is False
+    exporter.shutdown()
+    assert calls == ["flush 123", "shutdown"]
