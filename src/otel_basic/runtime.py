@@ -72,9 +72,7 @@ class Telemetry:
         self.langfuse = _langfuse.create_client(settings, provider)
         self.instrumentor = instrumentation.instrument(provider)
         if settings.log_level is not None:
-            self._log_handler = log_bridge.install(
-                provider.get_tracer("otel_basic.logging"), settings.log_level
-            )
+            self._log_handler = log_bridge.install(provider.get_tracer("otel_basic.logging"), settings.log_level)
         self._start_replay()
         self._flusher = Flusher(
             self.pipeline.processor,
@@ -176,30 +174,41 @@ _current_args: dict[str, Any] | None = None
 
 
 def configure(**overrides: Any) -> Telemetry:
-    """Configure from the environment plus ``overrides``; idempotent for the same arguments.
+    """Configure from the environment plus ``overrides``; idempotent while both stay the same.
 
-    Calling again with different arguments shuts the previous pipeline down (flushing it) and
-    builds a new one. Never raises for bad configuration: it logs one warning naming the variable
+    Calling again with different arguments, or after the environment changed, shuts the previous
+    pipeline down (flushing it) and builds a new one. Never raises for bad configuration: it logs one warning naming the variable
     and returns a disabled Telemetry, so the host keeps running untraced.
     """
     global _current, _current_args
     with _lock:
-        if _current is not None and _current_args == overrides and not _current._shutdown:
-            return _current
+        try:
+            settings: Settings | None = load_settings(**overrides)
+            error = None
+        except ConfigError as exc:
+            settings, error = None, str(exc)
+        if (
+            _current is not None
+            and not _current._shutdown
+            and _current_args == overrides
+            and (_current.settings == settings or (settings is None and _current.error == error))
+        ):
+            return _current  # same arguments, same environment: the same pipeline
         if _current is not None:
             _current.shutdown()
-        try:
-            settings = load_settings(**overrides)
+        if settings is None:
+            _log.warning("otel-basic: tracing disabled: %s", error)
+            telemetry = Telemetry(Settings(route="disabled", reason=str(error)), error=error)
+        else:
             telemetry = Telemetry(settings)
-            telemetry.start()
-        except ConfigError as exc:
-            _log.warning("otel-basic: tracing disabled: %s", exc)
-            telemetry = Telemetry(Settings(route="disabled", reason=str(exc)), error=str(exc))
-        except Exception as exc:  # never crash the host at import/configure time
-            _log.warning("otel-basic: tracing disabled: could not start telemetry (%s)", type(exc).__name__)
-            _log.debug("configure failed", exc_info=True)
-            reason = type(exc).__name__
-            telemetry = Telemetry(Settings(route="disabled", reason=reason), error=reason)
+            try:
+                telemetry.start()
+            except Exception as exc:  # never crash the host at import/configure time
+                reason = type(exc).__name__
+                _log.warning("otel-basic: tracing disabled: could not start telemetry (%s)", reason)
+                _log.debug("configure failed", exc_info=True)
+                telemetry.shutdown()
+                telemetry = Telemetry(Settings(route="disabled", reason=reason), error=reason)
         _current, _current_args = telemetry, dict(overrides)
         if telemetry.enabled:
             lifecycle.install(telemetry.settings.install_signal_handlers)

@@ -114,7 +114,10 @@ class TracedWorkflow(_Workflow):
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            attrs = self.trace_attributes(**kwargs)
+            run_kwargs = dict(kwargs)
+            if "start_event" in kwargs:  # WorkflowServer passes a built start event
+                run_kwargs = {**event_fields(kwargs["start_event"]), **run_kwargs}
+            attrs = self.trace_attributes(**run_kwargs)
         except Exception:  # bad input is the workflow's to report, not ours
             attrs = {}
         with trace_attributes(**{k: v for k, v in attrs.items() if k in _ATTR_KEYS and v}):
@@ -137,12 +140,23 @@ def event_fields(event: Any) -> dict[str, Any]:
     """The fields a start event was created with (typed fields and dynamic kwargs)."""
     fields: dict[str, Any] = {}
     if isinstance(event, BaseModel):
-        fields.update(event.model_dump(mode="json"))
+        try:
+            fields.update(event.model_dump(mode="json"))
+        except Exception:  # a field that is not JSON (a callback function): its repr will do
+            fields.update({k: _json_or_repr(v) for k, v in event.model_dump().items()})
         fields.pop("_data", None)
     data = getattr(event, "_data", None)
     if isinstance(data, dict):
         fields.update(data)
     return fields
+
+
+def _json_or_repr(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _is_event(value: Any) -> bool:
@@ -206,9 +220,7 @@ def _io_handler_class() -> type:
         ) -> None:
             return None
 
-        def span_exit(
-            self, id_: str, bound_args: Any, instance: Any = None, result: Any = None, **kwargs: Any
-        ) -> None:
+        def span_exit(self, id_: str, bound_args: Any, instance: Any = None, result: Any = None, **kwargs: Any) -> None:
             try:
                 self._apply(id_, bound_args, instance, result, True)
             except Exception:
