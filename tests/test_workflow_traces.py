@@ -208,3 +208,24 @@ async def test_bad_email_data_is_rejected_clearly(slow_batches: otel_basic.Telem
     with pytest.raises(InvalidEmailError) as info2:
         await email_workflow.run(email_data={"sender": "a@example.com", "subject": "x"})
     assert "body" in str(info2.value)
+
+
+async def test_start_event_and_callable_callback_keep_clean_input_and_session(
+    slow_batches: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """As WorkflowServer runs it: a built start event, and a Python callable as the callback."""
+    from basic.email_workflow import EmailStartEvent
+
+    delivered: list[Any] = []
+
+    async def callback(result: Any) -> None:
+        delivered.append(result)
+
+    email = sample_email("question")
+    await otel_basic.run_with_flush(email_workflow, start_event=EmailStartEvent(email_data=email, callback=callback))
+    assert delivered
+    root = _root(langfuse_env.spans)
+    assert root.attributes["session.id"] == email["thread_id"]
+    run_input = json.loads(root.attributes["input.value"])
+    assert run_input["email_data"]["subject"] == email["subject"]
+    assert "init_state" not in root.attributes["input.value"]
