@@ -20,9 +20,7 @@ from otel_basic.masking import Masker, MaskingExporter
 FIVE_MB = 5 * 1024 * 1024
 
 
-def make_span(
-    attributes: dict[str, Any], events: Sequence[Event] = (), status: Status | None = None
-) -> ReadableSpan:
+def make_span(attributes: dict[str, Any], events: Sequence[Event] = (), status: Status | None = None) -> ReadableSpan:
     ctx = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1))
     return ReadableSpan(
         "s", context=ctx, attributes=attributes, events=events, status=status or Status(), start_time=1, end_time=2
@@ -36,7 +34,10 @@ def export(spans: Sequence[ReadableSpan], **kwargs: Any) -> list[ReadableSpan]:
 
 
 def data_uri(n_bytes: int, mime: str = "image/png") -> str:
-    return f"data:{mime};base64," + base64.b64encode(bytes(range(256)) * (n_bytes // 256) + b"x" * (n_bytes % 256)).decode()
+    return (
+        f"data:{mime};base64,"
+        + base64.b64encode(bytes(range(256)) * (n_bytes // 256) + b"x" * (n_bytes % 256)).decode()
+    )
 
 
 def test_a_5mb_body_is_truncated_with_marker_and_original_size() -> None:

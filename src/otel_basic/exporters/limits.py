@@ -28,10 +28,9 @@ from otel_basic.spancopy import transform_span
 __all__ = ["DEFAULT_MAX_ATTRIBUTE_CHARS", "LimitingExporter", "truncation_marker"]
 
 DEFAULT_MAX_ATTRIBUTE_CHARS = 16384
+_DATA_URI_MIN_CHARS = 64 + len("data:;base64,")
 
-_DATA_URI = re.compile(
-    r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,([A-Za-z0-9+/_-]{64,}(?:={0,2}))"
-)
+_DATA_URI = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,([A-Za-z0-9+/_-]{64,}(?:={0,2}))")
 
 
 def truncation_marker(original_chars: int) -> str:
@@ -92,12 +91,24 @@ class LimitingExporter(WrappingExporter):
         return value
 
     def _limit_mapping(self, attrs: Mapping[str, AnyValue]) -> dict[str, AnyValue] | None:
-        changes: dict[str, AnyValue] = {}
+        # Runs for every attribute of every span: short strings and scalars cost one type and length check.
+        changes: dict[str, AnyValue] | None = None
+        floor = min(self.max_attribute_chars, _DATA_URI_MIN_CHARS) if self.replace_data_uris else None
+        limit = self.max_attribute_chars
         for key, value in attrs.items():
-            if isinstance(value, (str, tuple, list, Mapping)):
+            if value.__class__ is str:
+                n = len(value)
+                if n <= limit and (floor is None or n < floor):
+                    continue
+                new: AnyValue = self._limit_str(value)
+            elif isinstance(value, (tuple, list, Mapping)):
                 new = self.limit_value(value)
-                if new is not value:
-                    changes[key] = new
+            else:
+                continue
+            if new is not value:
+                if changes is None:
+                    changes = {}
+                changes[key] = new
         if not changes:
             return None
         return {k: changes.get(k, v) for k, v in attrs.items()}
@@ -107,7 +118,7 @@ class LimitingExporter(WrappingExporter):
         return None if new is text else new
 
     def _limit_str(self, text: str) -> str:
-        if len(text) < 64:
+        if len(text) < _DATA_URI_MIN_CHARS and len(text) <= self.max_attribute_chars:
             return text
         new = text
         if self.replace_data_uris and ";base64," in text:

@@ -6,8 +6,8 @@ levels, tokens, the salt and the key allow-list.
 
 from otel_basic.masking.detectors import (
     BUILTIN_DETECTORS,
-    DEFAULT_DETECTORS,
     Detector,
+    Scanner,
     iban_valid,
     luhn_valid,
 )
@@ -26,7 +26,6 @@ from otel_basic.masking.masker import (
 __all__ = [
     "BUILTIN_DETECTORS",
     "DEFAULT_ALLOW_KEYS",
-    "DEFAULT_DETECTORS",
     "DEFAULT_EVENT_ALLOW_KEYS",
     "DEFAULT_EVENT_HIDE_KEYS",
     "DEFAULT_HIDE_KEYS",
@@ -36,6 +35,7 @@ __all__ = [
     "Level",
     "Masker",
     "MaskingExporter",
+    "Scanner",
     "iban_valid",
     "luhn_valid",
 ]

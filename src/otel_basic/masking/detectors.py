@@ -1,12 +1,22 @@
-"""Built-in PII and secret detectors.
+"""Built-in PII and secret detectors, tuned so masking stays cheap on every exported span.
 
-Each detector is one precompiled regex plus a cheap pre-check (so most strings never reach the regex) and a
-``find`` function that validates a regex candidate (Luhn for cards, mod-97 for IBANs, digit counts for
-phones, entropy for ``key=...`` assignments). Validation is what keeps false positives down: a regex alone
-cannot tell a card number from an order number, or a phone number from a timestamp.
+Why it is written this way: CPython's ``re`` costs ~5-10 ns per character for *each* pass over a string,
+even when nothing matches, and more wherever it has to try alternatives, while ``"x" in text`` is a
+memchr. So:
 
-A detector only *finds*; the :class:`~otel_basic.masking.masker.Masker` turns each hit into a typed,
-stable token such as ``<email:1f3a9c>``.
+- secrets are gated by substring tests (``"bearer"``, ``"key"``, ``"sk-"``, ``"AKIA"``... on the text
+  or its lower-cased copy) and then matched *at* the keyword with anchored regexes, never by a scan;
+- e-mail addresses are found from each ``@`` outward, with anchored matches;
+- the numeric detectors (IBAN, card, phone) share one cheap scan for candidate regions (a run of 8+
+  digits/capitals/separators, skipped over in one go), and the precise regex runs only inside those;
+- a regex candidate is only a candidate: cards must pass Luhn and start with an issuer digit 2-6, IBANs
+  mod-97 with the country's length, phones need 8-15 digits and a phone shape (``+CC``, a leading 0 with
+  separated groups, or the North American ``(415) 555-0132`` / ``415-555-0132``). That is what keeps ISO
+  timestamps, ids, token counts, versions, prices and order numbers out.
+
+Known limits: numbers written with non-ASCII digits or ``&nbsp;`` separators, bare national numbers
+without separators (``017612345678``), and personal names are not detected; use level ``hide`` when
+free text must not leave the process at all.
 """
 
 from __future__ import annotations
@@ -16,101 +26,67 @@ import binascii
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 __all__ = [
     "BUILTIN_DETECTORS",
-    "DEFAULT_DETECTORS",
+    "IBAN_LENGTHS",
     "Detector",
     "Hit",
+    "Scanner",
     "iban_valid",
     "luhn_valid",
 ]
 
-Hit = tuple[int, int, str]
-"""``(start, end, normalized)``: the span of the secret inside the string and the value to hash."""
+Hit = tuple[int, int, str, str]
+"""``(start, end, label, normalized)``: where the value is, its token label and the value to hash."""
 
-_DIGIT = re.compile(r"\d").search
-_LETTER = re.compile(r"[A-Za-z]").search
+BUILTIN_DETECTORS: tuple[str, ...] = ("bearer", "api_key", "assignment", "email", "iban", "card", "phone")
+"""Names of the built-in detectors (all enabled by default), in priority order for overlapping hits."""
 
-
-def _has_digit(text: str) -> bool:
-    return _DIGIT(text) is not None
-
-
-def _has_at(text: str) -> bool:
-    return "@" in text
-
-
-def _whole(normalize: Callable[[str], str] | None = None) -> Callable[[re.Match[str]], Hit | None]:
-    def find(m: re.Match[str]) -> Hit | None:
-        text = m.group()
-        return m.start(), m.end(), normalize(text) if normalize else text
-
-    return find
+_LABELS = {
+    "bearer": "token",
+    "api_key": "secret",
+    "assignment": "secret",
+    "email": "email",
+    "iban": "iban",
+    "card": "card",
+    "phone": "phone",
+}
 
 
 @dataclass(frozen=True)
 class Detector:
-    """One kind of sensitive value: ``label`` names the token (``<label:hash>``).
+    """A user-defined detector: every match of ``pattern`` becomes ``<label:hash>``.
 
-    ``find`` receives each regex match and returns the part to replace with the normalized value to hash,
-    or ``None`` when validation says it is not the real thing (the text is then left as it was).
-    ``precheck`` is a fast test run before the regex; ``None`` means always run the regex.
+    ``find`` may validate a match and return ``(start, end, normalized)`` for the part to replace (or
+    ``None`` to keep the match); ``precheck`` is a fast test that lets strings skip the regex.
     """
 
-    name: str
     label: str
     pattern: re.Pattern[str]
-    find: Callable[[re.Match[str]], Hit | None] = field(default_factory=_whole)
+    find: Callable[[re.Match[str]], tuple[int, int, str] | None] | None = None
     precheck: Callable[[str], bool] | None = None
 
 
-# --- email -------------------------------------------------------------------------------------------
-# Unicode-aware local part (josé.müller@...), dotted domain, alphabetic TLD. Starts only at a token boundary
-# so the scan does not retry inside every word.
-_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@(?:[\w-]+\.)+[^\W\d_]{2,}(?![\w-])")
-
-EMAIL = Detector("email", "email", _EMAIL, _whole(str.lower), _has_at)
+# --- validators -------------------------------------------------------------------------------------------
 
 
-# --- payment cards -----------------------------------------------------------------------------------
+_LUHN_DOUBLE = {str(d): (d * 2 - 9 if d > 4 else d * 2) for d in range(10)}
+
+
 def luhn_valid(digits: str) -> bool:
-    """Luhn checksum over a string of digits (other characters are ignored)."""
-    total = 0
-    parity = False
-    for ch in reversed(digits):
-        if not ch.isdigit():
-            continue
-        d = ord(ch) - 48
-        if parity:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-        parity = not parity
+    """Luhn checksum of a string of ASCII digits (separators must be removed first)."""
+    if not digits.isdigit() or not digits.isascii():
+        return False
+    # map() keeps the loop in C: this runs for every card-shaped candidate.
+    total = sum(map(int, digits[-1::-2])) + sum(map(_LUHN_DOUBLE.__getitem__, digits[-2::-2]))
     return total % 10 == 0
 
 
-# Issuer prefixes 2-6 (Mastercard 2-series, Amex/Diners/JCB 3, Visa 4, Mastercard 5, Discover 6): this alone
-# keeps nanosecond/millisecond epoch timestamps (which start with 1) out. Separators: single space or dash.
-_CARD = re.compile(r"(?<![\w+.])[2-6]\d{3}(?:[ -]?\d){9,15}(?![\w-]|\.\d)")
-
-
-def _find_card(m: re.Match[str]) -> Hit | None:
-    digits = re.sub(r"\D", "", m.group())
-    if not 13 <= len(digits) <= 19 or not luhn_valid(digits):
-        return None
-    return m.start(), m.end(), digits
-
-
-CARD = Detector("card", "card", _CARD, _find_card, _has_digit)
-
-
-# --- IBAN ---------------------------------------------------------------------------------------------
-# Official IBAN lengths (SWIFT registry). With the length known, trailing upper-case words swallowed by the
-# regex ("... 0130 00 FOR ...") are cut off before the mod-97 check.
+# Official IBAN lengths (SWIFT registry). Knowing the length lets trailing upper-case words swallowed by
+# the regex ("... 0130 00 FOR ...") be cut off before the mod-97 check.
 IBAN_LENGTHS: dict[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
     "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
@@ -122,91 +98,143 @@ IBAN_LENGTHS: dict[str, int] = {
     "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
 }  # fmt: skip
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+
+_IBAN_LETTERS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)})
 
 
 def iban_valid(compact: str) -> bool:
-    """ISO 13616 mod-97 check of an IBAN without spaces."""
-    rearranged = compact[4:] + compact[:4]
-    try:
-        number = int("".join(str(int(ch, 36)) for ch in rearranged))
-    except ValueError:
+    """ISO 13616 mod-97 check of an IBAN written without spaces (letters count as 10..35)."""
+    if len(compact) < 5 or not compact.isalnum() or not compact.isascii():
         return False
-    return number % 97 == 1
+    rearranged = (compact[4:] + compact[:4]).upper().translate(_IBAN_LETTERS)
+    return int(rearranged) % 97 == 1
 
 
-def _find_iban(m: re.Match[str]) -> Hit | None:
-    text = m.group()
-    expected = IBAN_LENGTHS.get(text[:2])
-    if expected is None:
-        compact = text.replace(" ", "")
-        if 15 <= len(compact) <= 34 and iban_valid(compact):
-            return m.start(), m.end(), compact
-        return None
-    # Walk to the end of the ``expected``-th alphanumeric character.
-    seen = 0
-    end = 0
-    for end, ch in enumerate(text, 1):  # noqa: B007 - end is used after the loop
-        if ch != " ":
-            seen += 1
-            if seen == expected:
-                break
-    if seen < expected or (end < len(text) and text[end] != " "):
-        return None
-    compact = text[:end].replace(" ", "")
-    if not iban_valid(compact):
-        return None
-    return m.start(), m.start() + end, compact
+def _entropy(text: str) -> float:
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
 
 
-IBAN = Detector("iban", "iban", _IBAN, _find_iban, _has_digit)
-
-
-# --- phone numbers -------------------------------------------------------------------------------------
-# International: "+" country code then up to 6 groups, each optionally in parentheses, separated by at most
-# one space/dot/dash. National: a leading 0 with separated groups (0176 12345678, 020 7946 0958,
-# 030/901820, 03-1234-5678, 06 12 34 56 78) or the North American (415) 555-0132 / 415-555-0132 shapes.
-# Plain digit runs without "+", "0" or separators are never phones: they are ids, counts and timestamps.
-_PHONE = re.compile(
-    r"(?<![\w+])\+[1-9]\d{0,3}(?:[ .-]?(?:\(\d{1,5}\)|\d{1,5})){1,6}(?![\w]|[.,]\d)"
-    r"|(?<![\w+./:-])0\d{1,4}(?:[ /-]\d{2,8}){1,4}(?![\w/:-]|[.,]\d)"
-    r"|(?<![\w+./:-])(?:\(\d{3}\) ?|\d{3}[.-])\d{3}[ .-]\d{4}(?![\w-]|[.,]\d)"
+# --- numeric detectors: one pass -------------------------------------------------------------------
+# Only run inside candidate regions (below), so it needs no fast-skip prefix. It starts with the one check
+# every kind shares, "not right after a letter, digit, _ or +", which rejects positions inside a number
+# at once; then one alternative per shape, each with its own extra boundary checks. One capturing group
+# per alternative: ``m.lastindex`` says which kind matched.
+_NUM = re.compile(
+    r"(?<![\w+])(?:"
+    # international: +CC then up to 6 groups, one separator between groups
+    r"\+([1-9][0-9]{0,3}(?:[ .-]?(?:\([0-9]{1,5}\)|[0-9]{1,5})){1,6})(?![\w]|[.,][0-9])"
+    # North American with parentheses: (415) 555-0132
+    r"|\(([0-9]{3}\) ?[0-9]{3}[ .-][0-9]{4})(?![\w]|[.,-][0-9])"
+    # IBAN: country code, check digits, BBAN (validated by country length and mod-97)
+    r"|([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30})(?![A-Za-z0-9])"
+    # national with trunk 0 and separated groups: 0176 12345678, 030/901820, 03-1234-5678
+    r"|(?<!\.)(0[0-9]{1,4}(?:[ /-][0-9]{2,8}){1,4})(?![\w/]|[.,:][0-9])"
+    # card: issuer digit 2-6 (epoch timestamps start with 1), 13-19 digits, single space/dash
+    r"|(?<!\.)([2-6][0-9]{3}(?:[ -]?[0-9]){9,15})(?![\w]|[.-][0-9])"
+    # North American: 415-555-0132, 415.555.0132
+    r"|(?<![./:])([0-9]{3}[.-][0-9]{3}[ .-][0-9]{4})(?![\w]|[.,-][0-9])"
+    r")",
+    re.ASCII,
 )
-_GROUPS = re.compile(r"\d+")
+_NUM_KINDS = ("", "intl", "nanp", "iban", "national", "card", "nanp")
+# Candidate regions: a run of 8+ characters that could belong to a phone, card or IBAN. Finding these is one
+# cheap scan that jumps over each run at once; the precise regex then only runs inside them.
+_NUM_CANDIDATE = re.compile(r"[0-9+(][0-9A-Z ()./+-]{7,}", re.ASCII)
+_DIGITS = re.compile(r"[0-9]+")
 
 
-def _find_phone(m: re.Match[str]) -> Hit | None:
-    text = m.group()
-    groups = _GROUPS.findall(text)
+def _iban_hit(text: str, m: re.Match[str]) -> Hit | None:
+    start = m.start()
+    body = m.group()
+    expected = IBAN_LENGTHS.get(body[:2])
+    if expected is None:
+        compact = body.replace(" ", "")
+        return (start, m.end(), "iban", compact) if 15 <= len(compact) <= 34 and iban_valid(compact) else None
+    # The end of the ``expected``-th non-space character: a fixed point of end = expected + spaces before it.
+    end = expected
+    while end <= len(body) and end != expected + body.count(" ", 0, end):
+        end = expected + body.count(" ", 0, end)
+    if end > len(body) or (end < len(body) and body[end] != " "):
+        return None
+    compact = body[:end].replace(" ", "")
+    return (start, start + end, "iban", compact) if iban_valid(compact) else None
+
+
+def _numeric_hit(text: str, m: re.Match[str]) -> Hit | None:
+    kind = _NUM_KINDS[m.lastindex or 0]
+    if kind == "iban":
+        return _iban_hit(text, m)
+    value = m.group()
+    if kind == "card":
+        digits = value.replace(" ", "").replace("-", "")
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            return m.start(), m.end(), "card", digits
+        return None
+    groups = _DIGITS.findall(value)
     digits = "".join(groups)
-    if text[0] == "+":
+    if kind == "intl":
         if not 8 <= len(digits) <= 15:
             return None
-        # "+1234.56" is an amount, not a phone.
-        if len(groups) == 2 and text[len(groups[0]) + 1] in ".,":
-            return None
-        return m.start(), m.end(), "+" + digits
-    if text[0] == "0":
+        if len(groups) == 2 and value[len(groups[0]) + 1] in ".,":
+            return None  # "+1234.56" is an amount
+        return m.start(), m.end(), "phone", "+" + digits
+    if kind == "national":
         if not 9 <= len(digits) <= 12:
             return None
-        french = len(groups) == 5 and all(len(g) == 2 for g in groups)
-        # A short first AND second group is a date ("01-02-2024", "05 03 2024"), not an area code.
+        french = len(groups) == 5 and all(len(g) == 2 for g in groups)  # 06 12 34 56 78
         if len(groups[0]) <= 2 and len(groups[1]) < 3 and not french:
-            return None
-    return m.start(), m.end(), digits
+            return None  # "01-02-2024" is a date, not an area code
+    return m.start(), m.end(), "phone", digits
 
 
-PHONE = Detector("phone", "phone", _PHONE, _find_phone, _has_digit)
+# --- e-mail: anchored on each "@" -------------------------------------------------------------------------
+_LOCAL_REVERSED = re.compile(r"[\w.%+-]{1,64}")
+_DOMAIN = re.compile(r"(?:[\w-]+\.)+[^\W\d_]{2,}")
 
 
-# --- bearer / basic credentials ------------------------------------------------------------------------
-_AUTH = re.compile(r"(?i)\b(bearer|basic)[ \t]+([A-Za-z0-9._~+/=-]{8,})")
-_TOKEN_CHARS = re.compile(r"[\d._~+/=-]")
+def _email_hits(text: str) -> list[Hit]:
+    hits: list[Hit] = []
+    at = text.find("@", 1)
+    while at > 0:
+        window = text[max(0, at - 64) : at][::-1]
+        local = _LOCAL_REVERSED.match(window)
+        dom = _DOMAIN.match(text, at + 1) if local else None
+        if local and dom:
+            start = at - local.end()
+            while text[start] == ".":  # ".ada@x.org": the dot is punctuation
+                start += 1
+            if start < at:
+                hits.append((start, dom.end(), "email", text[start : dom.end()].lower()))
+            at = text.find("@", dom.end())
+        else:
+            at = text.find("@", at + 1)
+    return hits
 
 
-def _find_auth(m: re.Match[str]) -> Hit | None:
-    scheme, cred = m.group(1), m.group(2)
-    if scheme.lower() == "basic":
+# --- secrets ----------------------------------------------------------------------------------------------
+# Keyword-anchored: find the keyword with str.find on a lower-cased copy, then match the value right
+# after it. No scan of the whole text with a case-insensitive regex.
+_TOKEN_CHARS = re.compile(r"[0-9._~+/=-]")
+_HAS_DIGIT = re.compile(r"[0-9]")
+_HAS_LETTER = re.compile(r"[A-Za-z]")
+_AUTH_VALUE = re.compile(r"[ \t]+([A-Za-z0-9._~+/=-]{8,})")
+_ASSIGN_VALUE = re.compile(r"[\"']?[ \t]*[=:][ \t]*[\"']?([^\s\"'&,;<>]+)")
+_IDENT_CHAR = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
+_KEY_PREFIXES = ("api", "access", "secret", "private", "client", "auth", "refresh", "app", "session", "id")
+_PASSWORD_WORDS = ("password", "passwd", "pwd")
+_ASSIGN_WORDS = ("key", "token", "secret", *_PASSWORD_WORDS)
+_AUTH_WORDS = ("bearer", "basic")
+# Pre-checks run on the lower-cased text: one cheap substring test per keyword stem.
+_AUTH_NEEDLES = ("bearer", "basic")
+_ASSIGN_NEEDLES = ("key", "token", "secret", "passw", "pwd")
+_SECRET_WORDS = (*_ASSIGN_NEEDLES, "auth", "cookie", "credential")
+
+
+def _auth_hit(text: str, cred_match: re.Match[str], scheme: str) -> Hit | None:
+    cred = cred_match.group(1)
+    if scheme == "basic":
         # Real Basic credentials decode to "user:password"; "basic information" does not.
         try:
             decoded = base64.b64decode(cred + "=" * (-len(cred) % 4), validate=True)
@@ -215,18 +243,66 @@ def _find_auth(m: re.Match[str]) -> Hit | None:
         if b":" not in decoded:
             return None
     elif _TOKEN_CHARS.search(cred) is None:
-        # "bearer instruments": a real token has digits or punctuation.
-        return None
-    return m.start(2), m.end(2), cred
+        return None  # "bearer instruments": a real token has digits or punctuation
+    return cred_match.start(1), cred_match.end(1), "token", cred
 
 
-AUTH = Detector("bearer", "token", _AUTH, _find_auth)
+def _assignment_value_hit(word: str, m: re.Match[str]) -> Hit | None:
+    value = m.group(1)
+    if word in _PASSWORD_WORDS:
+        if len(value) < 4:
+            return None
+    elif (
+        len(value) < 16
+        or _HAS_DIGIT.search(value) is None
+        or _HAS_LETTER.search(value) is None
+        or _entropy(value) < 3.0
+    ):
+        return None  # "key: internationalization" is prose; a key is long, random, letters and digits
+    return m.start(1), m.end(1), "secret", value
 
 
-# --- well-known API key shapes ---------------------------------------------------------------------------
+def _ends_identifier(text: str, start: int, end: int) -> bool:
+    """Is text[start:end] the last word of an identifier (``api_key``, ``apiKey``, ``Token``) and not
+    the tail of an ordinary word (``monkey``)?"""
+    if end < len(text) and text[end] in _IDENT_CHAR:
+        return False
+    if start == 0 or text[start - 1] not in _LOWER or text[start] not in _LOWER:
+        return True
+    ident = start
+    while ident > 0 and text[ident - 1] in _IDENT_CHAR:
+        ident -= 1
+    return text[ident:start].lower().endswith(_KEY_PREFIXES)
+
+
+def _keyword_hits(text: str, lower: str, auth: bool, assign: bool) -> list[Hit]:
+    hits: list[Hit] = []
+    if auth:
+        for word in _AUTH_WORDS:
+            p = lower.find(word)
+            while p >= 0:
+                end = p + len(word)
+                if p == 0 or text[p - 1] not in _IDENT_CHAR:
+                    m = _AUTH_VALUE.match(text, end)
+                    if m and (hit := _auth_hit(text, m, word)):
+                        hits.append(hit)
+                p = lower.find(word, end)
+    if assign:
+        for word in _ASSIGN_WORDS:
+            p = lower.find(word)
+            while p >= 0:
+                end = p + len(word)
+                if _ends_identifier(text, p, end):
+                    m = _ASSIGN_VALUE.match(text, end)
+                    if m and (hit := _assignment_value_hit(word, m)):
+                        hits.append(hit)
+                p = lower.find(word, end)
+    return hits
+
+
 _API_KEY = re.compile(
-    r"(?<![A-Za-z0-9_-])(?:"
-    r"sk-(?:lf-|proj-|ant-)?[A-Za-z0-9_-]{16,}"  # OpenAI, Anthropic, Langfuse secret
+    r"(?:"
+    r"sk-(?:lf-|proj-|ant-)?[A-Za-z0-9_-]{16,}"  # OpenAI, Anthropic, Langfuse secret key
     r"|pk-lf-[A-Za-z0-9-]{8,}"  # Langfuse public key
     r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}"  # GitHub
     r"|xox[abeprs]-[A-Za-z0-9-]{10,}"  # Slack
@@ -234,42 +310,145 @@ _API_KEY = re.compile(
     r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
     r"|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{24,}"  # Stripe
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
-    r")(?![A-Za-z0-9_-])"
+    r")"
 )
-
-API_KEY = Detector("api_key", "secret", _API_KEY)
-
-
-# --- key=value secret assignments --------------------------------------------------------------------------
-_ASSIGN = re.compile(
-    r"(?i)\b(api[_-]?key|access[_-]?key|secret[_-]?key|client[_-]?secret|private[_-]?key"
-    r"|(?:access|refresh|auth|id)[_-]?token|token|secret|key|password|passwd|pwd)"
-    r"[\"']?[ \t]*[=:][ \t]*[\"']?([^\s\"'&,;<>]+)"
+# Where a key can start: a substring (found with str.find) or a regex with a literal prefix (which ``re``
+# finds as fast as str.find), and the offset of that anchor from the start of the key.
+_KEY_ANCHORS: tuple[tuple[str | re.Pattern[str], int], ...] = (
+    ("sk-", 0),
+    ("pk-lf-", 0),
+    ("xox", 0),
+    ("eyJ", 0),
+    ("whsec_", 0),
+    (re.compile(r"gh(?:[pousr]_|ithub_pat_)"), 0),
+    (re.compile(r"A(?:KIA|SIA|Iza)"), 0),
+    (re.compile(r"_(?:live|test)_"), 2),
 )
+_KEY_BOUNDARY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-def _entropy(text: str) -> float:
-    n = len(text)
-    return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+def _may_hold_api_key(t: str) -> bool:
+    # Inline substring tests, single (memchr-fast) characters first: ~4x cheaper than running the anchors.
+    return (
+        ("-" in t and ("sk-" in t or "pk-lf-" in t or "xox" in t))
+        or ("_" in t and ("gh" in t or "_live_" in t or "_test_" in t or "whsec_" in t))
+        or ("A" in t and ("AKIA" in t or "ASIA" in t or "AIza" in t))
+        or ("J" in t and "eyJ" in t)
+    )
 
 
-def _find_assignment(m: re.Match[str]) -> Hit | None:
-    name, value = m.group(1).lower(), m.group(2)
-    if name in ("password", "passwd", "pwd"):
-        if len(value) < 4:
-            return None
-    elif len(value) < 16 or _DIGIT(value) is None or _LETTER(value) is None or _entropy(value) < 3.0:
-        # "key: internationalization" is prose; a real key is long, random and mixes letters and digits.
-        return None
-    return m.start(2), m.end(2), value
+def _api_key_hits(text: str) -> list[Hit]:
+    hits: list[Hit] = []
+    for anchor, offset in _KEY_ANCHORS:
+        if isinstance(anchor, str):
+            starts: list[int] = []
+            p = text.find(anchor)
+            while p >= 0:
+                starts.append(p)
+                p = text.find(anchor, p + 1)
+        else:
+            starts = [m.start() for m in anchor.finditer(text)]
+        for p in starts:
+            start = p - offset
+            if start >= 0 and (start == 0 or text[start - 1] not in _KEY_BOUNDARY):
+                m = _API_KEY.match(text, start)
+                if m:
+                    hits.append((start, m.end(), "secret", m.group()))
+    return hits
 
 
-ASSIGNMENT = Detector("assignment", "secret", _ASSIGN, _find_assignment)
+# --- the scanner ------------------------------------------------------------------------------------------
 
 
-BUILTIN_DETECTORS: dict[str, Detector] = {
-    d.name: d for d in (AUTH, API_KEY, ASSIGNMENT, EMAIL, IBAN, CARD, PHONE)
-}
-"""By name. Order matters: secrets first, then IBAN before card before phone (most specific first)."""
+class Scanner:
+    """Finds the enabled built-in detectors' hits in a string: sorted, non-overlapping."""
 
-DEFAULT_DETECTORS: tuple[Detector, ...] = tuple(BUILTIN_DETECTORS.values())
+    def __init__(self, enabled: Iterable[str] = BUILTIN_DETECTORS) -> None:
+        names = set(enabled)
+        unknown = names - set(BUILTIN_DETECTORS)
+        if unknown:
+            raise ValueError(f"unknown detector(s) {sorted(unknown)}; built-in: {', '.join(BUILTIN_DETECTORS)}")
+        self.enabled = tuple(n for n in BUILTIN_DETECTORS if n in names)
+        self._bearer = "bearer" in names
+        self._api_key = "api_key" in names
+        self._assignment = "assignment" in names
+        self._email = "email" in names
+        self._numeric = {"iban", "card", "phone"} & names
+        self._numeric_labels = {_LABELS[n] for n in self._numeric}
+
+    def hits(self, text: str) -> list[Hit]:
+        """All hits in ``text``; where two overlap the earlier detector in BUILTIN_DETECTORS wins."""
+        return self.hits_and_secret_words(text, False)[0]
+
+    def hits_and_secret_words(self, text: str, want_words: bool) -> tuple[list[Hit], bool]:
+        """The hits, and (if ``want_words``) whether the text mentions a word that can name a secret
+        (key, token, password, auth, cookie...). The masker uses that to decide whether a JSON document
+        may have keys like "password" whose values are masked whole."""
+        hits: list[Hit] = []
+        words = False
+        if self._bearer or self._assignment or want_words:
+            lower = text.lower()
+            contains = lower.__contains__
+            # any(map(...)) iterates in C: one call instead of a Python loop over the needles.
+            auth = self._bearer and any(map(contains, _AUTH_NEEDLES))
+            assign = self._assignment and ("=" in text or ":" in text) and any(map(contains, _ASSIGN_NEEDLES))
+            words = want_words and (assign or any(map(contains, _SECRET_WORDS)))
+            if auth or assign:
+                if len(lower) != len(text):  # a few non-ASCII letters change length when lower-cased
+                    lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+                hits.extend(_keyword_hits(text, lower, auth, assign))
+        if self._api_key and _may_hold_api_key(text):
+            hits.extend(_api_key_hits(text))
+        if self._email and "@" in text:
+            hits.extend(_email_hits(text))
+        if self._numeric and len(text) >= 8:
+            hits.extend(self._numeric_hits(text))
+        if len(hits) > 1:
+            hits = _without_overlaps(hits)
+        return hits, words
+
+    def _numeric_hits(self, text: str) -> list[Hit]:
+        hits: list[Hit] = []
+        search = _NUM.search
+        labels = self._numeric_labels
+        for cand in _NUM_CANDIDATE.finditer(text):
+            pos = cand.start()
+            if text[pos + 4 : pos + 5] in ("-", "/", ".") and text[pos + 7 : pos + 8] == text[pos + 4]:
+                # Starts with a date (2024-06-03, 2024/06/12): nothing can start inside it.
+                if text[pos : pos + 4].isdigit() and text[pos + 5 : pos + 7].isdigit():
+                    pos += 10
+            elif pos >= 2 and text[pos - 2 : pos].isupper():
+                pos -= 2  # an IBAN's country code comes before the digits the candidate starts with
+            # Matches cannot extend past the candidate (same character classes); +2 lets the
+            # look-aheads see the real next characters.
+            end = cand.end() + 2
+            while (m := search(text, pos, end)) is not None:
+                hit = _numeric_hit(text, m)
+                if hit is not None and hit[2] in labels:
+                    hits.append(hit)
+                    pos = hit[1]
+                    if end - pos < 11:  # no room left for another phone, card or IBAN
+                        break
+                else:
+                    # Not valid as a whole (e.g. a non-Luhn digit run): a phone may still start inside it.
+                    pos = m.start() + 1
+        return hits
+
+
+_RANK = {"token": 0, "secret": 0, "email": 1, "iban": 2, "card": 3, "phone": 4}
+
+
+def _without_overlaps(hits: list[Hit]) -> list[Hit]:
+    """Sorted, non-overlapping hits; of two overlapping hits the higher-ranked label wins. O(n log n):
+    a 5 MB body can hold 100k+ hits."""
+    hits.sort()
+    kept: list[Hit] = []
+    for hit in hits:
+        while kept and hit[0] < kept[-1][1]:  # overlaps the last kept hit
+            if _RANK.get(hit[2], 5) < _RANK.get(kept[-1][2], 5):
+                kept.pop()
+            else:
+                break
+        else:
+            kept.append(hit)
+    return kept

@@ -44,6 +44,4 @@ class MaskingExporter(WrappingExporter):
             )
         except Exception as exc:
             m._failed(f"span {span.name!r}", exc)
-            return copy_span(
-                span, attributes={"otel_basic.masking.error": ERROR_PLACEHOLDER}, events=(), links=()
-            )
+            return copy_span(span, attributes={"otel_basic.masking.error": ERROR_PLACEHOLDER}, events=(), links=())

@@ -25,9 +25,18 @@ address. ``session.id`` is allow-listed (a thread id, not personal data); do not
 Values under keys that name a secret (``password``, ``api_key``, ``authorization``, ``*.token``...) are
 replaced whole by ``<secret:..>``, also inside JSON documents.
 
-JSON: a string that parses as a JSON object/array is masked value by value (object keys too: a state dump
-can be keyed by address) and re-serialized compactly with ``ensure_ascii=False``, so it stays valid JSON.
-Unchanged documents are returned as the original string.
+JSON: a string that looks like a JSON object/array stays valid JSON. Usually the detectors run over the
+raw document and the tokens go in place (keeping its formatting; no parse needed, since no token or match
+contains a quote or backslash). When the raw text cannot settle it safely (escapes next to a hit, a secret
+key name, a card as a bare number, user patterns), the document is parsed, every string (object keys
+too: a state dump can be keyed by address) is masked, and it is re-serialized compactly with
+``ensure_ascii=False``. Documents without findings are returned as the original string.
+
+Not masked: span and event names, resource attributes (service name, host...), numbers other than
+card-length integers inside JSON.
+
+Cost: a per-masker cache maps recently seen strings to their masked form (bounded, ~4M characters), since
+the same e-mail body recurs in the run, step and LLM spans of one trace. See ``bench/masking.py``.
 
 Failure: :meth:`Masker.mask_value` never raises. If masking one value fails (a bad hook, a pathological
 document), that value becomes ``"<masking-error>"``: fail closed, never export the raw value. The first
@@ -48,7 +57,7 @@ from typing import Literal, cast
 
 from opentelemetry.util.types import AnyValue
 
-from otel_basic.masking.detectors import BUILTIN_DETECTORS, DEFAULT_DETECTORS, Detector, Hit
+from otel_basic.masking.detectors import BUILTIN_DETECTORS, Detector, Hit, Scanner
 
 __all__ = [
     "DEFAULT_ALLOW_KEYS",
@@ -187,6 +196,11 @@ _SECRET_KEY = re.compile(
 
 _NORMAL, _ALLOW, _HIDE, _SECRET = 0, 1, 2, 3
 _MAX_DEPTH = 32
+_MIN_CHARS = 6  # the shortest thing any detector finds: "a@b.co"
+_CACHE_MAX_CHARS = 65536
+_CACHE_BUDGET_CHARS = 4_000_000
+
+_Span = tuple[int, int, str]
 _KEY_CACHE_MAX = 8192
 
 Replacer = Callable[[re.Match[str]], str]
@@ -202,18 +216,17 @@ def _is_secret_key(key: str) -> bool:
     return _SECRET_KEY.search(key) is not None
 
 
-def _resolve_detectors(detectors: Iterable[Detector | str] | None) -> tuple[Detector, ...]:
+def _split_detectors(detectors: Iterable[Detector | str] | None) -> tuple[list[str], list[Detector]]:
     if detectors is None:
-        return DEFAULT_DETECTORS
-    out: list[Detector] = []
+        return list(BUILTIN_DETECTORS), []
+    names: list[str] = []
+    custom: list[Detector] = []
     for d in detectors:
         if isinstance(d, str):
-            if d not in BUILTIN_DETECTORS:
-                raise ValueError(f"unknown detector {d!r}; built-in: {', '.join(BUILTIN_DETECTORS)}")
-            out.append(BUILTIN_DETECTORS[d])
+            names.append(d)
         else:
-            out.append(d)
-    return tuple(out)
+            custom.append(d)
+    return names, custom
 
 
 class Masker:
@@ -245,13 +258,16 @@ class Masker:
         self._token: Callable[[str, str], str] = functools.lru_cache(maxsize=16384)(self._make_token)
 
         # Custom patterns run first, so built-in detectors never see (or re-mask) their tokens.
-        passes: list[tuple[Callable[[str], bool] | None, re.Pattern[str], Replacer]] = []
-        for label, pattern in (extra_patterns or {}).items():
-            compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
-            passes.append((None, compiled, self._replacer(label, _whole_match)))
-        for det in _resolve_detectors(detectors):
-            passes.append((det.precheck, det.pattern, self._replacer(det.label, det.find)))
-        self._passes = tuple(passes)
+        names, custom = _split_detectors(detectors)
+        self._scanner = Scanner(names)
+        custom += [
+            Detector(label, re.compile(p) if isinstance(p, str) else p) for label, p in (extra_patterns or {}).items()
+        ]
+        self._custom = tuple((d.precheck, d.pattern, self._replacer(d.label, d.find or _whole_match)) for d in custom)
+        self._cache: dict[str, str] = {}
+        self._cache_chars = 0
+        # Below this length no built-in detector can match; a user pattern might.
+        self._min_chars = 1 if self._custom else _MIN_CHARS
 
         allow = list(allow_keys)
         self._allow = _globs(allow)
@@ -268,7 +284,8 @@ class Masker:
         if self.level == "off":
             return value
         try:
-            return self._mask_any(self._classify(key, event=False), key, value)
+            cls = self._classify(key, event=False)
+            return value if cls == _ALLOW else self._mask_any(cls, key, value)
         except Exception as exc:
             return self._failed(key, exc)
 
@@ -290,35 +307,63 @@ class Masker:
         """Run the detectors (and JSON handling) over free text, whatever the level's key rules."""
         if self.level == "off":
             return text
-        return self._mask_text(text, 0)
+        try:
+            return self._mask_text(text, 0)
+        except Exception as exc:
+            return cast(str, self._failed("text", exc))
 
     # --- used by MaskingExporter: ``None`` means "unchanged", so unchanged spans are not copied ------------
 
     def _mask_mapping(self, attrs: Mapping[str, AnyValue], *, event: bool) -> dict[str, AnyValue] | None:
+        # The hot loop of the exporter: plain strings under ordinary keys go straight to the text cache.
         if self.level == "off":
             return None
-        changes: dict[str, AnyValue] = {}
+        changes: dict[str, AnyValue] | None = None
         hide_message: str | None = None
         if event and self.level == "hide":
             msg = attrs.get("exception.message")
             if isinstance(msg, str) and msg:
                 hide_message = msg
+        key_cache = self._event_key_cache if event else self._key_cache
+        text_cache = self._cache
+        simple = self.hook is None and hide_message is None
         for key, value in attrs.items():
-            if value is None or isinstance(value, (bool, int, float)):
+            if value.__class__ is str:
+                cls = key_cache.get(key)
+                if cls is None:
+                    cls = self._classify(key, event=event)
+                if cls == _ALLOW or (simple and cls == _NORMAL and len(value) < self._min_chars):
+                    continue
+                if simple and cls == _NORMAL:
+                    new = text_cache.get(value)
+                    if new is None:
+                        try:
+                            new = self._mask_text(value, 0)
+                        except Exception as exc:
+                            new = cast(str, self._failed(key, exc))
+                    if new is not value:
+                        if changes is None:
+                            changes = {}
+                        changes[key] = new
+                    continue
+            elif value is None or isinstance(value, (bool, int, float)):
                 continue
-            cls = self._classify(key, event=event)
-            if cls == _ALLOW:
-                continue
+            else:
+                cls = self._classify(key, event=event)
+                if cls == _ALLOW:
+                    continue
             try:
-                new: AnyValue = value
+                masked: AnyValue = value
                 if hide_message and key == "exception.stacktrace" and isinstance(value, str):
                     # The stack trace's last line repeats the (hidden) exception message.
-                    new = value.replace(hide_message, HIDDEN)
-                new = self._mask_any(cls, key, new)
+                    masked = value.replace(hide_message, HIDDEN)
+                masked = self._mask_any(cls, key, masked)
             except Exception as exc:
-                new = self._failed(key, exc)
-            if new is not value:
-                changes[key] = new
+                masked = self._failed(key, exc)
+            if masked is not value:
+                if changes is None:
+                    changes = {}
+                changes[key] = masked
         if not changes:
             return None
         return {k: changes.get(k, v) for k, v in attrs.items()}
@@ -359,7 +404,7 @@ class Masker:
     def _mask_any(self, cls: int, key: str, value: AnyValue) -> AnyValue:
         if isinstance(value, str):
             return self._mask_str(cls, key, value)
-        if cls == _ALLOW or value is None or isinstance(value, (bool, int, float)):
+        if value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, (tuple, list)):
             items = [self._mask_any(cls, key, v) for v in value]
@@ -371,12 +416,10 @@ class Masker:
             masked = self._mask_mapping(inner, event=False)
             return value if masked is None else masked
         if isinstance(value, (bytes, bytearray)):
-            try:
-                text = bytes(value).decode("utf-8")
-            except UnicodeDecodeError:
-                return value  # binary payload, not text
+            # Text inside bytes is masked; bytes that are not UTF-8 survive via surrogateescape.
+            text = bytes(value).decode("utf-8", "surrogateescape")
             new = self._mask_str(cls, key, text)
-            return value if new is text else new.encode("utf-8")
+            return value if new is text else new.encode("utf-8", "surrogateescape")
         # Not a valid attribute type: export its masked text rather than guess.
         return self._mask_str(cls, key, str(value))
 
@@ -396,28 +439,90 @@ class Masker:
         return new
 
     def _mask_text(self, text: str, depth: int) -> str:
-        if len(text) > 1 and text[0] in "{[" and text[-1] in "}]":
-            masked = self._mask_json_text(text, depth)
-            if masked is not None:
-                return masked
-        return self._scan(text)
+        if len(text) < self._min_chars:
+            return text
+        # The same text recurs across a trace (the e-mail body in the run, step and LLM spans, and inside
+        # their JSON): mask it once.
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        json_like = text[0] in "{[" and text[-1] in "}]"
+        masked = self._mask_json_text(text, depth) if json_like else self._scan(text)
+        if len(text) <= _CACHE_MAX_CHARS:
+            if self._cache_chars > _CACHE_BUDGET_CHARS:
+                self._cache.clear()
+                self._cache_chars = 0
+            self._cache[text] = masked
+            self._cache_chars += len(text) + len(masked)
+        return masked
 
     def _scan(self, text: str) -> str:
         out = text
-        for precheck, pattern, replace in self._passes:
+        for precheck, pattern, replace in self._custom:
             if precheck is None or precheck(out):
                 out = pattern.sub(replace, out)
+        hits = self._scanner.hits(out)
+        if hits:
+            out = self._apply(out, hits)
         if out is not text and out == text:
             return text
         return out
 
-    def _mask_json_text(self, text: str, depth: int) -> str | None:
+    def _apply(self, text: str, hits: list[Hit]) -> str:
+        parts: list[str] = []
+        pos = 0
+        token = self._token
+        for start, end, label, normalized in hits:
+            parts.append(text[pos:start])
+            parts.append(token(label, normalized))
+            pos = end
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    def _mask_json_text(self, text: str, depth: int) -> str:
+        """Mask a string that looks like a JSON object/array (or is merely bracketed text).
+
+        Fast path: run the detectors over the raw document and put the tokens in place. Tokens contain no
+        quote or backslash and no detector match can contain a quote, so a valid document stays valid and
+        keeps its own formatting, and no parse is needed. Cases the raw text cannot settle safely (escape
+        sequences inside or right before a hit, an escaped non-ASCII domain, a bare JSON number, a key
+        that names a secret, user patterns) take the slow path: parse, mask every string, re-serialize.
+        """
+        if self._custom or ("@" in text and "\\u" in text and _escaped_domain(text)):
+            return self._mask_json_parsed(text, depth)
+        scan = text
+        if "\\" in text:
+            if "\\/" in text:  # "030\/901820": an escape inside a value; only the parsed string shows it
+                return self._mask_json_parsed(text, depth)
+            # In the raw text, the escape in "\\n+44 20 ..." must read as a line break, not a letter "n".
+            for esc in ("\\n", "\\t", "\\r", "\\b", "\\f"):
+                scan = scan.replace(esc, "\\ ")
+            if "\\u" in scan:
+                # "\\u00e9" stands for one character the raw text cannot show: blank it out, and send any hit
+                # touching it to the parse path (below).
+                scan = _UNICODE_ESCAPE.sub(_blank_escape, scan)
+        hits, secret_words = self._scanner.hits_and_secret_words(scan, True)
+        if secret_words and _json_names_secret(text):
+            return self._mask_json_parsed(text, depth)
+        if not hits:
+            return text
+        for start, end, _label, _normalized in hits:
+            if (
+                (start > 0 and scan[start - 1] in _ESCAPED)
+                or scan[end : end + 1] == "\x00"
+                or "\\" in text[start:end]
+                or _bare_json_value(text, start, end)
+            ):
+                return self._mask_json_parsed(text, depth)
+        return self._apply(text, hits)
+
+    def _mask_json_parsed(self, text: str, depth: int) -> str:
         try:
             doc = json.loads(text)
         except ValueError:
-            return None
+            return self._scan(text)
         if not isinstance(doc, (dict, list)):
-            return None
+            return self._scan(text)
         new = self._mask_json(doc, depth + 1)
         if new is doc:
             return text
@@ -433,7 +538,7 @@ class Masker:
             out: dict[str, object] = {}
             changed = False
             for k, v in node.items():
-                nk = self._scan(k)
+                nk = self._scan(k)  # a state dump can be keyed by address
                 if isinstance(v, str) and v and _is_secret_key(k):
                     nv: object = self._token("secret", v)
                 else:
@@ -444,9 +549,14 @@ class Masker:
         if isinstance(node, list):
             items = [self._mask_json(v, depth + 1) for v in node]
             return items if any(a is not b for a, b in zip(items, node, strict=True)) else node
+        if isinstance(node, int) and not isinstance(node, bool) and abs(node) >= 10**12:
+            # A card number stored as a JSON number becomes a token string.
+            digits = str(node)
+            hits = self._scanner.hits(digits)
+            return self._apply(digits, hits) if hits else node
         return node
 
-    def _replacer(self, label: str, find: Callable[[re.Match[str]], Hit | None]) -> Replacer:
+    def _replacer(self, label: str, find: Callable[[re.Match[str]], _Span | None]) -> Replacer:
         token = self._token
 
         def replace(m: re.Match[str]) -> str:
@@ -480,5 +590,62 @@ class Masker:
         return ERROR_PLACEHOLDER
 
 
-def _whole_match(m: re.Match[str]) -> Hit | None:
+_UNICODE_ESCAPE = re.compile(r"\\u[0-9A-Fa-f]{4}")
+_ESCAPED = ("\\", "\x00")
+
+
+def _blank_escape(_m: re.Match[str]) -> str:
+    return "\\\x00\x00\x00\x00\x00"  # same length as "\\u00e9"; \x00 is in no detector's alphabet
+
+
+_JSON_KEY_NEEDLES = (
+    "key", "Key", "KEY", "oken", "OKEN", "ecret", "ECRET", "assw", "ASSW", "pwd", "PWD",
+    "uthorization", "UTHORIZATION", "ookie", "OOKIE",
+)  # fmt: skip
+
+
+def _json_names_secret(text: str) -> bool:
+    """Does the raw JSON have an object key like "password" or "api_key" (whose value we mask whole)?"""
+    for needle in _JSON_KEY_NEEDLES:
+        p = text.find(needle)
+        while p >= 0:
+            close = text.find('"', p)
+            if close < 0:
+                break
+            if text[close + 1 : close + 3].lstrip().startswith(":"):
+                open_ = text.rfind('"', 0, p)
+                if open_ >= 0 and _is_secret_key(text[open_ + 1 : close]):
+                    return True
+            p = text.find(needle, p + 1)
+    return False
+
+
+def _escaped_domain(text: str) -> bool:
+    """Is there an address whose domain holds a ``\\uXXXX`` escape (``info@b\\u00e4ckerei.de``)? The raw
+    text cannot show that domain to the detectors; the parsed strings can."""
+    at = text.find("@")
+    while at >= 0:
+        end = at + 1
+        while end < len(text) and (text[end].isalnum() or text[end] in ".-"):
+            end += 1
+        if text.startswith("\\u", end):
+            return True
+        at = text.find("@", end)
+    return False
+
+
+def _bare_json_value(text: str, start: int, end: int) -> bool:
+    """Could text[start:end] be a JSON number rather than part of a string (``[4111111111111111]``)?"""
+    i = start - 1
+    while i >= 0 and text[i] in " \t\r\n":
+        i -= 1
+    if i < 0 or text[i] not in ":,[":
+        return False
+    j, n = end, len(text)
+    while j < n and text[j] in " \t\r\n":
+        j += 1
+    return j == n or text[j] in ",]}"
+
+
+def _whole_match(m: re.Match[str]) -> _Span | None:
     return m.start(), m.end(), m.group()
