@@ -221,9 +221,7 @@ class DeliveryProcessor(SpanProcessor):
             self._remove_waiter(waiter)
             return target, max(0, target - self._done_through())
 
-    def flush_future(
-        self, deadline: float, loop: asyncio.AbstractEventLoop
-    ) -> tuple[int, asyncio.Future[None]]:
+    def flush_future(self, deadline: float, loop: asyncio.AbstractEventLoop) -> tuple[int, asyncio.Future[None]]:
         """Like :meth:`flush_until` for async callers: a future resolved by the worker thread."""
         future: asyncio.Future[None] = loop.create_future()
         with self._cond:
@@ -344,6 +342,7 @@ class DeliveryProcessor(SpanProcessor):
         try:
             return max(0, min(size, self._delivered_probe()))
         except Exception:
+            _log.debug("delivered-count probe failed; counting the batch as failed", exc_info=True)
             return 0
 
     def drain(self) -> list[ReadableSpan]:

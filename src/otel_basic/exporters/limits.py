@@ -15,6 +15,7 @@ Put it after masking in the chain, so masking sees whole values (a cut must not 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 
@@ -31,6 +32,8 @@ DEFAULT_MAX_ATTRIBUTE_CHARS = 16384
 _DATA_URI_MIN_CHARS = 64 + len("data:;base64,")
 
 _DATA_URI = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,([A-Za-z0-9+/_-]{64,}(?:={0,2}))")
+
+_log = logging.getLogger("otel_basic")
 
 
 def truncation_marker(original_chars: int) -> str:
@@ -72,7 +75,8 @@ class LimitingExporter(WrappingExporter):
                         self._limit_str_or_none,
                     )
                 )
-            except Exception:  # never lose a span over a size check
+            except Exception:  # never lose a span over a size check (a 413 split still guards the wire)
+                _log.debug("payload limit failed for span %r; exporting it unchanged", span.name, exc_info=True)
                 out.append(span)
         return self.inner.export(out)
 
