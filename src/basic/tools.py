@@ -9,7 +9,6 @@ span, and turns any failure into a ``ToolResult(ok=False)`` so one broken tool n
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import json
 import logging
@@ -22,13 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
 from llama_index.core.llms import LLM
-from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+import otel_basic
 from basic.llm import draft_prompt, format_email
 from basic.models import EmailData, Priority, ToolResult, Triage
 
@@ -50,23 +49,9 @@ JSON_MIME = "application/json"
 
 
 def _tracer() -> Tracer:
-    """The tracer for tool spans, looked up at call time.
-
-    ``otel_basic.get_tracer(name)`` is preferred because the telemetry layer may keep its own provider
-    instead of the global one (when a host application already set a global provider). When otel_basic
-    is not configured we use the global provider, like OpenInference does, so a host that set up
-    OpenTelemetry itself still sees the tool spans next to the LLM spans.
-    """
-    try:
-        module = importlib.import_module("otel_basic")
-        factory = getattr(module, "get_tracer", None)
-        current = getattr(module, "current", None)
-        configured = current() is not None if callable(current) else True
-        if callable(factory) and configured:
-            return cast(Tracer, factory(TRACER_NAME))
-    except Exception:  # telemetry must never break the application
-        logger.debug("otel_basic.get_tracer unavailable; using the global tracer provider", exc_info=True)
-    return trace.get_tracer(TRACER_NAME)
+    """The tracer for tool spans, looked up at call time: otel-basic's provider when it is
+    configured (it may not be the global one, when the host set its own), else the global one."""
+    return otel_basic.get_tracer(TRACER_NAME)
 
 
 def _context_attributes() -> dict[str, Any]:
@@ -231,9 +216,7 @@ class TicketStore:
         self._tickets: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._max = max_tickets
 
-    def create(
-        self, *, title: str, priority: Priority, category: str, thread_id: str | None
-    ) -> dict[str, Any]:
+    def create(self, *, title: str, priority: Priority, category: str, thread_id: str | None) -> dict[str, Any]:
         with self._lock:
             ticket_id = f"TCK-{next(self._ids):05d}"
             ticket = {
