@@ -63,8 +63,10 @@ class OtelBasicApp:
     def __init__(self, endpoint: str, protocol: Protocol, export_timeout: float = 2.0) -> None:
         otel_basic.reset()
         telemetry = otel_basic.configure(
-            endpoint=endpoint, protocol=protocol, export_timeout=export_timeout,
-            spool_dir=None,                 # failures must show in the report, not go to a user cache dir
+            endpoint=endpoint,
+            protocol=protocol,
+            export_timeout=export_timeout,
+            spool_dir=None,  # failures must show in the report, not go to a user cache dir
             install_signal_handlers=False,  # pytest owns the signals
         )
         assert telemetry.enabled, telemetry.settings.reason
@@ -126,15 +128,15 @@ class SdkApp:
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-            inner: SpanExporter = Grpc(endpoint=endpoint.removeprefix("http://"), insecure=True,
-                                       timeout=export_timeout)
+            inner: SpanExporter = Grpc(endpoint=endpoint.removeprefix("http://"), insecure=True, timeout=export_timeout)
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
             inner = Http(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=export_timeout)
         self.exporter = _CountingExporter(inner)
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "collector-e2e"}),
-                                       shutdown_on_exit=False)
+        self.provider = TracerProvider(
+            resource=Resource.create({"service.name": "collector-e2e"}), shutdown_on_exit=False
+        )
         self.provider.add_span_processor(BatchSpanProcessor(self.exporter, schedule_delay_millis=60_000))
         self.tracer = self.provider.get_tracer("tests.collector_e2e")
         self.ended = 0
@@ -149,8 +151,7 @@ class SdkApp:
         worker.start()
         worker.join(timeout)
         done = self.exporter.exported + self.exporter.failed
-        return Report(self.exporter.exported, self.exporter.failed, max(0, self.ended - done),
-                      time.monotonic() - start)
+        return Report(self.exporter.exported, self.exporter.failed, max(0, self.ended - done), time.monotonic() - start)
 
     def close(self) -> None:
         self.provider.shutdown()
@@ -182,9 +183,14 @@ def receiver() -> Iterator[LangfuseReceiver]:
 def collector(receiver: LangfuseReceiver) -> Iterator[RotelCollector]:
     # Fast retries so an outage test takes ~1 s, not rotel's default 5 s first backoff.
     agent = RotelCollector.for_langfuse(
-        receiver.base_url, PK, SK,
-        retry_initial_backoff=0.2, retry_max_backoff=0.5, retry_max_elapsed_time=60,
-        batch_timeout=0.05, stop_grace=5.0,
+        receiver.base_url,
+        PK,
+        SK,
+        retry_initial_backoff=0.2,
+        retry_max_backoff=0.5,
+        retry_max_elapsed_time=60,
+        batch_timeout=0.05,
+        stop_grace=5.0,
     )
     agent.start()
     try:
@@ -317,9 +323,7 @@ def test_rejected_credentials_are_dropped_by_the_collector_not_retried(
 
 @pytest.mark.parametrize("make_app", ["otel_basic", "sdk"], indirect=True)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_collector_not_running_flush_reports_failure_within_deadline(
-    make_app: MakeApp, protocol: Protocol
-) -> None:
+def test_collector_not_running_flush_reports_failure_within_deadline(make_app: MakeApp, protocol: Protocol) -> None:
     port = free_port()  # nothing listens here
     app = make_app(f"http://127.0.0.1:{port}", protocol, export_timeout=2.0)
     app.emit(_names(f"nobody-{protocol}", 3))
@@ -331,9 +335,7 @@ def test_collector_not_running_flush_reports_failure_within_deadline(
     assert report.duration <= deadline + 0.5
 
 
-def test_secret_is_not_on_the_agent_command_line(
-    receiver: LangfuseReceiver, collector: RotelCollector
-) -> None:
+def test_secret_is_not_on_the_agent_command_line(receiver: LangfuseReceiver, collector: RotelCollector) -> None:
     pid = collector.pid
     assert pid is not None
     cmdline = Path(f"/proc/{pid}/cmdline")
@@ -350,14 +352,12 @@ def test_collector_start_stop_and_ports(receiver: LangfuseReceiver) -> None:
     http_port, grpc_port = free_port(), free_port()
     while grpc_port == http_port:
         grpc_port = free_port()
-    with RotelCollector.for_langfuse(receiver.base_url, PK, SK, http_port=http_port,
-                                     grpc_port=grpc_port) as agent:
+    with RotelCollector.for_langfuse(receiver.base_url, PK, SK, http_port=http_port, grpc_port=grpc_port) as agent:
         assert agent.running and agent.http_endpoint == f"http://127.0.0.1:{http_port}"
         assert agent.grpc_endpoint == f"http://127.0.0.1:{grpc_port}"
         pid = agent.pid
         assert pid is not None
-        clash = RotelCollector.for_langfuse(receiver.base_url, PK, SK, http_port=http_port,
-                                            grpc_port=free_port())
+        clash = RotelCollector.for_langfuse(receiver.base_url, PK, SK, http_port=http_port, grpc_port=free_port())
         try:
             with pytest.raises(Exception, match="Address already in use") as info:
                 clash.start()
@@ -369,3 +369,49 @@ def test_collector_start_stop_and_ports(receiver: LangfuseReceiver) -> None:
     assert time.monotonic() - started < 2.0, "an idle agent stops at once on SIGTERM"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_email_workflow_run_arrives_once_through_the_collector(
+    receiver: LangfuseReceiver, collector: RotelCollector, protocol: Protocol
+) -> None:
+    """The real app: a whole email workflow run goes app -> rotel -> Langfuse-compatible receiver."""
+    from basic.email_workflow import email_workflow
+    from basic.samples import sample_email
+
+    otel_basic.reset()
+    tel = otel_basic.configure(
+        endpoint=_endpoint(collector, protocol), protocol=protocol, install_signal_handlers=False
+    )
+    assert tel.enabled and not tel.settings.headers
+    await otel_basic.run_with_flush(email_workflow, email_data=sample_email("urgent"))
+    processor = tel.processor
+    assert processor is not None
+    created = processor.counters.enqueued
+    assert processor.counters.exported == created
+    spans = receiver.wait_for_spans(created, timeout=15)
+    time.sleep(0.5)  # a duplicate would show up here
+    assert len(receiver.spans) == created == len({s.span_id for s in spans})
+    names = {s.name for s in receiver.spans}
+    assert {"EmailWorkflow.run", "EmailWorkflow.triage_email", "EmailWorkflow.send_results"} <= names
+    assert all(r.headers["authorization"] == receiver.auth_header for r in receiver.trace_requests)
+    otel_basic.reset()
+
+
+def test_collector_not_running_spans_are_spooled_then_replayed(receiver: LangfuseReceiver, tmp_path: Path) -> None:
+    """Not silently dropped: with the collector down the spans wait in the spool; once it is up,
+    the next start replays them through it."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    otel_basic.reset()
+    tel = otel_basic.configure(endpoint=endpoint, spool_dir=tmp_path / "spool", install_signal_handlers=False)
+    _emit(otel_basic.get_tracer("t"), _names("later", 4))
+    report = otel_basic.flush(timeout=3)
+    assert not report and report.spooled == 4
+    otel_basic.reset()
+    with RotelCollector.for_langfuse(receiver.base_url, PK, SK, http_port=port, retry_initial_backoff=0.2):
+        otel_basic.configure(endpoint=endpoint, spool_dir=tmp_path / "spool", install_signal_handlers=False)
+        receiver.wait_for_spans(4, timeout=15)
+    assert sorted(s.name for s in receiver.spans) == sorted(_names("later", 4))
+    assert tel.settings.endpoint.startswith(endpoint)
+    otel_basic.reset()
