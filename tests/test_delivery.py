@@ -302,3 +302,36 @@ def test_configure_is_idempotent(langfuse_env: LangfuseReceiver) -> None:
     _spans(first, 2)
     assert otel_basic.flush(timeout=5)
     assert len(langfuse_env.spans) == 2
+
+
+def test_a_host_provider_is_left_alone(langfuse_env: LangfuseReceiver) -> None:
+    """In a fresh process: the host set its own provider first; we neither replace it nor export its spans,
+    and LlamaIndex's spans still reach Langfuse through ours."""
+    import subprocess
+
+    from .conftest import PYTHON, subprocess_env
+
+    code = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+host = TracerProvider(); mem = InMemorySpanExporter(); host.add_span_processor(SimpleSpanProcessor(mem))
+trace.set_tracer_provider(host)
+import otel_basic
+from llama_index.core.llms import MockLLM
+tel = otel_basic.configure()
+assert trace.get_tracer_provider() is host, "the host's provider was replaced"
+with trace.get_tracer("host").start_as_current_span("host-span"):
+    MockLLM().complete("hi")
+assert otel_basic.flush(timeout=5)
+names = [s.name for s in mem.get_finished_spans()]
+assert names == ["host-span"], names
+print("ok")
+"""
+    proc = subprocess.run([PYTHON, "-c", code], env=subprocess_env(**langfuse_env.env()), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+    names = langfuse_env.span_names()
+    assert "host-span" not in names
+    assert any("complete" in n for n in names), names
