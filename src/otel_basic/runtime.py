@@ -177,8 +177,9 @@ def configure(**overrides: Any) -> Telemetry:
     """Configure from the environment plus ``overrides``; idempotent while both stay the same.
 
     Calling again with different arguments, or after the environment changed, shuts the previous
-    pipeline down (flushing it) and builds a new one. Never raises for bad configuration: it logs one warning naming the variable
-    and returns a disabled Telemetry, so the host keeps running untraced.
+    pipeline down (flushing it) and builds a new one. Never raises for bad configuration: it logs
+    one warning naming the variable and returns a disabled Telemetry, so the host keeps running
+    untraced.
     """
     global _current, _current_args
     with _lock:
