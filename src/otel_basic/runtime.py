@@ -111,7 +111,11 @@ class Telemetry:
     def flush(self, timeout: float | None = None) -> FlushReport:
         if self._flusher is None or self._shutdown:
             return DISABLED_REPORT
-        return _never_raise(lambda: self._flusher.flush(timeout) if self._flusher else DISABLED_REPORT)
+        started = time.monotonic()
+        try:
+            return self._flusher.flush(timeout)
+        except Exception as exc:  # a flush never raises: the report carries the failure
+            return _failed_report(exc, started)
 
     async def aflush(self, timeout: float | None = None) -> FlushReport:
         if self._flusher is None or self._shutdown:
@@ -119,7 +123,7 @@ class Telemetry:
         started = time.monotonic()
         try:
             return await self._flusher.aflush(timeout)
-        except Exception as exc:
+        except Exception as exc:  # a flush never raises: the report carries the failure
             return _failed_report(exc, started)
 
     def kick(self) -> None:
@@ -155,15 +159,6 @@ class Telemetry:
 
 def _failed_report(exc: BaseException, started: float) -> FlushReport:
     return FlushReport(error=f"flush failed: {type(exc).__name__}", duration=time.monotonic() - started)
-
-
-def _never_raise(fn: Any) -> FlushReport:
-    started = time.monotonic()
-    try:
-        report: FlushReport = fn()
-        return report
-    except Exception as exc:
-        return _failed_report(exc, started)
 
 
 # --- the global ----------------------------------------------------------------------------
