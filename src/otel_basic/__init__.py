@@ -12,7 +12,7 @@ Importing this package has no side effects; ``basic.observability`` configures o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Tracer
 
@@ -20,6 +20,9 @@ from otel_basic.flush import FlushReport
 from otel_basic.runtime import Telemetry, configure, current, reset
 from otel_basic.runtime import shutdown as _shutdown
 from otel_basic.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:  # loaded lazily at run time (see __getattr__), typed for checkers
+    from otel_basic.workflows import TracedWorkflow, flush_after_step, run_with_flush, trace_attributes
 
 __all__ = [
     "ConfigError",
