@@ -1,4 +1,4 @@
-"""The batch span processor: one worker thread, counted outcomes, flushes with real deadlines.
+"""The batch span processor: two export workers, counted outcomes, flushes with real deadlines.
 
 Why not the SDK's ``BatchSpanProcessor``: its ``force_flush`` ignores its timeout, exports in the
 caller's thread and returns True even when every export failed; a full queue drops the oldest span
@@ -7,8 +7,9 @@ blocking. This one keeps the same batching idea with what "nothing lost, nothing
 
 * every span gets a sequence number; a flush waits until all spans enqueued before it are *done*
   (delivered, or failed and handed on), or until its deadline, and reports which;
-* :meth:`kick` wakes the worker without waiting (per-step flush); concurrent flushes share the one
-  export stream, so there is never more than one export in flight;
+* :meth:`kick` wakes the workers without waiting (per-step flush); concurrent flushes share the
+  export stream: at most ``workers`` (2) exports are in flight, so a step that ends while one
+  export waits for a slow endpoint is sent at once by the other, not a round trip later;
 * a full queue hands the oldest batch to ``overflow`` (the spool) or, by choice, blocks the caller
   for a bounded time or drops; every such span is counted.
 """
@@ -75,7 +76,7 @@ class _Waiter:
 @dataclass
 class _State:
     queue: deque[tuple[int, ReadableSpan]] = field(default_factory=deque)
-    inflight_first: int | None = None
+    inflight: dict[int, list[ReadableSpan]] = field(default_factory=dict)  # first seq -> batch
     waiters: list[_Waiter] = field(default_factory=list)
     kicked: bool = False
     shutdown: bool = False
@@ -94,6 +95,7 @@ class DeliveryProcessor(SpanProcessor):
         overflow_policy: str = "spool",
         block_timeout: float = 1.0,
         max_force_flush: float = 5.0,
+        workers: int = 2,
         failure_probe: Callable[[], ExportFailure | None] | None = None,
         delivered_probe: Callable[[], int] | None = None,
     ) -> None:
@@ -113,9 +115,8 @@ class DeliveryProcessor(SpanProcessor):
         self.counters = Counters()
         self._overflow_warned = 0
         self._kick_on_end: set[int] = set()
-        self._inflight: list[ReadableSpan] = []
-        self._worker = threading.Thread(target=self._run, name="otel-basic-export", daemon=True)
-        self._worker.start()
+        self._worker_count = max(1, workers)
+        self._workers = self._start_workers()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork)
             os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
@@ -124,8 +125,16 @@ class DeliveryProcessor(SpanProcessor):
         """The child has no worker thread; spans queued before the fork are the parent's to send."""
         self._cond = threading.Condition()
         self._state = _State()
-        self._worker = threading.Thread(target=self._run, name="otel-basic-export", daemon=True)
-        self._worker.start()
+        self._workers = self._start_workers()
+
+    def _start_workers(self) -> list[threading.Thread]:
+        workers = [
+            threading.Thread(target=self._run, name=f"otel-basic-export-{i}", daemon=True)
+            for i in range(self._worker_count)
+        ]
+        for worker in workers:
+            worker.start()
+        return workers
 
     # --- span lifecycle ----------------------------------------------------------------------
 
@@ -205,7 +214,7 @@ class DeliveryProcessor(SpanProcessor):
 
     def _done_through(self) -> int:
         state = self._state
-        firsts = [state.inflight_first] if state.inflight_first is not None else []
+        firsts = list(state.inflight)
         if state.queue:
             firsts.append(state.queue[0][0])
         return (min(firsts) - 1) if firsts else self.counters.enqueued
@@ -300,7 +309,7 @@ class DeliveryProcessor(SpanProcessor):
                 self._cond.wait(max(0.0, timer_end - time.monotonic()))
             count = min(self._batch, len(state.queue))
             batch = [state.queue.popleft() for _ in range(count)]
-            state.inflight_first = batch[0][0]
+            state.inflight[batch[0][0]] = [span for _, span in batch]
             if not state.queue:
                 state.kicked = False
             return batch
@@ -315,7 +324,7 @@ class DeliveryProcessor(SpanProcessor):
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            spans = self._inflight = [span for _, span in batch]
+            spans = [span for _, span in batch]
             ok = False
             try:
                 with _deadline.export_deadline(self._export_deadline()):
@@ -331,8 +340,7 @@ class DeliveryProcessor(SpanProcessor):
                 self.counters.failed += len(spans) - delivered
                 if failure is not None:
                     self.counters.last_error = failure.message
-                self._state.inflight_first = None
-                self._inflight = []
+                del self._state.inflight[batch[0][0]]
                 self._notify_waiters()
 
     def _partial(self, size: int) -> int:
@@ -350,7 +358,8 @@ class DeliveryProcessor(SpanProcessor):
         deadline: they go to the spool). An in-flight batch may still be accepted by a slow
         endpoint after all; a duplicate is better than a loss (Langfuse upserts by span id)."""
         with self._cond:
-            spans = list(self._inflight) + [span for _, span in self._state.queue]
+            spans = [span for batch in self._state.inflight.values() for span in batch]
+            spans += [span for _, span in self._state.queue]
             self._state.queue.clear()
             self._notify_waiters()
             return spans
@@ -361,9 +370,10 @@ class DeliveryProcessor(SpanProcessor):
         with self._cond:
             self._state.shutdown = True
             self._cond.notify_all()
-        self._worker.join(max(0.0, end - time.monotonic()))
+        for worker in self._workers:
+            worker.join(max(0.0, end - time.monotonic()))
         self.exporter.shutdown()
 
     def queued(self) -> int:
         with self._cond:
-            return len(self._state.queue) + (0 if self._state.inflight_first is None else 1)
+            return len(self._state.queue) + sum(len(b) for b in self._state.inflight.values())

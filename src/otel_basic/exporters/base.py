@@ -7,6 +7,7 @@ needs a redacted reason. Exporters record that in ``last_failure``; wrappers pas
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +25,15 @@ class ExportFailure:
     kind: FailureKind
     message: str
     status: int | None = None
+
+
+class ThreadResult(threading.local):
+    """Per-thread outcome of the last export: the processor runs exports in more than one worker
+    thread and reads the outcome right after its own call returns."""
+
+    failure: ExportFailure | None = None
+    status: int | None = None
+    delivered: int = 0
 
 
 class WrappingExporter(SpanExporter):

@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_basic.exporters.base import ExportFailure
+from otel_basic.exporters.base import ExportFailure, ThreadResult
 from otel_basic.otlp_json import request_to_json_line, spans_to_json_line
 
 
@@ -21,7 +21,12 @@ class OtlpJsonFileExporter(SpanExporter):
         self.path = path
         self.endpoint = f"file://{path}"
         self._lock = threading.Lock()
-        self.last_failure: ExportFailure | None = None
+        self._result = ThreadResult()
+
+    @property
+    def last_failure(self) -> ExportFailure | None:
+        """Why this thread's last export failed (None after a success)."""
+        return self._result.failure
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self._write(lambda: spans_to_json_line(spans))
@@ -40,9 +45,9 @@ class OtlpJsonFileExporter(SpanExporter):
                 finally:
                     os.close(fd)
         except OSError as exc:
-            self.last_failure = ExportFailure("transient", f"cannot write {self.path}: {exc.strerror}")
+            self._result.failure = ExportFailure("transient", f"cannot write {self.path}: {exc.strerror}")
             return SpanExportResult.FAILURE
-        self.last_failure = None
+        self._result.failure = None
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_basic import deadline
-from otel_basic.exporters.base import ExportFailure, FailureKind
+from otel_basic.exporters.base import ExportFailure, FailureKind, ThreadResult
 
 _RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
@@ -55,7 +55,12 @@ class OtlpGrpcExporter(SpanExporter):
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._stop = threading.Event()
-        self.last_failure: ExportFailure | None = None
+        self._result = ThreadResult()
+
+    @property
+    def last_failure(self) -> ExportFailure | None:
+        """Why this thread's last export failed (None after a success)."""
+        return self._result.failure
 
     def __repr__(self) -> str:
         return f"OtlpGrpcExporter(endpoint={self.endpoint!r})"
@@ -69,6 +74,7 @@ class OtlpGrpcExporter(SpanExporter):
 
     def _send(self, request: ExportTraceServiceRequest) -> SpanExportResult:
         end = time.monotonic() + deadline.remaining(self._timeout)
+        self._result.failure = None
         for attempt in range(1, self._max_attempts + 1):
             left = end - time.monotonic()
             if left <= 0 or self._stop.is_set():
@@ -80,16 +86,16 @@ class OtlpGrpcExporter(SpanExporter):
                 kind: FailureKind = "transient" if code in _RETRYABLE else "rejected"
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger" in str(exc.details()):
                     kind = "too_large"
-                self.last_failure = ExportFailure(kind, f"gRPC {code.name} from {self.endpoint}")
+                self._result.failure = ExportFailure(kind, f"gRPC {code.name} from {self.endpoint}")
                 if kind != "transient":
                     return SpanExportResult.FAILURE
             else:
-                self.last_failure = None
+                self._result.failure = None
                 return SpanExportResult.SUCCESS
             backoff = min(4.0, 0.25 * 2 ** (attempt - 1))
             if backoff > end - time.monotonic() or self._stop.wait(backoff):
                 break
-        self.last_failure = self.last_failure or ExportFailure("transient", "deadline reached")
+        self._result.failure = self._result.failure or ExportFailure("transient", "deadline reached")
         return SpanExportResult.FAILURE
 
     def shutdown(self) -> None:

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_basic import deadline
-from otel_basic.exporters.base import ExportFailure
+from otel_basic.exporters.base import ExportFailure, ThreadResult
 
 _log = logging.getLogger("otel_basic.export")
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
@@ -69,8 +69,12 @@ class OtlpHttpExporter(SpanExporter):
         base_headers.update(headers or {})
         self._client = httpx.Client(headers=base_headers, follow_redirects=False, trust_env=False)
         self._stop = threading.Event()
-        self.last_failure: ExportFailure | None = None
-        self.last_status: int | None = None
+        self._result = ThreadResult()
+
+    @property
+    def last_failure(self) -> ExportFailure | None:
+        """Why this thread's last export failed (None after a success)."""
+        return self._result.failure
 
     def __repr__(self) -> str:  # never show headers: they carry credentials
         return f"OtlpHttpExporter(endpoint={self.endpoint!r})"
@@ -85,7 +89,7 @@ class OtlpHttpExporter(SpanExporter):
         try:
             body = self.encode(spans)
         except Exception as exc:  # a span whose attributes cannot be encoded
-            self.last_failure = ExportFailure("rejected", f"could not encode spans: {type(exc).__name__}")
+            self._result.failure = ExportFailure("rejected", f"could not encode spans: {type(exc).__name__}")
             return SpanExportResult.FAILURE
         return self.send(body)
 
@@ -96,21 +100,20 @@ class OtlpHttpExporter(SpanExporter):
     def send(self, body: bytes) -> SpanExportResult:
         """Send an encoded body with retries inside one deadline; record why it failed."""
         end = time.monotonic() + deadline.remaining(self._timeout)
+        self._result.failure = None
         attempt = 0
         while True:
             attempt += 1
             left = end - time.monotonic()
             if left <= 0 or self._stop.is_set():
-                self.last_failure = self.last_failure or ExportFailure("transient", "deadline reached")
+                self._result.failure = self._result.failure or ExportFailure("transient", "deadline reached")
                 return SpanExportResult.FAILURE
             wait: float | None
             try:
                 response = self._client.post(self.endpoint, content=body, timeout=max(left, 0.001))
             except httpx.HTTPError as exc:
-                self.last_status = None
-                self.last_failure = ExportFailure(
-                    "transient", f"{type(exc).__name__} sending to {self.endpoint}"
-                )
+                self._result.status = None
+                self._result.failure = ExportFailure("transient", f"{type(exc).__name__} sending to {self.endpoint}")
                 if attempt >= _TRANSPORT_ATTEMPTS:
                     # Down or not answering: one quick retry (a stale keep-alive connection), then
                     # give the batch to the spool at once instead of holding it in memory for
@@ -118,19 +121,17 @@ class OtlpHttpExporter(SpanExporter):
                     return SpanExportResult.FAILURE
                 wait = 0.1
             else:
-                status = self.last_status = response.status_code
+                status = self._result.status = response.status_code
                 if 200 <= status < 300:
-                    self.last_failure = None
+                    self._result.failure = None
                     return SpanExportResult.SUCCESS
-                self.last_failure = _classify(status, self.endpoint, response)
-                if self.last_failure.kind != "transient":
+                self._result.failure = _classify(status, self.endpoint, response)
+                if self._result.failure.kind != "transient":
                     return SpanExportResult.FAILURE
                 wait = retry_after_seconds(response.headers.get("retry-after"))
             if attempt >= self._max_attempts:
                 return SpanExportResult.FAILURE
-            backoff = (
-                wait if wait is not None else min(8.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-            )
+            backoff = wait if wait is not None else min(8.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
             if backoff > end - time.monotonic():
                 return SpanExportResult.FAILURE
             if self._stop.wait(backoff):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_basic.exporters.base import WrappingExporter
+from otel_basic.exporters.base import ThreadResult, WrappingExporter
 from otel_basic.spancopy import copy_span
 
 _TRUNCATION_ROUNDS = 4
@@ -36,10 +36,15 @@ class SplittingExporter(WrappingExporter):
     def __init__(self, inner: SpanExporter, give_up: Callable[[Sequence[ReadableSpan], str], None]) -> None:
         super().__init__(inner)
         self._give_up = give_up
-        self.last_delivered = 0
+        self._result = ThreadResult()
+
+    @property
+    def last_delivered(self) -> int:
+        """Spans of this thread's last batch that the endpoint accepted."""
+        return self._result.delivered
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.last_delivered = 0
+        self._result.delivered = 0
         ok = self._export(list(spans))
         return SpanExportResult.SUCCESS if ok == len(spans) else SpanExportResult.FAILURE
 
@@ -50,7 +55,7 @@ class SplittingExporter(WrappingExporter):
     def _export(self, spans: list[ReadableSpan]) -> int:
         """Export and return how many spans were accepted."""
         if self.inner.export(spans) == SpanExportResult.SUCCESS:
-            self.last_delivered += len(spans)
+            self._result.delivered += len(spans)
             return len(spans)
         if not self._too_large():
             return 0
@@ -64,7 +69,7 @@ class SplittingExporter(WrappingExporter):
                 break
             span = smaller
             if self.inner.export([span]) == SpanExportResult.SUCCESS:
-                self.last_delivered += 1
+                self._result.delivered += 1
                 return 1
             if not self._too_large():
                 return 0
