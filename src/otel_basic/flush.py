@@ -1,7 +1,7 @@
 """Flush with one deadline and a truthful report: provider first, then the Langfuse client.
 
 ``flush`` blocks the calling thread until every span created before the call is delivered or the
-deadline passes; ``aflush`` does the same without blocking the event loop (the worker thread
+deadline passes; ``aflush`` does the same without blocking the event loop (an export worker
 resolves an asyncio future). The Langfuse client's own flush (scores, media) has unbounded joins,
 so it runs in one shared helper thread that callers wait on with their remaining time.
 """

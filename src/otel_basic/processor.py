@@ -122,7 +122,7 @@ class DeliveryProcessor(SpanProcessor):
             os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
 
     def _after_fork(self) -> None:
-        """The child has no worker thread; spans queued before the fork are the parent's to send."""
+        """The child has no export workers; spans queued before the fork are the parent's to send."""
         self._cond = threading.Condition()
         self._state = _State()
         self._workers = self._start_workers()
@@ -231,7 +231,7 @@ class DeliveryProcessor(SpanProcessor):
             return target, max(0, target - self._done_through())
 
     def flush_future(self, deadline: float, loop: asyncio.AbstractEventLoop) -> tuple[int, asyncio.Future[None]]:
-        """Like :meth:`flush_until` for async callers: a future resolved by the worker thread."""
+        """Like :meth:`flush_until` for async callers: a future resolved by an export worker."""
         future: asyncio.Future[None] = loop.create_future()
         with self._cond:
             waiter = _Waiter(self.counters.enqueued, deadline, loop, future)
