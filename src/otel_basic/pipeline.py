@@ -128,6 +128,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         overflow=spooler.keep if spooler is not None else None,
         overflow_policy=settings.overflow,
         max_force_flush=settings.flush_timeout,
+        workers=settings.export_workers,
         failure_probe=lambda: getattr(transport, "last_failure", None),
         delivered_probe=(lambda: splitter.last_delivered) if splitter is not None else None,
     )

@@ -63,6 +63,7 @@ class Settings:
     max_queue_size: int = 65536
     max_export_batch_size: int = 512
     overflow: Overflow = "spool"
+    export_workers: int = 2
     # resource
     service_name: str = "otel-basic-app"
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
@@ -316,6 +317,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             if level == "off"
             else {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}[level]
         )
+    if raw := _get(env, "OTEL_BASIC_EXPORT_WORKERS"):
+        values["export_workers"] = int(parse_number("OTEL_BASIC_EXPORT_WORKERS", raw, minimum=1, integer=True))
     if raw := _get(env, "OTEL_BASIC_OVERFLOW"):
         values["overflow"] = _choice("OTEL_BASIC_OVERFLOW", raw, ("spool", "block", "drop"))
     if raw := _get(env, "OTEL_BASIC_SPOOL_DIR"):
