@@ -111,6 +111,12 @@ def test_disabled_cases_are_noops(env: dict[str, str], reason: str, monkeypatch:
         ({**LF, "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
         ({**LF, "OTEL_BASIC_STEP_FLUSH": "sometimes"}, "OTEL_BASIC_STEP_FLUSH"),
         ({**LF, "OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED"),
+        ({**LF, "OTEL_BASIC_EXPORT_WORKERS": "0"}, "OTEL_BASIC_EXPORT_WORKERS"),
+        ({**LF, "OTEL_BASIC_MASK_PATTERNS": "{not json"}, "OTEL_BASIC_MASK_PATTERNS"),
+        ({**LF, "OTEL_BASIC_MASK_PATTERNS": '{"x": "("}'}, "OTEL_BASIC_MASK_PATTERNS"),
+        ({**LF, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5000", "OTEL_BSP_MAX_QUEUE_SIZE": "100"},
+         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:99999"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
     ],
 )
 def test_bad_values_name_the_variable_and_never_the_secret(env: dict[str, str], variable: str) -> None:
