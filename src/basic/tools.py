@@ -64,7 +64,8 @@ def _context_attributes() -> dict[str, Any]:
         from openinference.instrumentation import get_attributes_from_context
 
         return dict(get_attributes_from_context())
-    except Exception:
+    except Exception:  # a tool span without session/user beats a failed tool
+        logger.debug("could not read OpenInference context attributes", exc_info=True)
         return {}
 
 
