@@ -229,3 +229,52 @@ async def test_start_event_and_callable_callback_keep_clean_input_and_session(
     run_input = json.loads(root.attributes["input.value"])
     assert run_input["email_data"]["subject"] == email["subject"]
     assert "init_state" not in root.attributes["input.value"]
+
+
+def _two_step_workflow(seen: list[str], receiver: LangfuseReceiver) -> Any:
+    from workflows import Context, step
+    from workflows.events import Event, StartEvent, StopEvent
+
+    class Done(Event):
+        pass
+
+    class TwoSteps(otel_basic.TracedWorkflow):
+        @step
+        @otel_basic.flush_after_step
+        async def first(self, ctx: Context, ev: StartEvent) -> Done:
+            with otel_basic.get_tracer("t").start_as_current_span("child-of-first"):
+                pass
+            return Done()
+
+        @step
+        @otel_basic.flush_after_step
+        async def second(self, ctx: Context, ev: Done) -> StopEvent:
+            seen.extend(receiver.span_names())  # no waiting: what has arrived right now
+            return StopEvent(result="ok")
+
+    return TwoSteps()
+
+
+async def test_step_flush_wait_mode_delivers_children_before_the_step_returns(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+    monkeypatch.setenv("OTEL_BASIC_STEP_FLUSH", "wait")
+    otel_basic.configure()
+    seen: list[str] = []
+    await _two_step_workflow(seen, langfuse_env).run()
+    assert "child-of-first" in seen
+
+
+async def test_step_flush_off_leaves_spans_to_the_batch(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+    monkeypatch.setenv("OTEL_BASIC_STEP_FLUSH", "off")
+    otel_basic.configure()
+    seen: list[str] = []
+    await _two_step_workflow(seen, langfuse_env).run()
+    await asyncio.sleep(0.3)
+    assert seen == [] and langfuse_env.spans == [], "nothing is sent before a flush in off mode"
+    assert await otel_basic.aflush(timeout=5)
+    assert "child-of-first" in langfuse_env.span_names()
