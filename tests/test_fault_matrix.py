@@ -170,3 +170,27 @@ def test_matrix_table_script_runs() -> None:
     )
     assert out.returncode == 0 and "exit path" in out.stdout
     time.sleep(0)
+
+
+def test_after_an_outage_the_next_flush_sends_the_spool(langfuse_env: LangfuseReceiver) -> None:
+    otel_basic.configure()
+    langfuse_env.stop()
+    _burst(7)
+    report = otel_basic.flush(timeout=3)
+    assert not report and report.spooled == 7
+    langfuse_env.start()
+    assert otel_basic.flush(timeout=5), "nothing new, but the spool goes out with this flush"
+    assert len({s.span_id for s in langfuse_env.spans}) == 7
+
+
+def test_after_an_outage_an_idle_app_drains_the_spool(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BASIC_SPOOL_RETRY_SECONDS", "0.2")
+    otel_basic.configure()
+    langfuse_env.stop()
+    _burst(5)
+    assert otel_basic.flush(timeout=3).spooled == 5
+    langfuse_env.start()  # the app creates no span and calls no flush from here on
+    langfuse_env.wait_for_spans(5, timeout=10)
+    assert len({s.span_id for s in langfuse_env.spans}) == 5

@@ -15,11 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from otel_basic.deadline import export_deadline
 from otel_basic.processor import Counters, DeliveryProcessor
 
 
 class SpoolStats(Protocol):
     def spooled_total(self) -> int: ...
+
+    def pending(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -98,10 +101,12 @@ class Flusher:
         default_timeout: float,
         langfuse_flush: Callable[[], None] | None = None,
         spool: SpoolStats | None = None,
+        replay: Callable[[float], object] | None = None,
     ) -> None:
         self.processor = processor
         self.default_timeout = default_timeout
         self._spool = spool
+        self._replay = replay
         self._side = _SideFlush(langfuse_flush) if langfuse_flush is not None else None
 
     def _spooled(self) -> int:
@@ -130,6 +135,20 @@ class Flusher:
             error=error,
         )
 
+    def _spool_waiting(self, end: float) -> bool:
+        return (
+            self._replay is not None
+            and self._spool is not None
+            and end - time.monotonic() > 0
+            and self._spool.pending()
+        )
+
+    def _replay_spool(self, end: float) -> None:
+        """Earlier failures wait in the spool: if the endpoint is back, a flush sends them too."""
+        if self._replay is not None and self._spool_waiting(end):
+            with export_deadline(end):
+                self._replay(end)
+
     def _side_started(self, end: float) -> threading.Event | None:
         """Start the Langfuse client's flush (scores, media) if there is time left for it."""
         if self._side is None or end - time.monotonic() <= 0:
@@ -146,6 +165,7 @@ class Flusher:
         end = started + (self.default_timeout if timeout is None else max(0.0, timeout))
         before, spooled_before = self.processor.counters.copy(), self._spooled()
         target, _ = self.processor.flush_until(end)
+        self._replay_spool(end)
         side_error = None
         done = self._side_started(end)
         if done is not None:
@@ -164,6 +184,8 @@ class Flusher:
             pass
         finally:
             self.processor.forget_future(future)
+        if self._spool_waiting(end):  # rare: only after failures; file and network I/O off the loop
+            await asyncio.to_thread(self._replay_spool, end)
         side_error = None
         done = self._side_started(end)
         if done is not None:

@@ -96,6 +96,8 @@ class DeliveryProcessor(SpanProcessor):
         block_timeout: float = 1.0,
         max_force_flush: float = 5.0,
         workers: int = 2,
+        idle: Callable[[], None] | None = None,
+        idle_interval: float = 5.0,
         failure_probe: Callable[[], ExportFailure | None] | None = None,
         delivered_probe: Callable[[], int] | None = None,
     ) -> None:
@@ -116,6 +118,8 @@ class DeliveryProcessor(SpanProcessor):
         self._overflow_warned = 0
         self._kick_on_end: set[int] = set()
         self._worker_count = max(1, workers)
+        self._idle = idle
+        self._idle_interval = idle_interval
         self._workers = self._start_workers()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork)
@@ -129,7 +133,7 @@ class DeliveryProcessor(SpanProcessor):
 
     def _start_workers(self) -> list[threading.Thread]:
         workers = [
-            threading.Thread(target=self._run, name=f"otel-basic-export-{i}", daemon=True)
+            threading.Thread(target=self._run, args=(i,), name=f"otel-basic-export-{i}", daemon=True)
             for i in range(self._worker_count)
         ]
         for worker in workers:
@@ -291,8 +295,12 @@ class DeliveryProcessor(SpanProcessor):
 
     # --- worker --------------------------------------------------------------------------------
 
-    def _next_batch(self) -> list[tuple[int, ReadableSpan]] | None:
-        """Wait for work; return the next batch (oldest first), or None to stop."""
+    def _next_batch(self, index: int) -> list[tuple[int, ReadableSpan]] | None:
+        """Wait for work; return the next batch (oldest first), or None to stop.
+
+        While there is nothing to send, the first worker runs ``idle`` every ``idle_interval``
+        seconds: the spool is retried even when the app has stopped producing spans.
+        """
         with self._cond:
             state = self._state
             timer_end = time.monotonic() + self._delay
@@ -303,7 +311,14 @@ class DeliveryProcessor(SpanProcessor):
                     return None
                 if not state.queue:
                     state.kicked = False
-                    self._cond.wait()
+                    if self._idle is None or index != 0:
+                        self._cond.wait()
+                    elif not self._cond.wait(self._idle_interval) and not state.queue and not state.shutdown:
+                        self._cond.release()
+                        try:
+                            self._run_idle()
+                        finally:
+                            self._cond.acquire()
                     timer_end = time.monotonic() + self._delay
                     continue
                 self._cond.wait(max(0.0, timer_end - time.monotonic()))
@@ -322,8 +337,15 @@ class DeliveryProcessor(SpanProcessor):
                     end = min(end, waiter.deadline)
         return end
 
-    def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
+    def _run_idle(self) -> None:
+        try:
+            if self._idle is not None:
+                self._idle()
+        except Exception:  # a failed retry of the spool must not stop the worker
+            _log.debug("idle task failed", exc_info=True)
+
+    def _run(self, index: int = 0) -> None:
+        while (batch := self._next_batch(index)) is not None:
             spans = [span for _, span in batch]
             ok = False
             try:

@@ -78,8 +78,14 @@ class Telemetry:
             self.pipeline.processor,
             default_timeout=settings.flush_timeout,
             langfuse_flush=self.langfuse.flush if self.langfuse is not None else None,
-            spool=getattr(self.pipeline, "spool", None),
+            spool=self.pipeline.spool,
+            replay=self._replay_until,
         )
+
+    def _replay_until(self, deadline: float) -> None:
+        pipeline = self.pipeline
+        if pipeline is not None and pipeline.spool is not None and pipeline.replay_sender is not None:
+            pipeline.spool.replay(pipeline.replay_sender, deadline=deadline)
 
     def _start_replay(self) -> None:
         """Send what earlier runs left in the spool, in the background, once per start."""

@@ -79,6 +79,7 @@ class Settings:
     log_level: int | None = 20
     spool_dir: Path | None = None
     spool_max_bytes: int = 64 * 1024 * 1024
+    spool_retry_interval: float = 5.0
     file_path: Path | None = None
     mask: MaskLevel = "detectors"
     mask_patterns: Mapping[str, str] = field(default_factory=dict)
@@ -187,17 +188,13 @@ def parse_patterns(name: str, raw: str) -> dict[str, str]:
         data = json.loads(raw)
     except ValueError:
         raise ConfigError(name, 'expected a JSON object like {"order": "ORD-[0-9]+"}') from None
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ConfigError(name, "expected a JSON object of label to regular expression strings")
     for label, pattern in data.items():
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise ConfigError(
-                name, f"pattern {label!r} is not a valid regular expression ({exc.msg})"
-            ) from None
+            raise ConfigError(name, f"pattern {label!r} is not a valid regular expression ({exc.msg})") from None
     return data
 
 
@@ -313,9 +310,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     if raw := _get(env, "OTEL_BASIC_LOG_LEVEL"):
         level = _choice("OTEL_BASIC_LOG_LEVEL", raw, ("debug", "info", "warning", "error", "critical", "off"))
         values["log_level"] = (
-            None
-            if level == "off"
-            else {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}[level]
+            None if level == "off" else {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}[level]
         )
     if raw := _get(env, "OTEL_BASIC_EXPORT_WORKERS"):
         values["export_workers"] = int(parse_number("OTEL_BASIC_EXPORT_WORKERS", raw, minimum=1, integer=True))
@@ -327,6 +322,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         values["spool_dir"] = Path(platformdirs.user_cache_dir("otel-basic")) / "spool"
     if raw := _get(env, "OTEL_BASIC_SPOOL_MAX_MB"):
         values["spool_max_bytes"] = int(parse_number("OTEL_BASIC_SPOOL_MAX_MB", raw) * 1024 * 1024)
+    if raw := _get(env, "OTEL_BASIC_SPOOL_RETRY_SECONDS"):
+        values["spool_retry_interval"] = parse_number("OTEL_BASIC_SPOOL_RETRY_SECONDS", raw, minimum=0.05)
     if raw := _get(env, "OTEL_BASIC_FILE"):
         values["file_path"] = Path(raw).expanduser()
     if raw := _get(env, "OTEL_BASIC_MASK"):
@@ -363,9 +360,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         return _finish(values, route="disabled", reason=disabled_reason)
     if bool(pk) != bool(sk):
         missing, present = (
-            ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY")
-            if sk
-            else ("LANGFUSE_SECRET_KEY", "LANGFUSE_PUBLIC_KEY")
+            ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY") if sk else ("LANGFUSE_SECRET_KEY", "LANGFUSE_PUBLIC_KEY")
         )
         if endpoint is None:
             raise ConfigError(missing, f"{present} is set but {missing} is not; set both or neither")
