@@ -71,6 +71,10 @@ async def test_email_run_trace_shape_input_output_session_user(
         assert names[f"EmailWorkflow.{step}"] == 1, names
     assert names["EmailWorkflow.run"] == 1
     assert names["propose_meeting_slots"] == 1 and names["draft_reply"] == 1
+    draft = next(s for s in spans if s.name == "draft_reply")
+    assert any(
+        s.parent_span_id == draft.span_id and s.attributes.get("openinference.span.kind") == "LLM" for s in spans
+    ), "the tool's LLM call nests under the tool span"
     root = _root(spans)
     assert root.name == "EmailWorkflow.run" and root.attributes["langfuse.trace.name"] == "EmailWorkflow"
     run_input = json.loads(root.attributes["input.value"])

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import otel_basic
 from basic.llm import draft_prompt, format_email
 from basic.models import EmailData, Priority, ToolResult, Triage
+from otel_basic.workflows import under_current_span
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +382,8 @@ async def run_tool(name: str, args: dict[str, Any], ctx: ToolContext) -> ToolRes
             if spec is None:
                 raise LookupError(f"unknown tool {name!r}")
             parsed = spec.args_model.model_validate(args)
-            output = await spec.fn(ctx, parsed)
+            with under_current_span():  # the tool's LLM calls nest under the tool span
+                output = await spec.fn(ctx, parsed)
         except Exception as exc:
             _set_error(span, exc)
             logger.warning("tool %s failed: %s: %s", name, type(exc).__name__, exc)

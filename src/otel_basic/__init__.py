@@ -22,7 +22,13 @@ from otel_basic.runtime import shutdown as _shutdown
 from otel_basic.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:  # loaded lazily at run time (see __getattr__), typed for checkers
-    from otel_basic.workflows import TracedWorkflow, flush_after_step, run_with_flush, trace_attributes
+    from otel_basic.workflows import (
+        TracedWorkflow,
+        flush_after_step,
+        run_with_flush,
+        trace_attributes,
+        under_current_span,
+    )
 
 __all__ = [
     "ConfigError",
@@ -41,6 +47,7 @@ __all__ = [
     "run_with_flush",
     "shutdown",
     "trace_attributes",
+    "under_current_span",
 ]
 
 
@@ -81,7 +88,7 @@ def get_tracer(name: str, version: str | None = None) -> Tracer:
     return telemetry.tracer(name, version)
 
 
-_LAZY = {"TracedWorkflow", "flush_after_step", "run_with_flush", "trace_attributes"}
+_LAZY = {"TracedWorkflow", "flush_after_step", "run_with_flush", "trace_attributes", "under_current_span"}
 
 
 def __getattr__(name: str) -> Any:

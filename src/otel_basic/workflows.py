@@ -75,6 +75,30 @@ def flush_after_step(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# --- nesting -------------------------------------------------------------------------------
+
+
+@contextmanager
+def under_current_span() -> Iterator[None]:
+    """LlamaIndex calls inside this block become children of the current OpenTelemetry span.
+
+    LlamaIndex parents its spans from its own record of open spans (the workflow step), not from
+    the OpenTelemetry context, so an LLM call made inside your own span (a tool, say) would show up
+    next to it instead of under it. Clearing LlamaIndex's active span id for the block lets
+    OpenInference fall back to the OpenTelemetry context.
+    """
+    try:
+        from llama_index_instrumentation.span import active_span_id
+    except ImportError:  # pragma: no cover - llama-index is a dependency
+        yield
+        return
+    token = active_span_id.set(None)
+    try:
+        yield
+    finally:
+        active_span_id.reset(token)
+
+
 # --- session / user ------------------------------------------------------------------------
 
 
