@@ -35,6 +35,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from otel_basic.exporters.limits import LimitingExporter  # noqa: E402
 from otel_basic.masking import Masker, MaskingExporter  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import NoOpExporter  # noqa: E402
+
 CORPUS = ROOT / "tests" / "data" / "pii_emails.json"
 
 SYSTEM_PROMPT = (
@@ -43,17 +46,6 @@ SYSTEM_PROMPT = (
     "object with the keys category, action, urgency, deadline, reply_draft. Never invent facts that are not "
     "in the e-mail. Keep the reply draft under 120 words and in the language of the e-mail."
 )
-
-
-class NoOpExporter(SpanExporter):
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 Attrs = dict[str, Any]

@@ -9,7 +9,6 @@ Masking comes first so nothing downstream (the spool on disk included) ever sees
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,7 +21,7 @@ from otel_basic.exporters.limits import LimitingExporter
 from otel_basic.exporters.otlp_grpc import OtlpGrpcExporter
 from otel_basic.exporters.otlp_http import OtlpHttpExporter
 from otel_basic.exporters.split import SplittingExporter
-from otel_basic.exporters.spooling import REPLAY_BATCHES_PER_SUCCESS, SpoolingExporter, encode_request
+from otel_basic.exporters.spooling import SpoolingExporter, encode_request
 from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker, MaskingExporter
 from otel_basic.processor import DeliveryProcessor
 from otel_basic.settings import Settings
@@ -130,7 +129,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         overflow_policy=settings.overflow,
         max_force_flush=settings.flush_timeout,
         workers=settings.export_workers,
-        idle=_spool_retry(spool, replay_sender(transport)) if spool is not None else None,
+        idle=spooler.retry_spool if spooler is not None else None,
         idle_interval=settings.spool_retry_interval,
         failure_probe=lambda: getattr(transport, "last_failure", None),
         delivered_probe=(lambda: splitter.last_delivered) if splitter is not None else None,
@@ -143,18 +142,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
         exporter,
         transport,
         spool,
-        replay_sender(transport) if spool is not None else None,
+        spooler.sender if spooler is not None else None,
     )
-
-
-def _spool_retry(spool: Spool, sender: Sender) -> Callable[[], None]:
-    """While the app is idle, try the oldest spooled batches again (an outage may have ended)."""
-
-    def retry() -> None:
-        if spool.pending():
-            spool.replay(sender, max_batches=REPLAY_BATCHES_PER_SUCCESS)
-
-    return retry
 
 
 T = TypeVar("T")

@@ -29,13 +29,12 @@ class SpoolingExporter(WrappingExporter):
     def __init__(self, inner: SpanExporter, spool: Spool, sender: Sender) -> None:
         super().__init__(inner)
         self.spool = spool
-        self._send = sender
+        self.sender = sender
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         result = self.inner.export(spans)
         if result == SpanExportResult.SUCCESS:
-            if self.spool.pending():
-                self.spool.replay(self._send, max_batches=REPLAY_BATCHES_PER_SUCCESS)
+            self.retry_spool()
             return result
         failure = self.last_failure
         if failure is not None and failure.kind == "too_large":
@@ -46,6 +45,11 @@ class SpoolingExporter(WrappingExporter):
         else:
             self.spool.write(data, len(spans))
         return result
+
+    def retry_spool(self) -> None:
+        """Send the oldest spooled batches if there are any (after a success, or while idle)."""
+        if self.spool.pending():
+            self.spool.replay(self.sender, max_batches=REPLAY_BATCHES_PER_SUCCESS)
 
     def keep(self, spans: Sequence[ReadableSpan], reason: str) -> bool:
         """Overflow hook for the processor: spans that cannot stay in memory."""
