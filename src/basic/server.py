@@ -44,7 +44,7 @@ import otel_basic
 from basic.email_workflow import _check_callback, email_workflow
 from basic.models import EmailData, InvalidEmailError
 from basic.workflow import workflow as hello_workflow
-from otel_basic import lifecycle
+from otel_basic import lifecycle, runtime
 
 _log = logging.getLogger("basic.server")
 
@@ -469,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT, then flush telemetry; 0 on a clean stop."""
     args = _parse_args(argv)
     _configure_logging(args.log_level)
-    lifecycle.install(signals=False)  # the atexit flush: the fallback for any other exit
+    lifecycle.install(runtime.current, signals=False)  # the atexit flush: the fallback for any other exit
     signals = _StopSignals()
     signals.install()
     started = False
