@@ -52,6 +52,7 @@ class _Waiter:
 class _State:
     queue: deque[tuple[int, ReadableSpan]] = field(default_factory=deque)
     inflight: dict[int, list[ReadableSpan]] = field(default_factory=dict)  # first seq -> batch
+    drained: dict[int, list[str]] = field(default_factory=dict)  # first seq -> spool files (exit drain)
     waiters: list[_Waiter] = field(default_factory=list)
     enqueued: int = 0
     kicked: bool = False
@@ -324,11 +325,16 @@ class DeliveryProcessor(SpanProcessor):
                 _log.debug("delivery raised", exc_info=True)
                 tally = self._keep_after_error(spans, exc)
             with self._cond:
-                # None: the exit drain took this batch meanwhile and counted it (as spooled).
+                # Not in flight any more: the exit drain took this batch meanwhile and spooled it.
                 mine = self._state.inflight.pop(batch[0][0], None) is not None
+                drained = self._state.drained.pop(batch[0][0], [])
                 self._notify_waiters()
             if mine:
                 self.ledger.record(tally)
+            elif tally.delivered == len(spans):  # it arrived after all: withdraw the drain's copy
+                self.ledger.record(Tally(delivered=self.road.withdraw(drained)))
+            else:  # the drain's copy is the one counted: withdraw what this late attempt kept
+                self.road.withdraw(tally.files)
             if tally.delivered and not tally.failed:
                 self._replay(REPLAY_BATCHES_PER_SUCCESS)
 
@@ -342,13 +348,19 @@ class DeliveryProcessor(SpanProcessor):
         """At exit, after the flush deadline: everything not yet delivered (queued, and in flight)
         enters the road at the spool. An in-flight batch may still be accepted by a slow endpoint
         after all; a duplicate is better than a loss (Langfuse upserts by span id)."""
+        reason = "not delivered before the exit deadline"
         with self._cond:
-            spans = [span for batch in self._state.inflight.values() for span in batch]
-            spans += [span for _, span in self._state.queue]
+            inflight = dict(self._state.inflight)
+            queued = [span for _, span in self._state.queue]
             self._state.queue.clear()
             self._state.inflight.clear()
             self._notify_waiters()
-        tally = self.road.keep(spans, "not delivered before the exit deadline") if spans else Tally()
+        tally = self.road.keep(queued, reason) if queued else Tally()
+        for first, spans in inflight.items():
+            kept = self.road.keep(spans, reason)
+            with self._cond:
+                self._state.drained[first] = kept.files
+            tally.add(kept)
         self.ledger.record(tally)
         return tally
 

@@ -26,6 +26,7 @@ the batch is spooled (masked) or counted dropped with the reason.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class Tally:
     dropped: int = 0
     requests: int = 0
     reasons: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # spool/rejected files written (see Road.withdraw)
 
     @property
     def failed(self) -> int:
@@ -99,6 +101,7 @@ class Tally:
         self.rejected += other.rejected
         self.dropped += other.dropped
         self.requests += other.requests
+        self.files += other.files
         for reason in other.reasons:
             self._reason(reason)
         return self
@@ -246,6 +249,7 @@ class Road:
         self.prepare = prepare
         self.transport = transport
         self.spool = spool
+        self._replaying = threading.Lock()  # one replay at a time per process: a flush waits for it
 
     @property
     def endpoint(self) -> str:
@@ -285,20 +289,33 @@ class Road:
         tally = Tally()
         if self.spool is None:
             return tally
-        for claimed in self.spool.claim(max_batches=max_batches, deadline=deadline):
-            outcome, still_failing = self._replay_one(claimed, deadline)
-            tally.add(outcome)
-            if progress is not None:
-                progress(tally.delivered)
-            if still_failing:
-                break  # the endpoint still fails: leave the rest for later
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._replaying.acquire(timeout=wait):
+            return tally  # another replay of ours is still at it
+        try:
+            for claimed in self.spool.claim(max_batches=max_batches, deadline=deadline):
+                outcome, still_failing = self._replay_one(claimed, deadline)
+                tally.add(outcome)
+                if progress is not None:
+                    progress(tally.delivered)
+                if still_failing:
+                    break  # the endpoint still fails: leave the rest for later
+        finally:
+            self._replaying.release()
         return tally
+
+    def withdraw(self, files: Sequence[str]) -> int:
+        """Remove spool files whose spans were delivered after all (an exit drain took a batch that
+        was in flight, and the endpoint accepted it). Returns the spans withdrawn; a file a replay
+        already claimed stays (it will be sent again: a duplicate, never a loss)."""
+        return self.spool.withdraw(files) if self.spool is not None else 0
 
     def spool_waiting(self) -> int:
         """Spans waiting in the spool for this destination (all processes')."""
         return self.spool.waiting_spans() if self.spool is not None else 0
 
     def reopen(self) -> None:
+        self._replaying = threading.Lock()
         self.transport.reopen()
         if self.spool is not None:
             self.spool.reopen()
@@ -379,14 +396,15 @@ class Road:
         written = self.spool.write(_serialize(batch), batch.spans)
         if not written.ok:
             return Tally(dropped=batch.spans, reasons=[written.reason or "spool write failed"])
-        tally = Tally(spooled=batch.spans)
+        tally = Tally(spooled=batch.spans, files=[written.name] if written.name else [])
         if written.evicted:  # older batches evicted by the size cap: gone
             tally.add(Tally(dropped=written.evicted, reasons=["spool over its size cap: oldest spans evicted"]))
         return tally
 
     def _to_rejected(self, batch: Batch, reason: str) -> Tally:
-        if self.spool is not None and self.spool.reject(_serialize(batch), batch.spans, reason):
-            return Tally(rejected=batch.spans, reasons=[reason])
+        name = self.spool.reject(_serialize(batch), batch.spans, reason) if self.spool is not None else None
+        if name is not None:
+            return Tally(rejected=batch.spans, reasons=[reason], files=[name])
         return Tally(dropped=batch.spans, reasons=[reason])
 
     def _settle_unencodable(self, spans: Sequence[ReadableSpan]) -> Tally:

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,7 @@ class WriteResult:
     ok: bool
     evicted: int = 0
     reason: str | None = None
+    name: str | None = None
 
 
 class ClaimedBatch:
@@ -139,30 +140,31 @@ class Spool:
         """Keep one batch, evicting the oldest batches beyond the size cap."""
         try:
             with self._lock:
-                self._write_file(self.dir, self._name(spans), request)
+                path = self._write_file(self.dir, self._name(spans), request)
                 self.spooled += spans
                 evicted = self._evict()
-            return WriteResult(True, evicted)
+            return WriteResult(True, evicted, name=path.name)
         except OSError as exc:
             self.write_errors += spans
             reason = f"could not write to the spool: {exc.strerror or type(exc).__name__}"
             _log.warning("otel-basic: %s (%s)", reason, self.dir)
             return WriteResult(False, 0, reason)
 
-    def reject(self, request: bytes, spans: int, reason: str) -> bool:
-        """Keep a batch the endpoint refused for good, with the reason, out of the replay path."""
+    def reject(self, request: bytes, spans: int, reason: str) -> str | None:
+        """Keep a batch the endpoint refused for good, with the reason, out of the replay path.
+        Returns its name relative to the spool directory, or None if the disk refused."""
         try:
             with self._lock:
                 path = self._write_file(self.rejected_dir, self._name(spans), request)
                 self._write_file(
                     self.rejected_dir, path.name + ".reason", json.dumps({"reason": reason}).encode()
                 )
-            return True
+            return f"{self.rejected_dir.name}/{path.name}"
         except OSError as exc:
             _log.warning(
                 "otel-basic: could not keep rejected spans in %s: %s", self.rejected_dir, exc.strerror
             )
-            return False
+            return None
 
     def _files(self) -> list[Path]:
         try:
@@ -230,8 +232,27 @@ class Spool:
         return bool(self._files())
 
     def waiting_spans(self) -> int:
-        """Spans in batches waiting to be sent (not counting batches claimed by a replay right now)."""
-        return sum(_span_count(p) for p in self._files())
+        """Spans in batches not yet delivered: waiting, or claimed by a replay in progress."""
+        try:
+            names = [p.name for p in self.dir.iterdir() if _SUFFIX in p.name and not p.name.endswith(".tmp")]
+        except OSError:
+            return 0
+        return sum(_span_count(Path(name.lstrip(".").split(".claimed-")[0])) for name in names)
+
+    def withdraw(self, names: Iterable[str]) -> int:
+        """Delete batches by the names :meth:`write` and :meth:`reject` gave (not claimed ones);
+        returns their spans."""
+        withdrawn = 0
+        for name in names:
+            path = self.dir / name
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            with contextlib.suppress(OSError):
+                path.with_name(path.name + ".reason").unlink()
+            withdrawn += _span_count(path)
+        return withdrawn
 
     def reopen(self) -> None:
         """After ``fork()``: the parent's lock may have been held by one of its threads."""
