@@ -175,7 +175,7 @@ def test_observation_type(extra: dict[str, Any], expected: str) -> None:
     ],
 )
 def test_observation_level(level_attr: str | None, status: str, expected: str) -> None:
-    extra = {} if level_attr is None else {"langfuse.observation.level": level_attr}
+    extra: dict[str, Any] = {} if level_attr is None else {"langfuse.observation.level": level_attr}
     assert observation_view(span("s", "1", status=status, **extra)).level == expected
 
 
@@ -220,7 +220,7 @@ def test_llm_messages_are_nested_when_no_input_value() -> None:
     s = span(
         "llm",
         "1",
-        **{
+        **{  # type: ignore[arg-type]  # dotted keys cannot be keyword names
             "llm.input_messages.0.message.role": "user",
             "llm.input_messages.0.message.content": "hi",
             "llm.output_messages.0.message.content": "yo",
