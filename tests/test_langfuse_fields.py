@@ -111,7 +111,7 @@ def test_run_metadata_becomes_top_level_trace_metadata(recorded: tuple[TracerPro
     # the step's explicit langfuse.trace.metadata.tenant wins over its lifted value, and, being the
     # later trace event, over the root's lifted "acme"
     assert trace.metadata["tenant"] == "x"
-    step_span = [s for s in exporter.get_finished_spans() if s.name == "step"][0]
+    step_span = next(s for s in exporter.get_finished_spans() if s.name == "step")
     lifted = langfuse_visible(step_span)
     assert lifted is not None and lifted.attributes is not None
     assert lifted.attributes["langfuse.trace.metadata.tenant"] == "x"
@@ -128,11 +128,10 @@ def test_langfuse_sdk_quoted_metadata_is_decoded(recorded: tuple[TracerProvider,
             "langfuse.trace.metadata.count": "3",
             "langfuse.observation.metadata.stage": '"draft"',
         },
+    ), provider.get_tracer("other").start_as_current_span(
+        "child", attributes={"langfuse.trace.metadata.org": '"acme"', "langfuse.observation.metadata.raw": '"q"'}
     ):
-        with provider.get_tracer("other").start_as_current_span(
-            "child", attributes={"langfuse.trace.metadata.org": '"acme"', "langfuse.observation.metadata.raw": '"q"'}
-        ):
-            pass
+        pass
     before = shown(exporter.get_finished_spans(), transform=False).trace("observed")
     assert before.metadata["org"] == '"acme"'  # the bug a Langfuse user sees today
     trace = shown(exporter.get_finished_spans()).trace("observed")
