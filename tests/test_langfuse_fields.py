@@ -100,9 +100,12 @@ def test_run_metadata_becomes_top_level_trace_metadata(recorded: tuple[TracerPro
     provider, exporter = recorded
     tracer = provider.get_tracer("openinference.instrumentation.llama_index")
     meta = json.dumps({"tenant": "acme", "priority": 2, "flags": {"beta": True}})
-    with tracer.start_as_current_span("Workflow.run", attributes={"metadata": meta}):
-        with tracer.start_as_current_span("step", attributes={"metadata": meta, "langfuse.trace.metadata.tenant": "x"}):
-            pass
+    step_attrs = {"metadata": meta, "langfuse.trace.metadata.tenant": "x"}
+    with (
+        tracer.start_as_current_span("Workflow.run", attributes={"metadata": meta}),
+        tracer.start_as_current_span("step", attributes=step_attrs),
+    ):
+        pass
     before = shown(exporter.get_finished_spans(), transform=False).trace("Workflow.run")
     assert before.metadata["attributes"]["metadata"] == meta  # today: a string, unfilterable
     trace = shown(exporter.get_finished_spans()).trace("Workflow.run")
