@@ -17,11 +17,13 @@ import signal
 import subprocess
 import textwrap
 from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from langfuse import get_client, observe, propagate_attributes
 from workflows import Context, step
 from workflows.events import StartEvent, StopEvent
 
@@ -245,8 +247,6 @@ async def test_failing_step_shows_where_it_failed(
 
 
 def _observed_run(telemetry: otel_basic.Telemetry) -> None:
-    from langfuse import get_client, observe, propagate_attributes
-
     client = get_client()
     assert telemetry.langfuse is not None
     # get_client() wraps the per-key singleton our configure() created on our provider
@@ -336,3 +336,18 @@ def test_two_processes_show_the_same_user(tmp_path: Path) -> None:
     assert len(users) == 1 and None not in users, users
     assert first["sender"] not in users
 
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def test_exports_say_which_sdk_sent_them(telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver) -> None:
+    """Langfuse attributes ingestion by these headers (ingestionAttribution.ts); a missing version is
+    recorded as "unknown"."""
+    with otel_basic.get_tracer("tests").start_as_current_span("ping"):
+        pass
+    shown(langfuse_env)
+    for request in langfuse_env.trace_requests:
+        assert request.headers["x-langfuse-sdk-name"] == "otel-basic"
+        assert request.headers["x-langfuse-sdk-version"] == version("otel-basic")
+        assert request.headers["x-langfuse-ingestion-version"] == "4"

@@ -191,3 +191,16 @@ def test_host_output_unchanged_in_a_real_process(langfuse_env: LangfuseReceiver)
     assert "before basicConfig" in lines  # the last-resort handler's bare format
     assert "HOST INFO after basicConfig" in lines
     assert "report True" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("warning", logging.WARNING), ("ERROR", logging.ERROR), ("off", None), ("debug", 10)]
+)
+def test_log_trace_level_setting(raw: str, expected: int | None) -> None:
+    assert otel_basic.load_settings({"OTEL_BASIC_LOG_TRACE_LEVEL": raw}).log_trace_level == expected
+
+
+def test_log_trace_level_default_and_bad_value() -> None:
+    assert otel_basic.load_settings({}).log_trace_level == logging.ERROR
+    with pytest.raises(otel_basic.ConfigError, match="OTEL_BASIC_LOG_TRACE_LEVEL"):
+        otel_basic.load_settings({"OTEL_BASIC_LOG_TRACE_LEVEL": "loud"})

@@ -24,6 +24,8 @@ created (and so only captured) when the logger that emits it is enabled for its 
 Python's default (root at WARNING), INFO records are captured only from loggers the application
 enabled for INFO, e.g. ``logging.basicConfig(level=logging.INFO)`` or
 ``logging.getLogger("myapp").setLevel(logging.INFO)``; otel-basic never lowers a level for you.
+Records are seen as they are created, so a filter on the emitting logger does not hide a record
+from the bridge (a filter on your handlers still decides what they print).
 """
 
 from __future__ import annotations
