@@ -13,6 +13,7 @@ call is there: ``needs_road`` looks for it in the package's source.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import textwrap
@@ -241,6 +242,26 @@ async def test_failing_step_shows_where_it_failed(
     assert "test_langfuse_native.py:" in step_obs.status_message
     assert "ConnectionRefusedError" in step_obs.metadata["exception.stacktrace"]
     assert "_call_payment_gateway" in step_obs.metadata["exception.stacktrace"]
+
+
+class WarnsThenFails(TracedWorkflow):
+    @step
+    async def charge(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        logging.getLogger("tests.app").warning("payment gateway slow")
+        _call_payment_gateway()
+        return StopEvent(result="unreachable")
+
+
+@needs_road
+async def test_a_warning_logged_before_a_failure_does_not_hide_the_error(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        await otel_basic.run_with_flush(WarnsThenFails(timeout=10))
+    step_obs = shown(langfuse_env).trace("WarnsThenFails").observation("WarnsThenFails.charge")
+    assert step_obs.level == "ERROR"
+    assert step_obs.status_message is not None
+    assert step_obs.status_message.startswith("ConnectionRefusedError: payment gateway refused the connection")
 
 
 # --------------------------------------------------------------------------- the Langfuse SDK

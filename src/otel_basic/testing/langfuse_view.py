@@ -13,8 +13,9 @@ trace merge, summarised in ``reference/langfuse-otel-ingestion.md``) to
     assert trace.observation("llm.complete").type == "GENERATION"
 
 Only the rules that matter for OTLP senders like ours are modelled (Langfuse SDK, OpenInference,
-OpenTelemetry GenAI conventions); span events are ignored, as Langfuse ignores them. Pure
-functions over plain data: no I/O, no clock, no dependency beyond the standard library.
+OpenTelemetry GenAI attributes). Span events are ignored, as Langfuse ignores them; the one
+exception Langfuse makes, ``gen_ai.*`` message events read as input/output, is not modelled
+(none of our senders emit them). Pure functions over plain data: no I/O, no clock.
 """
 
 from __future__ import annotations
