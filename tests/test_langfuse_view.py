@@ -269,3 +269,10 @@ def test_trace_without_its_root_has_no_name() -> None:
     (trace,) = view.traces.values()
     assert trace.name is None and trace.input is None
     assert trace.observations[0].name == "child"
+
+
+def test_flattened_model_parameters() -> None:
+    flat = {"gen_ai.request.temperature": 0.1, "gen_ai.request.model": "m", "llm.invocation_parameters.top_p": 0.9}
+    s = span("llm", "1", **flat)  # type: ignore[arg-type]
+    assert observation_view(s).model_parameters == {"temperature": 0.1, "top_p": 0.9}
+    assert observation_view(s).model == "m"
