@@ -45,7 +45,12 @@ LANGFUSE_REGIONS = {
     "https://us.cloud.langfuse.com": "US",
     "https://hipaa.cloud.langfuse.com": "HIPAA",
 }
-_NOT_SECRET_HEADERS = {"x-langfuse-ingestion-version", "x-langfuse-public-key", "x-langfuse-sdk-name"}
+_NOT_SECRET_HEADERS = {
+    "x-langfuse-ingestion-version",
+    "x-langfuse-public-key",
+    "x-langfuse-sdk-name",
+    "x-langfuse-sdk-version",
+}
 _ENV_PREFIXES = ("OTEL_", "LANGFUSE_")
 
 

@@ -79,10 +79,15 @@ def build_masker(settings: Settings) -> Masker | None:
     )
 
 
+def build_prepare(settings: Settings) -> Prepare:
+    """The road's first stage alone: what any span looks like when it leaves (the demo shows it)."""
+    return Prepare(build_masker(settings), Limiter(max_attribute_chars=settings.max_attribute_chars))
+
+
 def build_road(settings: Settings, *, timeout: float | None = None, spool: bool = True) -> Road:
     """The road for ``settings``; ``spool=False`` for a probe that must leave no trace on disk."""
-    prepare = Prepare(build_masker(settings), Limiter(max_attribute_chars=settings.max_attribute_chars))
-    return Road(prepare, build_transport(settings, timeout=timeout), build_spool(settings) if spool else None)
+    transport = build_transport(settings, timeout=timeout)
+    return Road(build_prepare(settings), transport, build_spool(settings) if spool else None)
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

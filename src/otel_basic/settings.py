@@ -14,6 +14,8 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _package_version
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -29,6 +31,10 @@ Overflow = Literal["spool", "block", "drop"]
 LANGFUSE_OTLP_PATH = "/api/public/otel"
 LANGFUSE_TRACES_PATH = LANGFUSE_OTLP_PATH + "/v1/traces"
 DEFAULT_LANGFUSE_BASE_URL = "https://cloud.langfuse.com"
+try:  # sent as x-langfuse-sdk-version, so Langfuse attributes our exports to a known version
+    OUR_VERSION = _package_version("otel-basic")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    OUR_VERSION = "0.0.0+unknown"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -77,6 +83,7 @@ class Settings:
     flush_timeout: float = 5.0
     step_flush: StepFlush = "background"
     log_level: int | None = 20
+    log_trace_level: int | None = 40  # records outside any span at/above this become a trace; None: never
     spool_dir: Path | None = None
     spool_max_bytes: int = 64 * 1024 * 1024
     spool_retry_interval: float = 5.0
@@ -312,6 +319,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         values["log_level"] = (
             None if level == "off" else {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}[level]
         )
+    if raw := _get(env, "OTEL_BASIC_LOG_TRACE_LEVEL"):
+        level = _choice("OTEL_BASIC_LOG_TRACE_LEVEL", raw, ("debug", "info", "warning", "error", "critical", "off"))
+        values["log_trace_level"] = (
+            None if level == "off" else {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}[level]
+        )
     if raw := _get(env, "OTEL_BASIC_EXPORT_WORKERS"):
         values["export_workers"] = int(parse_number("OTEL_BASIC_EXPORT_WORKERS", raw, minimum=1, integer=True))
     if raw := _get(env, "OTEL_BASIC_OVERFLOW"):
@@ -374,7 +386,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         headers["authorization"] = basic_auth(pk, sk)
         headers["x-langfuse-ingestion-version"] = "4"
         headers["x-langfuse-public-key"] = pk
-        headers["x-langfuse-sdk-name"] = "otel-basic"
+        headers["x-langfuse-sdk-name"] = "otel-basic"  # attribution only (see langfuse_fields.py)
+        headers["x-langfuse-sdk-version"] = OUR_VERSION
         values.update(endpoint=base + LANGFUSE_TRACES_PATH, headers=headers, protocol="http/protobuf")
         return _finish(values, route="langfuse", reason=f"Langfuse at {base}")
     if values.get("file_path"):
@@ -415,4 +428,5 @@ _NULLABLE = {
     "spool_dir",
     "file_path",
     "log_level",
+    "log_trace_level",
 }
