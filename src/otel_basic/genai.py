@@ -109,10 +109,7 @@ def _message(flat: Mapping[str, Any]) -> dict[str, Any]:
                 parts.append({"type": "image_url", "image_url": {"url": url}})
             elif kind in (None, "text"):
                 parts.append({"type": "text", "text": part.get(MessageContentAttributes.MESSAGE_CONTENT_TEXT, "")})
-        if all(p["type"] == "text" for p in parts):
-            content = "".join(str(p["text"]) for p in parts)
-        else:
-            content = parts
+        content = "".join(str(p["text"]) for p in parts) if all(p["type"] == "text" for p in parts) else parts
     message["content"] = content
     calls = []
     for call in (v for _, v in sorted(_indexed(flat, MessageAttributes.MESSAGE_TOOL_CALLS).items())):
