@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["OpenAICompatServer", "Reply", "count_tokens"]
+__all__ = ["OpenAICompatServer", "Reply", "answer", "count_tokens", "usage_for"]
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -115,6 +115,11 @@ def _usage(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
     }
+
+
+def usage_for(body: dict[str, Any]) -> dict[str, Any]:
+    """The usage the server reports for a request body (what a test expects in Langfuse)."""
+    return _usage(body, answer(body))
 
 
 class OpenAICompatServer:

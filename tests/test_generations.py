@@ -1,0 +1,227 @@
+"""LLM calls as Langfuse shows them: one generation per HTTP exchange, real usage, readable messages,
+times that match the exchange. Real HTTP both ways: llama-index's OpenAI client against the local
+OpenAI-compatible server, our export against the Langfuse receiver; assertions on the
+"what Langfuse shows" view."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from llama_index.core.base.llms.types import ChatMessage, CompletionResponse, LLMMetadata
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+from llama_index.llms.openai import OpenAI
+
+import otel_basic
+from basic.llm import OfflineLLM
+from otel_basic.testing import LangfuseReceiver
+from otel_basic.testing.langfuse_view import LangfuseView, ObservationView, langfuse_view
+from otel_basic.testing.openai_server import OpenAICompatServer, usage_for
+
+MESSAGES = [
+    ChatMessage(role="system", content="You are terse."),
+    ChatMessage(role="user", content="What is the capital of France?"),
+]
+EXPECTED_INPUT = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAICompatServer]:
+    with OpenAICompatServer(first_token_delay=0.05, chunk_delay=0.005) as srv:
+        yield srv
+
+
+def _llm(server: OpenAICompatServer, **kwargs: Any) -> OpenAI:
+    return OpenAI(model="gpt-4o-mini", api_key="sk-test", api_base=server.base_url, max_retries=0, **kwargs)
+
+
+def _view(receiver: LangfuseReceiver) -> LangfuseView:
+    report = otel_basic.flush(timeout=5)
+    assert report, report
+    return langfuse_view(receiver.spans)
+
+
+def _generations(view: LangfuseView) -> list[ObservationView]:
+    return [o for t in view.traces.values() for o in t.observations if o.type == "GENERATION"]
+
+
+def _usage(body: dict[str, Any]) -> dict[str, int]:
+    u = usage_for(body)
+    return {"input": u["prompt_tokens"], "output": u["completion_tokens"], "total": u["total_tokens"]}
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+async def test_chat_is_one_generation_with_model_usage_and_messages(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, server: OpenAICompatServer
+) -> None:
+    response = await _llm(server).achat(MESSAGES)
+    assert response.message.content == "You said: What is the capital of France?"
+    [gen] = _generations(_view(langfuse_env))
+    assert gen.model == "gpt-4o-mini"
+    assert gen.usage == _usage(server.requests[0])
+    assert gen.input == EXPECTED_INPUT
+    assert gen.output == {"role": "assistant", "content": "You said: What is the capital of France?"}
+    assert "llm.prompts" not in gen.attributes
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_streamed_chat_asks_for_usage_and_counts_it_once(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, server: OpenAICompatServer, sync: bool
+) -> None:
+    llm = _llm(server)
+    if sync:
+        text = "".join(r.delta or "" for r in llm.stream_chat(MESSAGES))
+    else:
+        text = "".join([r.delta or "" async for r in await llm.astream_chat(MESSAGES)])
+    assert text == "You said: What is the capital of France?"
+    assert server.requests[0]["stream_options"] == {"include_usage": True}
+    [gen] = _generations(_view(langfuse_env))
+    usage = _usage(server.requests[0])
+    assert gen.usage == usage and usage["total"] == usage["input"] + usage["output"]
+    assert gen.input == EXPECTED_INPUT
+    assert gen.output == {"role": "assistant", "content": text}
+
+
+async def test_streamed_generation_spans_the_http_exchange_and_has_time_to_first_token(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    with OpenAICompatServer(first_token_delay=0.3, chunk_delay=0.02) as server:
+        stream = await _llm(server).astream_chat(MESSAGES)
+        async for _ in stream:
+            pass
+        [(received, last_byte)] = server.exchanges
+    [gen] = _generations(_view(langfuse_env))
+    assert gen.start_time <= _at(received)
+    assert gen.end_time >= _at(last_byte)  # ends when the stream is consumed, not when created
+    assert (gen.end_time - gen.start_time).total_seconds() >= 0.3 + 0.02 * 8
+    assert gen.completion_start_time is not None
+    assert (gen.completion_start_time - _at(received)).total_seconds() >= 0.29  # the first chunk
+    assert gen.completion_start_time < gen.end_time
+
+
+async def test_server_without_stream_usage_gets_no_invented_usage(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    with OpenAICompatServer(honor_include_usage=False) as server:
+        async for _ in await _llm(server).astream_chat(MESSAGES):
+            pass
+    [gen] = _generations(_view(langfuse_env))
+    assert gen.usage == {}  # Langfuse will estimate it, from the readable messages below
+    assert gen.input == EXPECTED_INPUT
+
+
+async def test_stream_usage_setting_off_and_apps_own_stream_options_are_respected(
+    langfuse_env: LangfuseReceiver, server: OpenAICompatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = _llm(server, additional_kwargs={"stream_options": {"include_usage": False}})
+    otel_basic.configure()
+    async for _ in await own.astream_chat(MESSAGES):
+        pass
+    assert server.requests[-1]["stream_options"] == {"include_usage": False}
+    monkeypatch.setenv("OTEL_BASIC_STREAM_USAGE", "false")
+    otel_basic.configure()
+    async for _ in await _llm(server).astream_chat(MESSAGES):
+        pass
+    assert "stream_options" not in server.requests[-1]
+    otel_basic.reset()  # and no telemetry: the request is the app's own, untouched
+    async for _ in await _llm(server).astream_chat(MESSAGES):
+        pass
+    assert "stream_options" not in server.requests[-1]
+
+
+async def test_tool_call_output_and_tool_result_input(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, server: OpenAICompatServer
+) -> None:
+    from llama_index.core.tools import FunctionTool
+
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    tool = FunctionTool.from_defaults(add)
+    llm = _llm(server)
+    first = await llm.achat_with_tools([tool], user_msg="add 2 and 40")
+    [call] = llm.get_tool_calls_from_response(first, error_on_no_tool_call=True)
+    history = [
+        ChatMessage(role="user", content="add 2 and 40"),
+        first.message,
+        ChatMessage(
+            role="tool", content=str(add(**call.tool_kwargs)), additional_kwargs={"tool_call_id": call.tool_id}
+        ),
+    ]
+    await llm.achat_with_tools([tool], chat_history=history)
+    view = _view(langfuse_env)
+    gens = _generations(view)
+    assert len(gens) == len(server.requests) == 2
+    first_gen, second_gen = sorted(gens, key=lambda g: g.start_time)
+    [tool_call] = first_gen.output["tool_calls"]
+    assert tool_call["function"]["name"] == "add"
+    assert tool_call["function"]["arguments"] == '{"a": 2, "b": 40}'
+    assert second_gen.input[-1] == {"role": "tool", "content": "42", "tool_call_id": call.tool_id}
+    assert second_gen.input[1]["tool_calls"][0]["id"] == call.tool_id
+    helpers = [o for t in view.traces.values() for o in t.observations if o.name.startswith("OpenAI._prepare")]
+    assert helpers and all(h.type != "GENERATION" and h.model is None and not h.usage for h in helpers)
+    for gen, body in zip(sorted(gens, key=lambda g: g.start_time), server.requests, strict=True):
+        assert gen.usage == _usage(body)
+
+
+async def test_complete_input_is_the_prompt_stored_once(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    prompt = "### TASK: TRIAGE\nClassify.\n<email>\nFrom: Ada\nSubject: hi\n\nhow do I reset my password?\n</email>\n"
+    await OfflineLLM().acomplete(prompt)
+    [gen] = _generations(_view(langfuse_env))
+    assert gen.input == prompt  # not {"args": [...]}
+    assert "llm.prompts" not in gen.attributes
+    assert gen.usage["input"] > 0
+
+
+class _CompleteOnly(CustomLLM):
+    """Implements only ``complete``: LlamaIndex's ``achat`` -> ``chat`` -> ``complete`` chain."""
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="complete-only-1")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(
+            text="ok", raw={"usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}}
+        )
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Iterator[CompletionResponse]:
+        yield self.complete(prompt)
+
+
+async def test_a_call_delegating_to_another_is_one_generation(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    await _CompleteOnly().achat(MESSAGES)
+    view = _view(langfuse_env)
+    [gen] = _generations(view)
+    assert gen.usage == {"input": 7, "output": 1, "total": 8}  # counted once, not three times
+    names = sorted(o.name for t in view.traces.values() for o in t.observations)
+    assert len(names) == 3, names  # achat and chat are still there, as spans
+
+
+async def test_openinference_hide_inputs_still_hides_the_rebuilt_input(
+    langfuse_env: LangfuseReceiver, server: OpenAICompatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENINFERENCE_HIDE_INPUTS", "true")
+    monkeypatch.setenv("OPENINFERENCE_HIDE_OUTPUT_MESSAGES", "true")
+    otel_basic.configure()
+    await _llm(server).achat(MESSAGES)
+    [gen] = _generations(_view(langfuse_env))
+    assert "France" not in str(gen.input)
+    assert "France" not in str(gen.attributes)
+    assert gen.usage == _usage(server.requests[0])
