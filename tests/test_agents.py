@@ -26,6 +26,7 @@ from otel_basic.testing.openai_server import OpenAICompatServer, usage_for
 from tests.conftest import PYTHON, subprocess_env
 
 QUESTION = "What is the ticket_status of ticket 1234?"
+STATUS = "ticket 1234 is waiting for customer"
 
 
 @pytest.fixture
@@ -93,10 +94,10 @@ async def test_function_agent_with_tools_as_langfuse_shows_it(
         elif isinstance(event, ToolCallResult):
             tool_results.append(str(event.tool_output))
     result = await handler
-    assert tool_results == ["ticket 1234 is waiting for customer"]
-    assert str(result) == "The tool says: ticket 1234 is waiting for customer."
+    assert tool_results == [STATUS]
+    assert str(result) == f"The tool says: {STATUS}."
     if streaming:
-        assert "".join(deltas).endswith("The tool says: ticket 1234 is waiting for customer.")
+        assert "".join(deltas).endswith(f"The tool says: {STATUS}.")
         assert all(body["stream_options"] == {"include_usage": True} for body in server.requests)
 
     trace = _only_trace(_view(langfuse_env))
@@ -110,10 +111,10 @@ async def test_function_agent_with_tools_as_langfuse_shows_it(
     assert call["function"] == {"name": "ticket_status", "arguments": '{"ticket_number": 1234}'}
     assert second.input[-1] == {
         "role": "tool",
-        "content": "ticket 1234 is waiting for customer",
+        "content": STATUS,
         "tool_call_id": call["id"],
     }
-    assert second.output == {"role": "assistant", "content": "The tool says: ticket 1234 is waiting for customer."}
+    assert second.output == {"role": "assistant", "content": f"The tool says: {STATUS}."}
     if streaming:
         assert all(
             g.completion_start_time is not None and g.completion_start_time < g.end_time for g in (first, second)
@@ -243,7 +244,12 @@ async def test_flush_after_step_and_the_automatic_flush_kick_once_per_step(
     processor = slow_batches.processor
     assert processor is not None
     real_kick = slow_batches.kick
-    monkeypatch.setattr(slow_batches, "kick", lambda: (kicks.append("kick"), real_kick())[1])
+
+    def kick() -> None:
+        kicks.append("kick")
+        real_kick()
+
+    monkeypatch.setattr(slow_batches, "kick", kick)
     monkeypatch.setattr(processor, "kick_when_ended", lambda span_id: kicks.append("kick_when_ended"))
     assert await Decorated().run() == "x"
     assert kicks == ["kick", "kick"]

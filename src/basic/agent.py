@@ -9,11 +9,12 @@ per-step flushing); see README "Agents and chat models".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.llms import LLM
-from llama_index.core.tools import FunctionTool
+from llama_index.core.tools import BaseTool, FunctionTool
 
 from basic import tools
 
@@ -37,5 +38,8 @@ def ticket_status(ticket_number: int) -> str:
 
 def support_agent(llm: LLM, **kwargs: Any) -> FunctionAgent:
     """The agent: ``FunctionAgent`` with the two tools, streaming (LlamaIndex's default)."""
-    tools = [FunctionTool.from_defaults(faq), FunctionTool.from_defaults(ticket_status)]
+    tools: list[BaseTool | Callable[..., Any]] = [
+        FunctionTool.from_defaults(faq),
+        FunctionTool.from_defaults(ticket_status),
+    ]
     return FunctionAgent(tools=tools, llm=llm, system_prompt=SYSTEM_PROMPT, **kwargs)

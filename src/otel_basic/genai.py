@@ -263,22 +263,22 @@ def install() -> None:
                     fix(self)
                 original_end(self, exception)
 
-            span_cls.end = end
+            span_cls.end = end  # type: ignore[method-assign]
         if "OpenAI._get_model_kwargs" not in _originals:
             try:  # optional dependency: the [openai] extra
                 from llama_index.llms.openai import OpenAI
             except ImportError:
                 return
-            _originals["OpenAI._get_model_kwargs"] = OpenAI.__dict__["_get_model_kwargs"]
-            OpenAI._get_model_kwargs = _with_stream_usage(OpenAI._get_model_kwargs)
+            _originals["OpenAI._get_model_kwargs"] = original = OpenAI._get_model_kwargs
+            OpenAI._get_model_kwargs = _with_stream_usage(original)  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
     """Restore what :func:`install` wrapped."""
     with _lock:
         if (end := _originals.pop("_Span.end", None)) is not None:
-            _handler._Span.end = end
+            _handler._Span.end = end  # type: ignore[method-assign]
         if (kwargs := _originals.pop("OpenAI._get_model_kwargs", None)) is not None:
             from llama_index.llms.openai import OpenAI
 
-            OpenAI._get_model_kwargs = kwargs
+            OpenAI._get_model_kwargs = kwargs  # type: ignore[method-assign]
