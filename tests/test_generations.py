@@ -5,13 +5,20 @@ OpenAI-compatible server, our export against the Langfuse receiver; assertions o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from llama_index.core.base.llms.types import ChatMessage, CompletionResponse, LLMMetadata
-from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    CompletionResponse,
+    LLMMetadata,
+)
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.llms.openai import OpenAI
 
@@ -225,3 +232,43 @@ async def test_openinference_hide_inputs_still_hides_the_rebuilt_input(
     assert "France" not in str(gen.input)
     assert "France" not in str(gen.attributes)
     assert gen.usage == _usage(server.requests[0])
+
+
+class _ResponsesLike(CustomLLM):
+    """Streams like llama-index's ``OpenAIResponses``: usage only in ``additional_kwargs["usage"]``."""
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="gpt-4.1-mini", is_chat_model=True)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        raise NotImplementedError
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Iterator[CompletionResponse]:
+        raise NotImplementedError
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        async def gen() -> ChatResponseAsyncGen:
+            yield ChatResponse(message=ChatMessage(role="assistant", content="Pa"), delta="Pa", raw={"type": "delta"})
+            usage = SimpleNamespace(input_tokens=11, output_tokens=3, total_tokens=14)
+            yield ChatResponse(
+                message=ChatMessage(role="assistant", content="Paris"),
+                delta="ris",
+                raw={"type": "response.completed"},
+                additional_kwargs={"usage": usage},
+            )
+
+        return gen()
+
+
+async def test_usage_streamed_in_additional_kwargs_is_read(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    async for _ in await _ResponsesLike().astream_chat(MESSAGES):
+        pass
+    [gen] = _generations(_view(langfuse_env))
+    assert gen.usage == {"input": 11, "output": 3, "total": 14}
+    assert gen.output == {"role": "assistant", "content": "Paris"}

@@ -20,11 +20,13 @@ fixed here, at the source, so every exporter (Langfuse, a collector, the file) g
 * **Streamed usage**: llama-index's ``OpenAI`` (and ``OpenAILike``, ``AzureOpenAI``, its
   subclasses) never asks for ``stream_options.include_usage``, so streams carry no token counts.
   While telemetry is enabled and ``OTEL_BASIC_STREAM_USAGE`` is true (default), a streaming
-  request asks for them unless the app set ``stream_options`` itself.
+  request asks for them unless the app set ``stream_options`` itself. ``OpenAIResponses`` streams
+  its usage where OpenInference does not look (``additional_kwargs["usage"]``); it is read from
+  there (:class:`NestedUsageEventHandler`).
 
-All of it is one wrapper around ``_Span.end`` (every way a span ends goes through it) and one
-around ``OpenAI._get_model_kwargs``; :func:`install` is idempotent and :func:`uninstall` restores
-both.
+All of it is one wrapper around ``_Span.end`` (every way a span ends goes through it), one
+around ``OpenAI._get_model_kwargs`` and one event handler; :func:`install` is idempotent and
+:func:`uninstall` restores all three.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
+from llama_index_instrumentation import get_dispatcher
+from llama_index_instrumentation.event_handlers.base import BaseEventHandler
 from openinference.instrumentation import TraceConfig
 from openinference.instrumentation.config import mask_without_externalization
 from openinference.instrumentation.llama_index import _handler
@@ -245,6 +250,49 @@ def _with_stream_usage(original: Callable[..., dict[str, Any]]) -> Callable[...,
     return _get_model_kwargs
 
 
+# --- usage that OpenInference does not find ----------------------------------------------------
+
+
+def _oi_span(span_id: str) -> Any:
+    for handler in get_dispatcher().span_handlers:
+        if isinstance(handler, _handler._SpanHandler):
+            return handler.open_spans.get(span_id) or handler._export_queue.find(span_id)
+    return None
+
+
+def _nested_usage(response: Any) -> Any:
+    """``additional_kwargs["usage"]``: where ``OpenAIResponses`` puts a streamed call's usage."""
+    extra = getattr(response, "additional_kwargs", None)
+    return extra.get("usage") if isinstance(extra, Mapping) else None
+
+
+class NestedUsageEventHandler(BaseEventHandler):
+    """Token counts from ``response.additional_kwargs["usage"]`` when nothing else carries them.
+
+    OpenInference reads ``raw.usage`` and top-level ``additional_kwargs`` keys. llama-index's
+    ``OpenAIResponses`` (the Responses API) streams usage only in ``additional_kwargs["usage"]``
+    (its ``raw`` is the last stream event), so those generations had no usage. Runs before
+    OpenInference's handler, which ends a streamed span on this very event; OpenInference's own
+    counts, when it finds any, overwrite these.
+    """
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "NestedUsageEventHandler"
+
+    def handle(self, event: Any, **kwargs: Any) -> Any:
+        try:
+            if isinstance(event, LLMChatEndEvent | LLMCompletionEndEvent) and event.span_id:
+                usage = _nested_usage(event.response)
+                span = _oi_span(event.span_id) if usage else None
+                if span is not None and span.active:
+                    for key, value in _handler._get_token_counts(usage):
+                        span[key] = value
+        except Exception:
+            _log.debug("nested usage not read", exc_info=True)
+        return event
+
+
 # --- install -------------------------------------------------------------------------------------
 
 
@@ -264,6 +312,9 @@ def install() -> None:
                 original_end(self, exception)
 
             span_cls.end = end  # type: ignore[method-assign]
+        dispatcher = get_dispatcher()
+        if not any(isinstance(h, NestedUsageEventHandler) for h in dispatcher.event_handlers):
+            dispatcher.event_handlers.insert(0, NestedUsageEventHandler())
         if "OpenAI._get_model_kwargs" not in _originals:
             try:  # optional dependency: the [openai] extra
                 from llama_index.llms.openai import OpenAI
@@ -276,6 +327,10 @@ def install() -> None:
 def uninstall() -> None:
     """Restore what :func:`install` wrapped."""
     with _lock:
+        dispatcher = get_dispatcher()
+        dispatcher.event_handlers[:] = [
+            h for h in dispatcher.event_handlers if not isinstance(h, NestedUsageEventHandler)
+        ]
         if (end := _originals.pop("_Span.end", None)) is not None:
             _handler._Span.end = end  # type: ignore[method-assign]
         if (kwargs := _originals.pop("OpenAI._get_model_kwargs", None)) is not None:
