@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from llama_index.core.agent.workflow import AgentStream, ToolCallResult
 from llama_index.llms.openai import OpenAI
+from llama_index.llms.openai_like import OpenAILike
 from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
@@ -44,7 +45,17 @@ def slow_batches(langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
     return tel
 
 
-def _llm(server: OpenAICompatServer) -> OpenAI:
+def _llm(server: OpenAICompatServer, like: bool = False) -> OpenAI:
+    if like:  # what basic.llm uses for a custom OPENAI_BASE_URL: any model name
+        return OpenAILike(
+            model="gpt-4o-mini",
+            api_key="sk-test",
+            api_base=server.base_url,
+            max_retries=0,
+            is_chat_model=True,
+            is_function_calling_model=True,
+            context_window=128_000,
+        )
     return OpenAI(model="gpt-4o-mini", api_key="sk-test", api_base=server.base_url, max_retries=0)
 
 
@@ -81,11 +92,15 @@ def _assert_one_generation_per_request(trace: TraceView, server: OpenAICompatSer
     return gens
 
 
-@pytest.mark.parametrize("streaming", [True, False])
+@pytest.mark.parametrize(("streaming", "like"), [(True, False), (False, False), (True, True)])
 async def test_function_agent_with_tools_as_langfuse_shows_it(
-    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, server: OpenAICompatServer, streaming: bool
+    telemetry: otel_basic.Telemetry,
+    langfuse_env: LangfuseReceiver,
+    server: OpenAICompatServer,
+    streaming: bool,
+    like: bool,
 ) -> None:
-    agent = support_agent(_llm(server), streaming=streaming)
+    agent = support_agent(_llm(server, like), streaming=streaming)
     handler = agent.run(user_msg=QUESTION)
     deltas, tool_results = [], []
     async for event in handler.stream_events():
@@ -261,6 +276,7 @@ CHILD = textwrap.dedent(
     import otel_basic
     from llama_index.core.agent.workflow import FunctionAgent
     from llama_index.llms.openai import OpenAI
+from llama_index.llms.openai_like import OpenAILike
 
     def ticket_status(ticket_number: int) -> str:
         '''The status of a support ticket, by its number.'''
