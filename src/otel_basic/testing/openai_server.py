@@ -30,7 +30,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -127,7 +127,9 @@ class OpenAICompatServer:
 
     ``first_token_delay`` / ``chunk_delay`` (seconds) slow the answer down; with
     ``honor_include_usage=False`` the server ignores ``stream_options.include_usage``, like
-    servers that never send usage in streams. ``requests`` holds every request body received.
+    servers that never send usage in streams. ``responder`` replaces the built-in model (a
+    function from the request body to a :class:`Reply`). ``requests`` holds every request body
+    received, ``exchanges`` each request's (received, last byte sent) times.
     """
 
     def __init__(
@@ -138,8 +140,10 @@ class OpenAICompatServer:
         first_token_delay: float = 0.0,
         chunk_delay: float = 0.0,
         honor_include_usage: bool = True,
+        responder: Callable[[dict[str, Any]], Reply] | None = None,
     ) -> None:
         self.model = model
+        self.responder = responder or answer
         self.first_token_delay = first_token_delay
         self.chunk_delay = chunk_delay
         self.honor_include_usage = honor_include_usage
@@ -181,6 +185,10 @@ class OpenAICompatServer:
         self.stop()
 
     # --- the wire format ---------------------------------------------------------------------
+
+    def usage(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The usage this server reported for ``body``."""
+        return _usage(body, self.responder(body))
 
     def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
@@ -277,7 +285,7 @@ class OpenAICompatServer:
                     return
                 with server._lock:
                     server.requests.append(body)
-                reply = answer(body)
+                reply = server.responder(body)
                 if not body.get("stream"):
                     time.sleep(server.first_token_delay)
                     self._json(200, server._completion(body, reply))
