@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from llama_index.core.agent.workflow import AgentStream, ToolCallResult
@@ -21,9 +22,12 @@ from workflows.events import Event, StartEvent, StopEvent
 
 import otel_basic
 from basic.agent import support_agent
+from basic.email_workflow import EmailWorkflow
+from basic.llm import offline_answer
+from basic.samples import sample_email
 from otel_basic.testing import LangfuseReceiver
 from otel_basic.testing.langfuse_view import LangfuseView, ObservationView, TraceView, langfuse_view
-from otel_basic.testing.openai_server import OpenAICompatServer, usage_for
+from otel_basic.testing.openai_server import OpenAICompatServer, Reply, usage_for
 from tests.conftest import PYTHON, subprocess_env
 
 QUESTION = "What is the ticket_status of ticket 1234?"
@@ -47,7 +51,7 @@ def slow_batches(langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
 
 def _llm(server: OpenAICompatServer, like: bool = False) -> OpenAI:
     if like:  # what basic.llm uses for a custom OPENAI_BASE_URL: any model name
-        return OpenAILike(
+        llm: OpenAI = OpenAILike(
             model="gpt-4o-mini",
             api_key="sk-test",
             api_base=server.base_url,
@@ -56,6 +60,7 @@ def _llm(server: OpenAICompatServer, like: bool = False) -> OpenAI:
             is_function_calling_model=True,
             context_window=128_000,
         )
+        return llm
     return OpenAI(model="gpt-4o-mini", api_key="sk-test", api_base=server.base_url, max_retries=0)
 
 
@@ -314,3 +319,56 @@ def test_a_crash_mid_run_keeps_the_finished_steps(
             if o.type == "GENERATION"
         ]
         assert gen.usage["total"] == usage_for(server.requests[0])["total_tokens"]
+
+
+# --- the email workflow and the demo on an OpenAI-compatible server ------------------------------
+
+
+def _offline_reply(body: dict[str, Any]) -> Reply:
+    """The email workflow's prompts answered by the offline model's rules, over real HTTP."""
+    users = [m.get("content") for m in body.get("messages", []) if m.get("role") == "user"]
+    return Reply(content=offline_answer(str(users[-1] if users else "")))
+
+
+async def test_email_workflow_on_an_openai_compatible_server(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with OpenAICompatServer(responder=_offline_reply) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_MODEL", "gpt-4o-mini")
+        otel_basic.configure()
+        workflow = EmailWorkflow()
+        assert isinstance(workflow.llm, OpenAILike)
+        result = await otel_basic.run_with_flush(workflow, email_data=sample_email("question"))
+        assert result.verification.ok, result
+        trace = _only_trace(langfuse_view(langfuse_env.spans))
+        gens = sorted(trace.generations, key=lambda g: g.start_time)
+        assert len(gens) == len(server.requests) >= 3
+        for gen, body in zip(gens, server.requests, strict=True):
+            usage = server.usage(body)
+            assert gen.usage == {
+                "input": usage["prompt_tokens"],
+                "output": usage["completion_tokens"],
+                "total": usage["total_tokens"],
+            }
+            assert isinstance(gen.input, str) and gen.input.startswith("### TASK:")  # the prompt, once
+            assert "llm.prompts" not in gen.attributes
+
+
+def test_agent_demo_shows_generations_tokens_and_cost(langfuse_env: LangfuseReceiver, tmp_path: Any) -> None:
+    proc = subprocess.run(
+        [PYTHON, "-m", "basic.agent_demo"],
+        env=subprocess_env(COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert "local OpenAI-compatible stand-in" in out
+    assert out.count("2 generations") == 2 and "at list price" in out and "first token" in out
+    assert "ticket_status" in out
+    trace_names = {t.name for t in langfuse_view(langfuse_env.spans).traces.values()}
+    assert trace_names == {"FunctionAgent"}
