@@ -281,7 +281,6 @@ CHILD = textwrap.dedent(
     import otel_basic
     from llama_index.core.agent.workflow import FunctionAgent
     from llama_index.llms.openai import OpenAI
-from llama_index.llms.openai_like import OpenAILike
 
     def ticket_status(ticket_number: int) -> str:
         '''The status of a support ticket, by its number.'''

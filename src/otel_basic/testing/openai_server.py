@@ -129,7 +129,7 @@ class OpenAICompatServer:
     ``honor_include_usage=False`` the server ignores ``stream_options.include_usage``, like
     servers that never send usage in streams. ``responder`` replaces the built-in model (a
     function from the request body to a :class:`Reply`). ``requests`` holds every request body
-    received, ``exchanges`` each request's (received, last byte sent) times.
+    received, ``exchanges`` each request's (received, last bytes about to be sent) times.
     """
 
     def __init__(
@@ -185,6 +185,12 @@ class OpenAICompatServer:
         self.stop()
 
     # --- the wire format ---------------------------------------------------------------------
+
+    def _exchanged(self, received: float) -> None:
+        # Recorded just before the last bytes go out: the client cannot finish reading earlier,
+        # and a test that reads ``exchanges`` after its call returns always finds the entry.
+        with self._lock:
+            self.exchanges.append((received, time.time()))
 
     def usage(self, body: dict[str, Any]) -> dict[str, Any]:
         """The usage this server reported for ``body``."""
@@ -288,13 +294,13 @@ class OpenAICompatServer:
                 reply = server.responder(body)
                 if not body.get("stream"):
                     time.sleep(server.first_token_delay)
-                    self._json(200, server._completion(body, reply))
+                    payload = server._completion(body, reply)
+                    server._exchanged(received)
+                    self._json(200, payload)
                 else:
-                    self._stream(body, reply)
-                with server._lock:
-                    server.exchanges.append((received, time.time()))
+                    self._stream(body, reply, received)
 
-            def _stream(self, body: dict[str, Any], reply: Reply) -> None:
+            def _stream(self, body: dict[str, Any], reply: Reply, received: float) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -307,6 +313,7 @@ class OpenAICompatServer:
                         time.sleep(server.chunk_delay)
                     self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
                     self.wfile.flush()
+                server._exchanged(received)
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
 
