@@ -212,6 +212,20 @@ def _dumps(value: Any) -> str:
     return json.dumps(_jsonable(value), default=default, ensure_ascii=False)
 
 
+def _agent_answer(value: Any) -> Any:
+    """An agent's result (``AgentOutput``) as its answer: the final assistant message's text.
+
+    The whole ``AgentOutput`` dump (message blocks, tool calls, retry messages) is what the
+    generations and tool spans already show; the trace's output is the answer a user got.
+    """
+    response = getattr(value, "response", None)
+    if isinstance(value, BaseModel) and hasattr(value, "tool_calls") and isinstance(response, BaseModel):
+        content = getattr(response, "content", None)
+        if isinstance(content, str):
+            return content
+    return value
+
+
 def _io_handler_class() -> type:
     from llama_index_instrumentation.span.base import BaseSpan
     from llama_index_instrumentation.span_handlers.base import BaseSpanHandler
@@ -244,7 +258,7 @@ def _io_handler_class() -> type:
             span["input.value"] = _dumps(event_fields(event))
             span["input.mime_type"] = "application/json"
             if has_result:
-                value = getattr(result, "result", result)
+                value = _agent_answer(getattr(result, "result", result))
                 span["output.value"] = value if isinstance(value, str) else _dumps(value)
                 span["output.mime_type"] = "text/plain" if isinstance(value, str) else "application/json"
             otel_span = getattr(span, "_otel_span", None)
