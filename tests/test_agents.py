@@ -124,6 +124,8 @@ async def test_function_agent_with_tools_as_langfuse_shows_it(
     assert trace.name == "FunctionAgent"
     assert trace.input["user_msg"] == QUESTION
     assert trace.output == f"The tool says: {STATUS}."  # the answer, not the AgentOutput dump
+    [root] = [o for o in trace.observations if o.parent_id is None]
+    assert (root.name, root.type) == ("FunctionAgent.run", "AGENT")
     first, second = _assert_one_generation_per_request(trace, server)
     assert first.input == [
         {"role": "system", "content": agent.system_prompt},

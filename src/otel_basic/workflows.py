@@ -50,8 +50,9 @@ async def _step_finished(span: trace.Span) -> None:
         return
     if not step_flush.installed():  # no automatic per-step kick: kick when this step's span ends
         ctx = span.get_span_context()
-        if span.is_recording() and ctx.is_valid:
-            telemetry.processor.kick_when_ended(ctx.span_id)
+        kick_when_ended = getattr(telemetry.processor, "kick_when_ended", None)
+        if kick_when_ended is not None and span.is_recording() and ctx.is_valid:
+            kick_when_ended(ctx.span_id)
         else:
             telemetry.kick()
     if mode == "wait":
@@ -212,6 +213,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(_jsonable(value), default=default, ensure_ascii=False)
 
 
+_AGENT_CLASSES = frozenset({"BaseWorkflowAgent", "AgentWorkflow"})
+
+
+def _is_agent(instance: Any) -> bool:
+    """A LlamaIndex agent workflow (``FunctionAgent``, ``ReActAgent``, ``AgentWorkflow``...)."""
+    return any(
+        c.__name__ in _AGENT_CLASSES and c.__module__.startswith("llama_index.core.agent")
+        for c in type(instance).__mro__
+    )
+
+
 def _agent_answer(value: Any) -> Any:
     """An agent's result (``AgentOutput``) as its answer: the final assistant message's text.
 
@@ -261,6 +273,8 @@ def _io_handler_class() -> type:
                 value = _agent_answer(getattr(result, "result", result))
                 span["output.value"] = value if isinstance(value, str) else _dumps(value)
                 span["output.mime_type"] = "text/plain" if isinstance(value, str) else "application/json"
+            if "start_event" in args and _is_agent(instance):
+                span._span_kind = "AGENT"  # Langfuse shows the run as an agent (its agent graph)
             otel_span = getattr(span, "_otel_span", None)
             if "start_event" in args and otel_span is not None and getattr(otel_span, "parent", 1) is None:
                 span["langfuse.trace.name"] = type(instance).__name__
