@@ -5,6 +5,8 @@ OpenAI-compatible server, our export against the Langfuse receiver; assertions o
 
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -272,3 +274,61 @@ async def test_usage_streamed_in_additional_kwargs_is_read(
     [gen] = _generations(_view(langfuse_env))
     assert gen.usage == {"input": 11, "output": 3, "total": 14}
     assert gen.output == {"role": "assistant", "content": "Paris"}
+
+
+def _random_history(rng: random.Random) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
+    """A random conversation, and how Langfuse must show it (OpenAI's message format)."""
+    words = ["alpha", "Zürich", "naïve", "東京", "tool", "output", "{not json", 'quote"s', "line\nbreak", "émoji 🎉"]
+
+    def text() -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randint(1, 6)))
+
+    messages = [ChatMessage(role="system", content=text())]
+    expected: list[dict[str, Any]] = [{"role": "system", "content": messages[0].content}]
+    for turn in range(rng.randint(1, 4)):
+        user = text()
+        messages.append(ChatMessage(role="user", content=user))
+        expected.append({"role": "user", "content": user})
+        if rng.random() < 0.6:
+            calls = [
+                {
+                    "id": f"call_{turn}_{i}",
+                    "type": "function",
+                    "function": {"name": rng.choice(["add", "lookup"]), "arguments": json.dumps({"q": text()})},
+                }
+                for i in range(rng.randint(1, 2))
+            ]
+            messages.append(ChatMessage(role="assistant", content="", additional_kwargs={"tool_calls": calls}))
+            expected.append({"role": "assistant", "content": "", "tool_calls": calls})
+            for call in calls:
+                result = text()
+                messages.append(
+                    ChatMessage(role="tool", content=result, additional_kwargs={"tool_call_id": call["id"]})
+                )
+                expected.append({"role": "tool", "content": result, "tool_call_id": call["id"]})
+        else:
+            answer = text()
+            messages.append(ChatMessage(role="assistant", content=answer))
+            expected.append({"role": "assistant", "content": answer})
+    messages.append(ChatMessage(role="user", content="and now?"))
+    expected.append({"role": "user", "content": "and now?"})
+    return messages, expected
+
+
+async def test_random_conversations_arrive_as_the_messages_sent(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, server: OpenAICompatServer
+) -> None:
+    rng = random.Random(16)
+    cases = [_random_history(rng) for _ in range(12)]
+    llm = _llm(server)
+    for i, (history, _) in enumerate(cases):
+        if i % 2:
+            async for _ in await llm.astream_chat(history):
+                pass
+        else:
+            await llm.achat(history)
+    gens = sorted(_generations(_view(langfuse_env)), key=lambda g: g.start_time)
+    assert len(gens) == len(cases) == len(server.requests)
+    for gen, (_, expected), body in zip(gens, cases, server.requests, strict=True):
+        assert gen.input == expected
+        assert gen.usage == _usage(body)
