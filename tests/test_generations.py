@@ -332,3 +332,19 @@ async def test_random_conversations_arrive_as_the_messages_sent(
     for gen, (_, expected), body in zip(gens, cases, server.requests, strict=True):
         assert gen.input == expected
         assert gen.usage == _usage(body)
+
+
+async def test_a_wrapper_span_is_not_a_generation_and_has_no_prompt_copy(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, server: OpenAICompatServer
+) -> None:
+    from llama_index.llms.openai_like import OpenAILike
+
+    llm = OpenAILike(model="gpt-4o-mini", api_key="sk-test", api_base=server.base_url, is_chat_model=True)
+    await llm.acomplete("Say hi")  # OpenAILike.acomplete -> OpenAI.acomplete
+    view = _view(langfuse_env)
+    observations = [o for t in view.traces.values() for o in t.observations]
+    [gen] = [o for o in observations if o.type == "GENERATION"]
+    [wrapper] = [o for o in observations if o.type != "GENERATION"]
+    assert gen.input == "Say hi"
+    assert gen.usage == _usage(server.requests[0]) and not wrapper.usage and wrapper.model is None
+    assert "llm.prompts" not in gen.attributes and "llm.prompts" not in wrapper.attributes

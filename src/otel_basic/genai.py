@@ -217,6 +217,7 @@ def fix(span: Any) -> None:
         _wrappers.discard(span.id_)
         if wraps_call or not _is_call(span._attributes):
             _as_helper(span)
+            _readable_io(span)  # a wrapper's messages or prompt read like its call's, stored once
             return
         # The innermost call is the generation; LLM spans around it (achat → chat) are wrappers.
         parent = span._parent
