@@ -46,12 +46,19 @@ def main() -> None:
     help="Spans file when nothing is configured (default ./otel-basic-traces.jsonl).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="One line per run and the summary; no trees.")
-def demo(count: int | None, out: Path | None, quiet: bool) -> None:
+@click.option("--agent", is_flag=True, help="Run a FunctionAgent with tools on an OpenAI-compatible model instead.")
+def demo(count: int | None, out: Path | None, quiet: bool, agent: bool) -> None:
     """Run the email workflow on the sample emails and show each result and its trace.
 
     Offline by default: the spans go to a local OTLP JSON lines file. With LANGFUSE_* or
     OTEL_EXPORTER_OTLP_ENDPOINT set, they go there and the Langfuse trace URLs are printed.
+    With --agent: a FunctionAgent on OPENAI_BASE_URL (or a local stand-in server), showing each
+    generation's tokens, timing and cost as Langfuse will.
     """
+    if agent:
+        from basic.agent_demo import main as agent_main
+
+        agent_main(["--out", str(out)] if out else [])
     from basic.demo import run_demo
 
     sys.exit(run_demo(count=count, out=out, quiet=quiet, console=Console()))

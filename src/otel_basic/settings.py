@@ -94,6 +94,7 @@ class Settings:
     mask_hook: Callable[[str, str], str] | None = field(default=None, repr=False)
     max_attribute_chars: int = 16384
     install_signal_handlers: bool = True
+    stream_usage: bool = True  # ask OpenAI-compatible streams for usage (stream_options.include_usage)
 
     @property
     def enabled(self) -> bool:
@@ -352,6 +353,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         values["insecure_ok"] = parse_bool("OTEL_BASIC_ALLOW_INSECURE", raw)
     if raw := _get(env, "OTEL_BASIC_SIGNAL_HANDLERS"):
         values["install_signal_handlers"] = parse_bool("OTEL_BASIC_SIGNAL_HANDLERS", raw)
+    if raw := _get(env, "OTEL_BASIC_STREAM_USAGE"):
+        values["stream_usage"] = parse_bool("OTEL_BASIC_STREAM_USAGE", raw)
 
     enabled_override = overrides.pop("enabled", None)
     values.update({k: v for k, v in overrides.items()})
