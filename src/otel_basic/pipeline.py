@@ -134,7 +134,12 @@ def build_pipeline(settings: Settings) -> Pipeline:
         failure_probe=lambda: getattr(transport, "last_failure", None),
         delivered_probe=(lambda: splitter.last_delivered) if splitter is not None else None,
     )
-    provider = TracerProvider(resource=build_resource(settings), shutdown_on_exit=False)
+    provider = TracerProvider(
+        resource=build_resource(settings),
+        shutdown_on_exit=False,
+        sampler=settings.sampler(),
+        span_limits=settings.span_limits(),
+    )
     provider.add_span_processor(processor)
     return Pipeline(
         provider,

@@ -823,8 +823,14 @@ class _Reader:
             return _UNSET
 
     def warn(self, message: str) -> None:
+        """Collect a warning; a later one for the same variable replaces it (one per variable)."""
+        head = message.partition(":")[0]
+        self.warnings[:] = [w for w in self.warnings if w.partition(":")[0] != head]
         self.warnings.append(message)
-        _warn_once(message)
+
+    def log(self) -> None:
+        for message in self.warnings:
+            _warn_once(message)
 
 
 class _Unset:
@@ -899,14 +905,15 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     queue = values.get("max_queue_size", _DEFAULTS.max_queue_size)
     if values.get("max_export_batch_size", _DEFAULTS.max_export_batch_size) > queue:
         name = reader.source.get("max_export_batch_size", OTEL_BSP_MAX_EXPORT_BATCH_SIZE)
-        reader.warn(f"{name}: must not exceed OTEL_BSP_MAX_QUEUE_SIZE ({queue}); using {queue}")
+        reader.warn(f"{name}: must not exceed OTEL_BSP_MAX_QUEUE_SIZE (accepted: 1 – queue size); using {queue}")
         values["max_export_batch_size"] = queue
     if (values.get("client_certificate") is None) != (values.get("client_key") is None):
         missing = OTEL_EXPORTER_OTLP_CLIENT_KEY if values.get("client_key") is None else (
             OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE)
         raise ConfigError(missing, "mTLS needs both the client certificate and the client key")
-    values["warnings"] = tuple(reader.warnings)
-    return _route(values, inputs, overrides, reader)
+    settings = _route(values, inputs, overrides, reader)
+    reader.log()
+    return replace(settings, warnings=tuple(reader.warnings))
 
 
 def _check_number(reader: _Reader, row: Row, name: str, value: float) -> Any:
@@ -972,7 +979,6 @@ def _route(values: dict[str, Any], inputs: dict[str, Any], overrides: Mapping[st
         headers["x-langfuse-sdk-name"] = "otel-basic"
         if grpc:
             reader.warn("OTEL_EXPORTER_OTLP_PROTOCOL: Langfuse has no gRPC endpoint; using http/protobuf")
-            values["warnings"] = tuple(reader.warnings)
         values.update(
             endpoint=base + LANGFUSE_TRACES_PATH,
             headers=headers,
