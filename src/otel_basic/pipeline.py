@@ -18,7 +18,6 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_basic.exporters.file import OtlpJsonFileExporter
 from otel_basic.exporters.limits import LimitingExporter
-from otel_basic.exporters.otlp_grpc import OtlpGrpcExporter
 from otel_basic.exporters.otlp_http import OtlpHttpExporter
 from otel_basic.exporters.split import SplittingExporter
 from otel_basic.exporters.spooling import SpoolingExporter, encode_request
@@ -56,6 +55,9 @@ def build_transport(settings: Settings) -> SpanExporter:
         assert settings.file_path is not None
         return OtlpJsonFileExporter(settings.file_path)
     if settings.protocol == "grpc":
+        # grpcio is the optional [grpc] extra (settings checks it is installed): import on use.
+        from otel_basic.exporters.otlp_grpc import OtlpGrpcExporter
+
         return OtlpGrpcExporter(
             settings.endpoint,
             headers=settings.headers,

@@ -23,6 +23,7 @@ deliberately differs (defaults), the row says so in ``spec_default``.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -966,6 +967,8 @@ def _route(values: dict[str, Any], inputs: dict[str, Any], overrides: Mapping[st
             ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY") if sk else ("LANGFUSE_SECRET_KEY", "LANGFUSE_PUBLIC_KEY")
         )
         raise ConfigError(missing, f"{present} is set but {missing} is not; set both or neither")
+    if endpoint is not None or (inputs.get("_traces_exporter") == "otlp" and not (pk and sk)):
+        _require_grpc(grpc, reader)
     if endpoint is not None:
         values["endpoint"] = endpoint
         return _finish(values, route="otlp", reason=f"OTLP endpoint {redact_url(endpoint)} ({protocol})",
@@ -997,6 +1000,14 @@ def _route(values: dict[str, Any], inputs: dict[str, Any], overrides: Mapping[st
         route="disabled",
         reason="nothing configured (no OTEL_EXPORTER_OTLP_ENDPOINT, no LANGFUSE_* keys)",
     )
+
+
+def _require_grpc(grpc: bool, reader: _Reader) -> None:
+    if grpc and importlib.util.find_spec("grpc") is None:
+        raise ConfigError(
+            reader.source.get("protocol", OTEL_EXPORTER_OTLP_PROTOCOL),
+            "grpc needs the grpcio package: pip install 'otel-basic[grpc]' (or use http/protobuf)",
+        )
 
 
 def _base_endpoint(name: str, raw: str, protocol: str, insecure: bool | None, reader: _Reader) -> str:
