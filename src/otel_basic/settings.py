@@ -1112,6 +1112,11 @@ def effective_rows(settings: Settings, env: Mapping[str, str] | None = None) -> 
     return out
 
 
+def environ_snapshot() -> dict[str, str]:
+    """A copy of the process environment, for code that passes one on (doctor, the collector's child)."""
+    return dict(os.environ)
+
+
 def _display(value: Any) -> str:
     if value is None:
         return "–"
