@@ -103,6 +103,7 @@ __all__ = [
     "load_settings",
     "make_private_dir",
     "markdown_table",
+    "parse_langfuse_base_url",
     "parse_url",
     "redact_url",
     "redact_urls_in",
@@ -960,7 +961,7 @@ def _route(values: dict[str, Any], inputs: dict[str, Any], overrides: Mapping[st
 
     if "langfuse_base_url" in values:
         name = reader.source.get("langfuse_base_url", "LANGFUSE_BASE_URL")
-        values["langfuse_base_url"] = _langfuse_base(name, str(values["langfuse_base_url"]))
+        values["langfuse_base_url"] = parse_langfuse_base_url(name, str(values["langfuse_base_url"]))
     pk, sk = values.get("langfuse_public_key"), values.get("langfuse_secret_key")
     if bool(pk) != bool(sk) and endpoint is None:
         missing, present = (
@@ -1022,7 +1023,8 @@ def _base_endpoint(name: str, raw: str, protocol: str, insecure: bool | None, re
     return url + OTLP_TRACES_PATH
 
 
-def _langfuse_base(name: str, raw: str) -> str:
+def parse_langfuse_base_url(name: str, raw: str) -> str:
+    """A Langfuse host URL: a checked base URL that does not already contain the OTLP path."""
     url = parse_url(name, raw, base=True)
     path = urlsplit(url).path
     if LANGFUSE_OTLP_PATH in path:
