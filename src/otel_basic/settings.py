@@ -1,7 +1,7 @@
 """The only reader of ``os.environ``: ONE declared table of every setting, and a frozen :class:`Settings`.
 
 Every variable is a row of :data:`TABLE`: name(s), type, unit, accepted range, default, doc, and the
-parser. The README's configuration table (``python -m otel_basic.settings --markdown``) and
+parser. The README's configuration table (``python -m otel_basic settings --markdown``) and
 doctor's output come from the same rows, so they cannot drift (a test compares the README).
 
 Bad values never crash the host. A row's parser either
@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import re
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -1127,17 +1126,3 @@ def _display(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value) or "–"
     return str(value)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m otel_basic.settings --markdown``: print the README's configuration table."""
-    args = sys.argv[1:] if argv is None else argv
-    if args != ["--markdown"]:
-        print("usage: python -m otel_basic.settings --markdown", file=sys.stderr)
-        return 2
-    sys.stdout.write(markdown_table())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
