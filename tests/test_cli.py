@@ -247,3 +247,19 @@ def test_help_lists_doctor_first_and_the_layer_never_imports_the_app() -> None:
     )
     check = subprocess.run([PYTHON, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stderr
+
+
+def test_replay_output_never_shows_credentials_in_the_endpoint_url() -> None:
+    password = "pw-in-url-98765"
+    with LangfuseReceiver() as receiver:
+        port = receiver.port
+    # the receiver is stopped now: connection refused, with the credentials in the URL
+    env = subprocess_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://user:{password}@127.0.0.1:{port}", OTEL_EXPORTER_OTLP_TIMEOUT="1000"
+    )
+    spool = _spool(env)
+    spool.write(encode_request(_spans(["d-0"])), 1)
+    proc = _run("replay", env=env)
+    assert proc.returncode == 1
+    assert password not in proc.stdout + proc.stderr
+    assert "****@127.0.0.1" in proc.stdout

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from otel_basic.settings import ConfigError, load_settings
+from otel_basic.settings import ConfigError, load_settings, redact_urls_in
 
 
 class _InOrder(click.Group):
@@ -74,7 +74,7 @@ def replay(rejected: bool) -> None:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        console.print(Text(f"configuration error: {exc}", style="bold red"))
+        console.print(Text(f"configuration error: {redact_urls_in(str(exc))}", style="bold red"))
         sys.exit(2)
     if settings.route in ("disabled", "file"):
         why = "the file route has no spool" if settings.route == "file" else settings.reason
@@ -131,7 +131,7 @@ def replay(rejected: bool) -> None:
     table.add_row("remaining", f"{_n(after.batches, 'batch')}, {_n(after.spans, 'span')}")
     console.print(table)
     if result.error:
-        console.print(Text(f"stopped: {result.error}; run `otel-basic doctor`", style="red"))
+        console.print(Text(f"stopped: {redact_urls_in(result.error)}; run `otel-basic doctor`", style="red"))
     if result.rejected_batches:
         console.print(Text("rejected batches are kept aside: `otel-basic doctor` shows why", style="red"))
     else:
