@@ -459,3 +459,17 @@ def test_extreme_values_are_clamped_and_spans_still_arrive(monkeypatch: pytest.M
         report = otel_basic.flush(timeout=5)
         assert report, report
         assert "survives-extremes" in receiver.span_names()
+
+
+def test_console_exporter_prints_spans() -> None:
+    code = (
+        "import otel_basic\n"
+        "assert otel_basic.configure().enabled\n"
+        "with otel_basic.get_tracer('t').start_as_current_span('printed-span'):\n"
+        "    pass\n"
+        "print('flushed', bool(otel_basic.flush(timeout=5)))\n"
+    )
+    env = subprocess_env(OTEL_TRACES_EXPORTER="console")
+    proc = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert '"name": "printed-span"' in proc.stdout and "flushed True" in proc.stdout

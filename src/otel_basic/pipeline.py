@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 
 from otel_basic.exporters.file import OtlpJsonFileExporter
 from otel_basic.exporters.limits import LimitingExporter
@@ -54,6 +54,8 @@ def build_transport(settings: Settings) -> SpanExporter:
     if settings.route == "file":
         assert settings.file_path is not None
         return OtlpJsonFileExporter(settings.file_path)
+    if settings.route == "console":  # OTEL_TRACES_EXPORTER=console (spec): print each span
+        return ConsoleSpanExporter()
     if settings.protocol == "grpc":
         # grpcio is the optional [grpc] extra (settings checks it is installed): import on use.
         from otel_basic.exporters.otlp_grpc import OtlpGrpcExporter
@@ -73,7 +75,7 @@ def build_transport(settings: Settings) -> SpanExporter:
 
 
 def build_spool(settings: Settings) -> Spool | None:
-    if settings.spool_dir is None or settings.route == "file":
+    if settings.spool_dir is None or settings.route in ("file", "console"):
         return None
     key = destination_key(settings.endpoint, settings.langfuse_public_key)
     return Spool(settings.spool_dir, key, max_bytes=settings.spool_max_bytes)
