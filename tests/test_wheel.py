@@ -55,6 +55,9 @@ def test_wheel_in_a_fresh_venv_without_extras(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         tops = {name.split("/")[0] for name in zf.namelist()}
         requires = zf.read(next(n for n in zf.namelist() if n.endswith("METADATA"))).decode()
+        entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt"))).decode()
+    assert "[pytest11]" not in entry_points  # the pytest plugin is opt-in: never loaded by every pytest run
+    assert "[opentelemetry_configurator]" in entry_points and "[opentelemetry_distro]" in entry_points
     assert tops == {"otel_basic", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     core = [line for line in requires.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     for name in ("click", "rich", "uvicorn", "starlette", "llama-agents-server", "grpcio", "rotel"):
