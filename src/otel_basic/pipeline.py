@@ -128,7 +128,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         schedule_delay=settings.schedule_delay,
         max_queue_size=settings.max_queue_size,
         max_export_batch_size=settings.max_export_batch_size,
-        export_timeout=settings.export_timeout,
+        export_timeout=settings.batch_export_timeout,  # OTEL_BSP_EXPORT_TIMEOUT: one batch export
         overflow=spooler.keep if spooler is not None else None,
         overflow_policy=settings.overflow,
         max_force_flush=settings.flush_timeout,
