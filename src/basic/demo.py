@@ -1,4 +1,4 @@
-"""``otel-basic demo`` / ``python -m basic.demo``: the newcomer's first command.
+"""``python -m basic.demo`` (``scripts/demo.sh``): the newcomer's first command.
 
 Runs the email workflow on the bundled sample emails and shows, for each run, the result and the
 trace it produced, then where the spans went. It works offline with nothing configured: the spans
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -334,7 +336,7 @@ def run_demo(
         console.print(
             Panel.fit(
                 Text.assemble(
-                    ("otel-basic demo", "bold"),
+                    ("python -m basic.demo", "bold"),
                     f": the email workflow on {_plural(len(emails), 'sample email')}\n",
                     ("LLM: ", "dim"),
                     _llm_name(),
@@ -439,18 +441,40 @@ def _summary(
         console.print(
             Text(
                 "Next: set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (and LANGFUSE_BASE_URL for US or "
-                "self-hosted) and run `otel-basic demo` again; `otel-basic doctor` checks the setup.",
+                "self-hosted) and run `scripts/demo.sh` again; `otel-basic doctor` checks the setup.",
                 style="dim",
             )
         )
     return 0 if ok else 1
 
 
-def main() -> None:
-    """``python -m basic.demo``: the same command as ``otel-basic demo``."""
-    from otel_basic.cli import demo
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--count", "-n", type=click.IntRange(min=1), default=None, help="How many sample emails (default: all 5)."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Spans file when nothing is configured (default ./otel-basic-traces.jsonl).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="One line per run and the summary; no trees.")
+@click.option("--agent", is_flag=True, help="Run a FunctionAgent with tools on an OpenAI-compatible model instead.")
+def main(count: int | None, out: Path | None, quiet: bool, agent: bool) -> None:
+    """Run the email workflow on the sample emails and show each result and its trace.
 
-    demo(prog_name="python -m basic.demo")
+    Offline by default: the spans go to a local OTLP JSON lines file. With LANGFUSE_* or
+    OTEL_EXPORTER_OTLP_ENDPOINT set, they go there and the Langfuse trace URLs are printed.
+    With --agent: a FunctionAgent on OPENAI_BASE_URL (or a local stand-in server), showing each
+    generation's tokens, timing and cost as Langfuse will.
+    """
+    if agent:
+        # Imported on use: the agent needs the optional [openai] extra, the email demo does not.
+        from basic.agent_demo import main as agent_main
+
+        agent_main(["--out", str(out)] if out else [])
+        return
+    sys.exit(run_demo(count=count, out=out, quiet=quiet, console=Console()))
 
 
 if __name__ == "__main__":

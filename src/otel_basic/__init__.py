@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Tracer
 
+# First, before anything imports the OpenTelemetry SDK (which crashes on one bad variable).
+from otel_basic import sdk_env  # noqa: F401
 from otel_basic.flush import FlushReport
 from otel_basic.runtime import Telemetry, configure, current, reset
 from otel_basic.runtime import shutdown as _shutdown
