@@ -236,3 +236,12 @@ def test_spans_evicted_by_the_spool_cap_count_as_dropped(
     report = otel_basic.flush(timeout=2)
     assert report.dropped > 0 and "evicted" in (report.error or ""), report.summary()
     assert report.spooled == 40 and report.in_spool + report.dropped == 40, report.summary()
+
+
+def test_doctor_is_not_healthy_behind_a_login_page(langfuse_env: LangfuseReceiver) -> None:
+    from otel_basic.doctor import run_doctor
+
+    langfuse_env.fail_next(200, count=100, body="<html>Sign in</html>", content_type="text/html")
+    report = run_doctor(langfuse_env.env())
+    canary = next(c for c in report.checks if c.name == "canary")
+    assert canary.ok is False and "not an OTLP answer" in canary.detail, canary
