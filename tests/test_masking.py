@@ -449,7 +449,7 @@ def test_custom_detector_objects_and_detector_selection() -> None:
     assert "+44 20 7946 0958" in m.mask_text("HELLO ada@example.org +44 20 7946 0958")
     with pytest.raises(ValueError, match="unknown detector"):
         Masker(detectors=["email", "dna"])
-    assert set(BUILTIN_DETECTORS) == {"bearer", "api_key", "assignment", "email", "iban", "card", "phone"}
+    assert set(BUILTIN_DETECTORS) == {"url_credentials", "bearer", "api_key", "assignment", "email", "iban", "card", "phone"}
 
 
 # --- false positives ------------------------------------------------------------------------------------

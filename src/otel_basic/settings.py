@@ -85,6 +85,7 @@ class Settings:
     mask_patterns: Mapping[str, str] = field(default_factory=dict)
     mask_allow_keys: tuple[str, ...] = ()
     mask_hook: Callable[[str, str], str] | None = field(default=None, repr=False)
+    mask_salt: str | None = field(default=None, repr=False)  # None: derived from the deployment identity
     max_attribute_chars: int = 16384
     install_signal_handlers: bool = True
 
@@ -97,7 +98,7 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "langfuse_secret_key":
+            if f.name in ("langfuse_secret_key", "mask_salt"):
                 value = _masked(value) if value else None
             elif f.name == "mask_hook":
                 value = None if value is None else getattr(value, "__qualname__", "callable")
@@ -332,6 +333,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         values["mask_patterns"] = parse_patterns("OTEL_BASIC_MASK_PATTERNS", raw)
     if raw := _get(env, "OTEL_BASIC_MASK_ALLOW_KEYS"):
         values["mask_allow_keys"] = tuple(k.strip() for k in raw.split(",") if k.strip())
+    if raw := _get(env, "OTEL_BASIC_MASK_SALT"):
+        values["mask_salt"] = raw
     if raw := _get(env, "OTEL_BASIC_MAX_ATTRIBUTE_CHARS"):
         values["max_attribute_chars"] = int(
             parse_number("OTEL_BASIC_MAX_ATTRIBUTE_CHARS", raw, minimum=64, integer=True)
@@ -412,6 +415,7 @@ _NULLABLE = {
     "release",
     "langfuse_public_key",
     "langfuse_secret_key",
+    "mask_salt",
     "spool_dir",
     "file_path",
     "log_level",

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html.entities
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,10 +44,20 @@ __all__ = [
 Hit = tuple[int, int, str, str]
 """``(start, end, label, normalized)``: where the value is, its token label and the value to hash."""
 
-BUILTIN_DETECTORS: tuple[str, ...] = ("bearer", "api_key", "assignment", "email", "iban", "card", "phone")
+BUILTIN_DETECTORS: tuple[str, ...] = (
+    "url_credentials",
+    "bearer",
+    "api_key",
+    "assignment",
+    "email",
+    "iban",
+    "card",
+    "phone",
+)
 """Names of the built-in detectors (all enabled by default), in priority order for overlapping hits."""
 
 _LABELS = {
+    "url_credentials": "secret",
     "bearer": "token",
     "api_key": "secret",
     "assignment": "secret",
@@ -130,10 +142,13 @@ _NUM = re.compile(
     r"|([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30})(?![A-Za-z0-9])"
     # national with trunk 0 and separated groups: 0176 12345678, 030/901820, 03-1234-5678
     r"|(?<!\.)(0[0-9]{1,4}(?:[ /-][0-9]{2,8}){1,4})(?![\w/]|[.,:][0-9])"
-    # card: issuer digit 2-6 (epoch timestamps start with 1), 13-19 digits, single space/dash
-    r"|(?<!\.)([2-6][0-9]{3}(?:[ -]?[0-9]){9,15})(?![\w]|[.-][0-9])"
-    # North American: 415-555-0132, 415.555.0132
-    r"|(?<![./:])([0-9]{3}[.-][0-9]{3}[ .-][0-9]{4})(?![\w]|[.,-][0-9])"
+    # card: issuer digit 2-6 (epoch timestamps start with 1), 13-19 digits, single space/dash; or dotted
+    # in groups of four (4111.1111.1111.1111) or 4-6-5 (Amex), never a free-form decimal
+    r"|(?<!\.)([2-6][0-9]{3}(?:[ -]?[0-9]){9,15}|[2-6][0-9]{3}(?:\.[0-9]{4}){3}|3[0-9]{3}\.[0-9]{6}\.[0-9]{5})"
+    r"(?![\w]|[.-][0-9])"
+    # North American: 415-555-0132, 415.555.0132, and with spaces 415 555 0132 (area code and exchange
+    # 2-9, as the numbering plan requires: "100 200 3000" is not a phone number)
+    r"|(?<![./:])([0-9]{3}[.-][0-9]{3}[ .-][0-9]{4}|[2-9][0-9]{2} [2-9][0-9]{2}[ -][0-9]{4})(?![\w]|[.,-][0-9])"
     r")",
     re.ASCII,
 )
@@ -145,12 +160,21 @@ _DIGITS = re.compile(r"[0-9]+")
 
 
 def _iban_hit(text: str, m: re.Match[str]) -> Hit | None:
-    start = m.start()
-    body = m.group()
+    return _iban_at(m.start(), m.group(), strict=False)
+
+
+def _iban_at(start: int, body: str, *, strict: bool) -> Hit | None:
+    """An IBAN at the start of ``body`` (written from ``start``): cut to its country's length and
+    mod-97-checked. ``strict`` (lower-case candidates) also requires a known country code, so a hex
+    hash that happens to start with two letters and two digits is not taken for an IBAN."""
+    body = body.upper()
     expected = IBAN_LENGTHS.get(body[:2])
     if expected is None:
+        if strict:
+            return None
         compact = body.replace(" ", "")
-        return (start, m.end(), "iban", compact) if 15 <= len(compact) <= 34 and iban_valid(compact) else None
+        end = start + len(body)
+        return (start, end, "iban", compact) if 15 <= len(compact) <= 34 and iban_valid(compact) else None
     # The end of the ``expected``-th non-space character: a fixed point of end = expected + spaces before it.
     end = expected
     while end <= len(body) and end != expected + body.count(" ", 0, end):
@@ -167,7 +191,7 @@ def _numeric_hit(text: str, m: re.Match[str]) -> Hit | None:
         return _iban_hit(text, m)
     value = m.group()
     if kind == "card":
-        digits = value.replace(" ", "").replace("-", "")
+        digits = value.replace(" ", "").replace("-", "").replace(".", "")
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             return m.start(), m.end(), "card", digits
         return None
@@ -190,7 +214,11 @@ def _numeric_hit(text: str, m: re.Match[str]) -> Hit | None:
 
 # --- e-mail: anchored on each "@" -------------------------------------------------------------------------
 _LOCAL_REVERSED = re.compile(r"[\w.%+-]{1,64}")
-_DOMAIN = re.compile(r"(?:[\w-]+\.)+[^\W\d_]{2,}")
+# A domain name with a TLD, an address literal (judy@[10.1.2.3], x@[IPv6:fd00::1]) or localhost.
+_DOMAIN = re.compile(r"(?:[\w-]+\.)+[^\W\d_]{2,}|\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]|localhost(?![\w.-])")
+# A single-label host (mallory@intranet) counts only where the text says it is an address: inside
+# <...> or after "mailto:". Elsewhere "name@label" is too often a package pin or a handle (react@latest).
+_SINGLE_LABEL = re.compile(r"[A-Za-z0-9-]{1,63}")
 
 
 def _email_hits(text: str) -> list[Hit]:
@@ -200,15 +228,48 @@ def _email_hits(text: str) -> list[Hit]:
         window = text[max(0, at - 64) : at][::-1]
         local = _LOCAL_REVERSED.match(window)
         dom = _DOMAIN.match(text, at + 1) if local else None
-        if local and dom:
+        end = dom.end() if dom else -1
+        if local and dom is None:
+            start = at - local.end()
+            single = _SINGLE_LABEL.match(text, at + 1)
+            if single and (
+                (text[start - 1 : start] == "<" and text[single.end() : single.end() + 1] == ">")
+                or text[max(0, start - 7) : start].lower() == "mailto:"
+            ):
+                end = single.end()
+        if local and end > 0:
             start = at - local.end()
             while text[start] == ".":  # ".ada@x.org": the dot is punctuation
                 start += 1
             if start < at:
-                hits.append((start, dom.end(), "email", text[start : dom.end()].lower()))
-            at = text.find("@", dom.end())
+                hits.append((start, end, "email", text[start:end].lower()))
+            at = text.find("@", end)
         else:
             at = text.find("@", at + 1)
+    return hits
+
+
+# --- credentials in URLs: scheme://user:password@host -------------------------------------------------------
+_AUTHORITY = re.compile(r"[^\s/?#\\\"'<>]*")
+
+
+def _url_credential_hits(text: str) -> list[Hit]:
+    """The userinfo of every URL (``user:password`` in ``https://user:password@host/``), whole.
+
+    The authority ends at the first ``/``, ``?`` or ``#``; the userinfo ends at its *last* ``@`` (a
+    password may hold an unencoded ``@``). A user name alone is masked too: it is often a token
+    (``https://ghp_...@github.com``).
+    """
+    hits: list[Hit] = []
+    p = text.find("://")
+    while p >= 0:
+        start = p + 3
+        auth = _AUTHORITY.match(text, start)
+        end = auth.end() if auth else start
+        at = text.rfind("@", start, end)
+        if at > start:
+            hits.append((start, at, "secret", text[start:at]))
+        p = text.find("://", max(end, start))
     return hits
 
 
@@ -357,6 +418,68 @@ def _api_key_hits(text: str) -> list[Hit]:
     return hits
 
 
+# --- encoded text: a decoded view ---------------------------------------------------------------------------
+# "eve%40example.com", "frank&#64;example.com", "&commat;", "\\u0040", full-width "＠" and non-ASCII
+# digits hide a value from detectors that read ASCII. The scanner runs a second time on a decoded view
+# of such text and maps each hit back to the original characters, so the whole encoded form is replaced.
+_ENCODED = re.compile(
+    r"%[0-9A-Fa-f]{2}|&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+    r"|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}"
+)
+_WIDE_OR_DIGIT = re.compile(r"[\uff01-\uff5e]|(?![0-9])\d")
+
+
+def _decode_one(token: str) -> str:
+    head = token[0]
+    if head == "%" or token.startswith(("\\u", "\\x")):
+        return chr(int(token[1:] if head == "%" else token[2:], 16))
+    if token.startswith("&#"):
+        code = int(token[3:-1], 16) if token[2] in "xX" else int(token[2:-1])
+        return chr(code) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else token
+    return html.entities.html5.get(token[1:], token)
+
+
+def _may_be_encoded(text: str) -> bool:
+    return "%" in text or "&" in text or "\\" in text or not text.isascii()
+
+
+def decoded_view(text: str) -> tuple[str, list[int], list[int]] | None:
+    """``(view, starts, ends)``: the text with URL/HTML/JSON escapes decoded, full-width forms and
+    non-ASCII digits folded to ASCII, and for each view character the span ``starts[i]:ends[i]`` of the
+    original it came from. ``None`` when there is nothing to decode."""
+    pieces: list[tuple[int, int, str]] = []
+    if "%" in text or "&" in text or "\\" in text:
+        pieces.extend((m.start(), m.end(), _decode_one(m.group())) for m in _ENCODED.finditer(text))
+    if not text.isascii():
+        for m in _WIDE_OR_DIGIT.finditer(text):
+            c = m.group()
+            digit = unicodedata.digit(c, None)
+            pieces.append((m.start(), m.end(), str(digit) if digit is not None else chr(ord(c) - 0xFEE0)))
+        pieces.sort()
+    if not pieces:
+        return None
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    pos = 0
+    for start, end, decoded in pieces:
+        if start < pos:
+            continue
+        if start > pos:
+            out.append(text[pos:start])
+            starts.extend(range(pos, start))
+            ends.extend(range(pos + 1, start + 1))
+        out.append(decoded)
+        starts.extend([start] * len(decoded))
+        ends.extend([end] * len(decoded))
+        pos = end
+    out.append(text[pos:])
+    starts.extend(range(pos, len(text)))
+    ends.extend(range(pos + 1, len(text) + 1))
+    view = "".join(out)
+    return (view, starts, ends) if view != text else None
+
+
 # --- the scanner ------------------------------------------------------------------------------------------
 
 
@@ -369,6 +492,7 @@ class Scanner:
         if unknown:
             raise ValueError(f"unknown detector(s) {sorted(unknown)}; built-in: {', '.join(BUILTIN_DETECTORS)}")
         self.enabled = tuple(n for n in BUILTIN_DETECTORS if n in names)
+        self._url_credentials = "url_credentials" in names
         self._bearer = "bearer" in names
         self._api_key = "api_key" in names
         self._assignment = "assignment" in names
@@ -383,7 +507,21 @@ class Scanner:
     def hits_and_secret_words(self, text: str, want_words: bool) -> tuple[list[Hit], bool]:
         """The hits, and (if ``want_words``) whether the text mentions a word that can name a secret
         (key, token, password, auth, cookie...). The masker uses that to decide whether a JSON document
-        may have keys like "password" whose values are masked whole."""
+        may have keys like "password" whose values are masked whole.
+
+        Text holding escapes (``%40``, ``&#64;``, ``\\u0040``, full-width characters) is scanned twice:
+        as written, and decoded (:func:`decoded_view`), with the decoded hits mapped back."""
+        hits, words = self._hits(text, want_words)
+        if _may_be_encoded(text):
+            view = decoded_view(text)
+            if view is not None:
+                decoded, starts, ends = view
+                hits.extend((starts[a], ends[b - 1], label, norm) for a, b, label, norm in self._hits(decoded, False)[0])
+                if len(hits) > 1:
+                    hits = _without_overlaps(hits)
+        return hits, words
+
+    def _hits(self, text: str, want_words: bool) -> tuple[list[Hit], bool]:
         hits: list[Hit] = []
         words = False
         if self._bearer or self._assignment or want_words:
@@ -399,10 +537,14 @@ class Scanner:
                 hits.extend(_keyword_hits(text, lower, auth, assign))
         if self._api_key and _may_hold_api_key(text):
             hits.extend(_api_key_hits(text))
+        if self._url_credentials and "://" in text:
+            hits.extend(_url_credential_hits(text))
         if self._email and "@" in text:
             hits.extend(_email_hits(text))
         if self._numeric and len(text) >= 8:
             hits.extend(self._numeric_hits(text))
+            if "iban" in self._numeric and len(text) >= 15:
+                hits.extend(_lower_iban_hits(text))
         if len(hits) > 1:
             hits = _without_overlaps(hits)
         return hits, words
@@ -433,6 +575,20 @@ class Scanner:
                     # Not valid as a whole (e.g. a non-Luhn digit run): a phone may still start inside it.
                     pos = m.start() + 1
         return hits
+
+
+# Lower- or mixed-case IBANs (de89 3704 ..., gb82 west 1234 ...). The numeric candidate scan only sees
+# upper case; this pass looks for a lower-case letter pair, two check digits and a BBAN.
+_IBAN_ANY = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][a-z][0-9]{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])", re.ASCII)
+
+
+def _lower_iban_hits(text: str) -> list[Hit]:
+    hits: list[Hit] = []
+    for m in _IBAN_ANY.finditer(text):
+        hit = _iban_at(m.start(), m.group(), strict=True)
+        if hit is not None:
+            hits.append(hit)
+    return hits
 
 
 _RANK = {"token": 0, "secret": 0, "email": 1, "iban": 2, "card": 3, "phone": 4}
