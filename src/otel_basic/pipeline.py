@@ -22,7 +22,7 @@ from otel_basic.exporters.otlp_grpc import OtlpGrpcExporter
 from otel_basic.exporters.otlp_http import OtlpHttpExporter
 from otel_basic.exporters.split import SplittingExporter
 from otel_basic.exporters.spooling import SpoolingExporter, encode_request
-from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker, MaskingExporter
+from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker, MaskingExporter, derive_salt
 from otel_basic.processor import DeliveryProcessor
 from otel_basic.settings import Settings
 from otel_basic.spool import Sender, Spool, destination_key
@@ -96,6 +96,10 @@ def build_masker(settings: Settings) -> Masker:
         extra_patterns=dict(settings.mask_patterns),
         hook=settings.mask_hook,
         allow_keys=allow,
+        # Stable across processes/replicas of one deployment; see otel_basic.masking.masker (Salt).
+        salt=settings.mask_salt
+        or derive_salt(settings.langfuse_public_key or settings.endpoint, settings.service_name),
+        max_chars=settings.max_attribute_chars,
     )
 
 

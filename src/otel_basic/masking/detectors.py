@@ -516,7 +516,9 @@ class Scanner:
             view = decoded_view(text)
             if view is not None:
                 decoded, starts, ends = view
-                hits.extend((starts[a], ends[b - 1], label, norm) for a, b, label, norm in self._hits(decoded, False)[0])
+                hits.extend(
+                    (starts[a], ends[b - 1], label, norm) for a, b, label, norm in self._hits(decoded, False)[0]
+                )
                 if len(hits) > 1:
                     hits = _without_overlaps(hits)
         return hits, words

@@ -12,8 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_basic.exporters.base import WrappingExporter
-from otel_basic.masking.masker import ERROR_PLACEHOLDER, Masker
-from otel_basic.spancopy import copy_span, transform_span
+from otel_basic.masking.masker import Masker
 
 __all__ = ["MaskingExporter"]
 
@@ -33,15 +32,4 @@ class MaskingExporter(WrappingExporter):
         return self.inner.export([self._mask(span) for span in spans])
 
     def _mask(self, span: ReadableSpan) -> ReadableSpan:
-        m = self.masker
-        try:
-            return transform_span(
-                span,
-                lambda attrs: m._mask_mapping(attrs, event=False),
-                lambda _name, attrs: m._mask_mapping(attrs, event=True),
-                lambda attrs: m._mask_mapping(attrs, event=False),
-                m._mask_status,
-            )
-        except Exception as exc:
-            m._failed(f"span {span.name!r}", exc)
-            return copy_span(span, attributes={"otel_basic.masking.error": ERROR_PLACEHOLDER}, events=(), links=())
+        return self.masker.mask_span(span)  # every string of the span; never raises (skeleton on failure)
