@@ -285,7 +285,7 @@ _EXCEPTION_TYPE = re.compile(
 _MARKER_MAX_CHARS = len(truncation_marker(10**15))
 _MARKER_TAIL = re.compile(r"…\[truncated by otel-basic: original [0-9]+ chars\]\Z")
 # What a cut may have left half of: the last few value-like groups before the cut.
-_PARTIAL_TAIL = re.compile(r"(?:[^\s<>]*[0-9@%&\\][^\s<>]*[ ]?|[A-Za-z0-9+()./-]{1,8}[ ]?){0,8}\Z")
+_PARTIAL_TAIL = re.compile(r"(?:(?:[^\s<>]*[0-9@%&\\][^\s<>]*|[0-9A-Z+()./-]{1,8})[ ]?){0,8}[^\s<>]*\Z")
 _TOKEN_START = re.compile(r"<[a-z_]+:[0-9a-f]*\Z")
 
 
@@ -767,7 +767,7 @@ class Masker:
         marker = _MARKER_TAIL.search(text)
         assert marker is not None
         body = text[: marker.start()]
-        tail = _PARTIAL_TAIL.search(body)
+        tail = _PARTIAL_TAIL.search(body, max(0, len(body) - 160))  # bounded: at most 160 characters
         if tail is not None and tail.start() < len(body):
             body = body[: tail.start()]
         masked = self._scan(body)
