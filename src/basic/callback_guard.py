@@ -12,8 +12,9 @@ Redis) and its answer becomes a port and service probe of the server's network. 
   NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``).
 - The connection goes to that checked address (the URL's host is replaced by it; ``Host`` and TLS SNI and
   certificate checks still use the name), so a second, different DNS answer (DNS rebinding) is never
-  used. After the response, the peer address is compared with it again. Environment proxies are not
-  used (a proxy would resolve the name itself); redirects are not followed.
+  used. Right after the TCP connect, before the request is sent, the peer address is compared with it
+  again (an httpcore trace hook). Environment proxies are not used (a proxy would resolve the name
+  itself); redirects are not followed.
 - ``BASIC_CALLBACK_ALLOW_HOSTS`` (comma-separated host names, addresses and CIDR networks, e.g.
   ``hooks.internal.example,10.20.0.0/16,127.0.0.1``) opens what a deployment needs: an allow-listed
   name skips the name check and the address checks; an address inside an allow-listed network passes.
@@ -220,26 +221,33 @@ async def check_target(url: str, allow: AllowList | None = None, resolver: Resol
         checked.append(ip)
     pinned = checked[0]
     headers = {"Host": parsed.netloc.decode("ascii").rsplit("@", 1)[-1]}
-    extensions: dict[str, Any] = {}
+    extensions: dict[str, Any] = {"trace": _peer_guard(str(pinned))}
     if parsed.scheme == "https" and literal is None:
         extensions["sni_hostname"] = host  # TLS name and certificate check stay on the name
     return PinnedTarget(parsed.copy_with(host=str(pinned)), str(pinned), headers, extensions)
 
 
-def check_peer(response: httpx.Response, target: PinnedTarget) -> None:
-    """Raise :class:`CallbackRefused` if the response did not come from the checked address."""
-    stream = response.extensions.get("network_stream")
-    if stream is None:
-        return  # not exposed by this transport: the connection was made to target.url's address anyway
-    peer = stream.get_extra_info("server_addr")
-    if not peer:
-        return
+def check_peer(peer: object, address: str) -> None:
+    """Raise :class:`CallbackRefused` unless ``peer`` (a socket address) is the checked ``address``."""
     try:
-        same = ipaddress.ip_address(str(peer[0]).split("%", 1)[0]) == ipaddress.ip_address(target.address)
+        host = str(peer[0]) if isinstance(peer, tuple) else ""
+        same = ipaddress.ip_address(host.split("%", 1)[0]) == ipaddress.ip_address(address)
     except ValueError:
         same = False
     if not same:
         raise CallbackRefused("connected to an address other than the checked one")
+
+
+def _peer_guard(address: str) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore ``trace`` hook: right after the TCP connect, before a byte of the request is sent, the
+    peer must be the checked address (a refusal aborts the request with :class:`CallbackRefused`)."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            stream = info.get("return_value")
+            check_peer(stream.get_extra_info("server_addr") if stream is not None else None, address)
+
+    return trace
 
 
 def client(timeout: float) -> httpx.AsyncClient:
