@@ -140,8 +140,10 @@ _NUM = re.compile(
     r"|\(([0-9]{3}\) ?[0-9]{3}[ .-][0-9]{4})(?![\w]|[.,-][0-9])"
     # IBAN: country code, check digits, BBAN (validated by country length and mod-97)
     r"|([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30})(?![A-Za-z0-9])"
-    # national with trunk 0 and separated groups: 0176 12345678, 030/901820, 03-1234-5678
-    r"|(?<!\.)(0[0-9]{1,4}(?:[ /-][0-9]{2,8}){1,4})(?![\w/]|[.,:][0-9])"
+    # national with trunk 0 and separated groups: 0176 12345678, 030/901820, 03-1234-5678; the area code in
+    # parentheses, (020) 7946 0958, (02) 1234 5678; French dotted pairs, 01.23.45.67.89
+    r"|(?<!\.)(0[0-9]{1,4}(?:[ /-][0-9]{2,8}){1,4}|\(0[0-9]{1,4}\) ?[0-9]{2,8}(?:[ -][0-9]{2,8}){0,3}"
+    r"|0[1-9](?:\.[0-9]{2}){4})(?![\w/]|[.,:][0-9])"
     # card: issuer digit 2-6 (epoch timestamps start with 1), 13-19 digits, single space/dash; or dotted
     # in groups of four (4111.1111.1111.1111) or 4-6-5 (Amex), never a free-form decimal
     r"|(?<!\.)([2-6][0-9]{3}(?:[ -]?[0-9]){9,15}|[2-6][0-9]{3}(?:\.[0-9]{4}){3}|3[0-9]{3}\.[0-9]{6}\.[0-9]{5})"
