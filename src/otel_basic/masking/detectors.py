@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import html.entities
 import math
 import re
@@ -422,64 +423,135 @@ def _api_key_hits(text: str) -> list[Hit]:
 
 # --- encoded text: a decoded view ---------------------------------------------------------------------------
 # "eve%40example.com", "frank&#64;example.com", "&commat;", "\\u0040", full-width "＠" and non-ASCII
-# digits hide a value from detectors that read ASCII. The scanner runs a second time on a decoded view
-# of such text and maps each hit back to the original characters, so the whole encoded form is replaced.
-_ENCODED = re.compile(
-    r"%[0-9A-Fa-f]{2}|&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
-    r"|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}"
+# digits hide a value from detectors that read ASCII. The scanner also reads a decoded view of such text
+# (only around what was decoded) and maps each hit back to the original characters, so the whole encoded
+# form is replaced. Each kind is gated by a substring test and found by a regex with a literal first
+# character, so text without escapes pays almost nothing.
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_BACKSLASH = re.compile(r"\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}")
+_ESCAPES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    (("%",), _PERCENT),
+    (("&",), _ENTITY),
+    (("\\u", "\\x"), _BACKSLASH),
 )
-_WIDE_OR_DIGIT = re.compile(r"[\uff01-\uff5e]|(?![0-9])\d")
+# Non-ASCII characters that stand for ASCII ones a detector reads: full-width forms (＠, ４), Unicode spaces
+# (no-break, thin, narrow no-break: phone groups), and the decimal digits of the most used other scripts
+# (Arabic-Indic, Extended Arabic-Indic, Devanagari, Bengali, Thai). One character class: one fast scan.
+_NON_ASCII_LOOKALIKE = re.compile(
+    "[\uff01-\uff5e\u00a0\u2000-\u200a\u202f\u205f\u3000"
+    "\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u09e6-\u09ef\u0e50-\u0e59]"
+)
 
 
-def _decode_one(token: str) -> str:
+def _fold(c: str) -> str:
+    if "\uff01" <= c <= "\uff5e":
+        return chr(ord(c) - 0xFEE0)
+    if c.isspace():
+        return " "
+    return str(unicodedata.decimal(c))
+
+
+_VIEW_MARGIN = 400
+"""How far around a decoded character a value containing it can reach (local part + domain, IBAN...)."""
+
+
+def _decode_one(token: str, letters: bool) -> str | None:
+    """The character(s) an escape stands for, or ``None`` when it does not matter to any detector.
+    Non-ASCII letters (``\\u00e9``) matter only to addresses, so only when ``letters`` (an "@" is near)."""
     head = token[0]
-    if head == "%" or token.startswith(("\\u", "\\x")):
-        return chr(int(token[1:] if head == "%" else token[2:], 16))
-    if token.startswith("&#"):
+    if head == "%" or head == "\\":
+        decoded = chr(int(token[1:] if head == "%" else token[2:], 16))
+    elif token.startswith("&#"):
         code = int(token[3:-1], 16) if token[2] in "xX" else int(token[2:-1])
-        return chr(code) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else token
-    return html.entities.html5.get(token[1:], token)
+        if not 0 < code < 0x110000 or 0xD800 <= code < 0xE000:
+            return None
+        decoded = chr(code)
+    else:
+        decoded = html.entities.html5.get(token[1:], "")
+    if decoded.isspace():
+        return " "  # &nbsp; between the groups of a phone number
+    # "&amp;", "&lt;" and the like change nothing a detector reads: no second look for them.
+    if not decoded or not (decoded.isalnum() or decoded in _VIEW_RELEVANT):
+        return None
+    return decoded if letters or decoded.isascii() or decoded.isdecimal() else None
+
+
+_VIEW_RELEVANT = frozenset("@.+-_:/()[] \t\n%=")
 
 
 def _may_be_encoded(text: str) -> bool:
-    return "%" in text or "&" in text or "\\" in text or not text.isascii()
+    return "%" in text or "&" in text or "\\u" in text or "\\x" in text or not text.isascii()
 
 
-def decoded_view(text: str) -> tuple[str, list[int], list[int]] | None:
-    """``(view, starts, ends)``: the text with URL/HTML/JSON escapes decoded, full-width forms and
-    non-ASCII digits folded to ASCII, and for each view character the span ``starts[i]:ends[i]`` of the
-    original it came from. ``None`` when there is nothing to decode."""
-    pieces: list[tuple[int, int, str]] = []
-    if "%" in text or "&" in text or "\\" in text:
-        pieces.extend((m.start(), m.end(), _decode_one(m.group())) for m in _ENCODED.finditer(text))
+Piece = tuple[int, int, str]
+"""``(start, end, decoded)``: ``text[start:end]`` stands for ``decoded``."""
+
+
+def _pieces(text: str) -> list[Piece]:
+    pieces: list[Piece] = []
+    at = "@" in text
+    for needles, pattern in _ESCAPES:
+        if any(n in text for n in needles):
+            pieces.extend((m.start(), m.end(), d) for m in pattern.finditer(text) if (d := _decode_one(m.group(), at)))
     if not text.isascii():
-        for m in _WIDE_OR_DIGIT.finditer(text):
-            c = m.group()
-            digit = unicodedata.digit(c, None)
-            pieces.append((m.start(), m.end(), str(digit) if digit is not None else chr(ord(c) - 0xFEE0)))
-        pieces.sort()
+        pieces.extend((m.start(), m.end(), _fold(m.group())) for m in _NON_ASCII_LOOKALIKE.finditer(text))
+    pieces.sort()
+    return pieces
+
+
+def decoded_view(text: str) -> tuple[str, list[int], Callable[[int, int], tuple[int, int]]] | None:
+    """``(view, decoded_at, to_original)``: the text with URL/HTML/JSON escapes decoded and full-width
+    forms and non-ASCII digits folded to ASCII; where in the view each decoded piece starts; and
+    ``to_original(start, end)``, which maps a span of the view back to the span of the original it came
+    from. ``None`` when nothing relevant is encoded."""
+    pieces = _pieces(text)
     if not pieces:
         return None
     out: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
+    view_starts: list[int] = []  # where each piece starts in the view
     pos = 0
+    vpos = 0
+    kept: list[Piece] = []
     for start, end, decoded in pieces:
         if start < pos:
-            continue
-        if start > pos:
-            out.append(text[pos:start])
-            starts.extend(range(pos, start))
-            ends.extend(range(pos + 1, start + 1))
+            continue  # overlapping escapes: keep the first
+        out.append(text[pos:start])
+        vpos += start - pos
+        view_starts.append(vpos)
+        kept.append((start, end, decoded))
         out.append(decoded)
-        starts.extend([start] * len(decoded))
-        ends.extend([end] * len(decoded))
+        vpos += len(decoded)
         pos = end
     out.append(text[pos:])
-    starts.extend(range(pos, len(text)))
-    ends.extend(range(pos + 1, len(text) + 1))
     view = "".join(out)
-    return (view, starts, ends) if view != text else None
+
+    def original(i: int, *, end: bool) -> int:
+        k = bisect.bisect_right(view_starts, i) - 1
+        if k < 0:
+            return i
+        start, stop, decoded = kept[k]
+        inside = i - view_starts[k]
+        if inside < len(decoded) or (end and inside == len(decoded)):
+            return stop if end and inside > 0 else start
+        return stop + inside - len(decoded)
+
+    def to_original(start: int, end: int) -> tuple[int, int]:
+        return original(start, end=False), original(end, end=True)
+
+    return view, view_starts, to_original
+
+
+def _view_windows(view_len: int, starts: list[int], margin: int) -> list[tuple[int, int]]:
+    """Merged windows of ``margin`` characters around each decoded position of the view."""
+    windows: list[tuple[int, int]] = []
+    for s in starts:
+        lo, hi = max(0, s - margin), min(view_len, s + margin)
+        if windows and lo <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], hi)
+        else:
+            windows.append((lo, hi))
+    return windows
 
 
 # --- the scanner ------------------------------------------------------------------------------------------
@@ -517,13 +589,29 @@ class Scanner:
         if _may_be_encoded(text):
             view = decoded_view(text)
             if view is not None:
-                decoded, starts, ends = view
-                hits.extend(
-                    (starts[a], ends[b - 1], label, norm) for a, b, label, norm in self._hits(decoded, False)[0]
-                )
+                hits.extend(self._view_hits(*view))
                 if len(hits) > 1:
                     hits = _without_overlaps(hits)
         return hits, words
+
+    def _view_hits(
+        self, view: str, decoded_at: list[int], to_original: Callable[[int, int], tuple[int, int]]
+    ) -> list[Hit]:
+        """Hits that hold a decoded character, found in windows of the view around them (a value cannot
+        reach further than ``_VIEW_MARGIN``), mapped back to the original text. A hit touching a window's
+        edge is dropped: it may be the cut-off part of a value the scan of the original text finds whole."""
+        found: list[Hit] = []
+        n = len(view)
+        for lo, hi in _view_windows(n, decoded_at, _VIEW_MARGIN):
+            for a, b, label, norm in self._hits(view[lo:hi], False)[0]:
+                a, b = a + lo, b + lo
+                if (a == lo and lo > 0) or (b == hi and hi < n):
+                    continue
+                k = bisect.bisect_left(decoded_at, a)
+                if k < len(decoded_at) and decoded_at[k] < b:
+                    start, end = to_original(a, b)
+                    found.append((start, end, label, norm))
+        return found
 
     def _hits(self, text: str, want_words: bool) -> tuple[list[Hit], bool]:
         hits: list[Hit] = []
@@ -547,8 +635,6 @@ class Scanner:
             hits.extend(_email_hits(text))
         if self._numeric and len(text) >= 8:
             hits.extend(self._numeric_hits(text))
-            if "iban" in self._numeric and len(text) >= 15:
-                hits.extend(_lower_iban_hits(text))
         if len(hits) > 1:
             hits = _without_overlaps(hits)
         return hits, words
@@ -557,8 +643,16 @@ class Scanner:
         hits: list[Hit] = []
         search = _NUM.search
         labels = self._numeric_labels
+        lower_iban = "iban" in labels
+        iban_end = 0
         for cand in _NUM_CANDIDATE.finditer(text):
             pos = cand.start()
+            if lower_iban and cand.end() > iban_end:
+                # A lower- or mixed-case IBAN holds a run of digits (this candidate): look around it.
+                iban_end = cand.end() + 2
+                lo = max(0, pos - _IBAN_LOOKBACK)
+                if _IBAN_ANY.search(text, lo, iban_end + 40) is not None:
+                    hits.extend(_lower_iban_hits(text, lo, iban_end))
             if text[pos + 4 : pos + 5] in ("-", "/", ".") and text[pos + 7 : pos + 8] == text[pos + 4]:
                 # Starts with a date (2024-06-03, 2024/06/12): nothing can start inside it.
                 if text[pos : pos + 4].isdigit() and text[pos + 5 : pos + 7].isdigit():
@@ -582,13 +676,15 @@ class Scanner:
 
 
 # Lower- or mixed-case IBANs (de89 3704 ..., gb82 west 1234 ...). The numeric candidate scan only sees
-# upper case; this pass looks for a lower-case letter pair, two check digits and a BBAN.
+# upper case; around each candidate (a run of digits), this looks for a lower-case letter pair, two check
+# digits and a BBAN.
 _IBAN_ANY = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][a-z][0-9]{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])", re.ASCII)
+_IBAN_LOOKBACK = 20  # country code, check digits and letters of the BBAN before its first digit run
 
 
-def _lower_iban_hits(text: str) -> list[Hit]:
+def _lower_iban_hits(text: str, start: int, end: int) -> list[Hit]:
     hits: list[Hit] = []
-    for m in _IBAN_ANY.finditer(text):
+    for m in _IBAN_ANY.finditer(text, start, min(len(text), end + 40)):
         hit = _iban_at(m.start(), m.group(), strict=True)
         if hit is not None:
             hits.append(hit)
