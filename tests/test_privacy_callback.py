@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+import otel_basic
 from basic import callback_guard
 from basic.callback_guard import REFUSED, AllowList, CallbackRefused, check_peer, check_target, refusal_reason
 from basic.email_workflow import EmailWorkflow
@@ -254,3 +255,23 @@ async def test_environment_proxies_are_not_used(sink: Sink, monkeypatch: pytest.
     result = await workflow().run(email_data=sample_email("question"), callback=f"http://127.0.0.1:{sink.port}/hook")
     assert result.delivery is not None and result.delivery.ok
     assert isinstance(callback_guard.client(1.0), httpx.AsyncClient)
+
+
+@pytest.mark.parametrize("level", ["detectors", "hide"])
+async def test_callback_credentials_never_reach_telemetry(
+    sink: Sink, langfuse_env: Any, monkeypatch: pytest.MonkeyPatch, level: str
+) -> None:
+    """The callback URL's user:password appears in the run's input, every step's input/output and the
+    delivery span: the url_credentials detector removes it from all of them (with masking off, the
+    password is on the wire: checked by hand)."""
+    monkeypatch.setenv("BASIC_CALLBACK_ALLOW_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("OTEL_BASIC_MASK", level)
+    otel_basic.configure()
+    url = f"http://hook-user:Pw9-s3cret-v4lue@127.0.0.1:{sink.port}/hook?token=q-T0ken-42"
+    result = await otel_basic.run_with_flush(workflow(), email_data=sample_email("question"), callback=url)
+    assert result.delivery is not None and result.delivery.ok
+    assert sink.requests and sink.requests[0]["Authorization"].startswith("Basic ")  # the credentials were used
+    wire = b"\n".join(r.body for r in langfuse_env.trace_requests)
+    assert b"deliver_result" in wire
+    for secret in (b"Pw9-s3cret-v4lue", b"hook-user:"):
+        assert secret not in wire
