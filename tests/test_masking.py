@@ -444,7 +444,9 @@ def test_custom_pattern_and_hook() -> None:
     m = Masker(extra_patterns={"customer": r"CUST-\d{6}", "ticket": re.compile(r"TCK#\d+")}, hook=hook, salt="")
     out = m.mask_value("note", "CUST-123456 about Project Falcon, TCK#42, mail ada@example.org")
     assert isinstance(out, str)
-    assert re.fullmatch(r"<customer:[0-9a-f]{16}> about <project>, <ticket:[0-9a-f]{16}>, mail <email:[0-9a-f]{16}>", out)
+    assert re.fullmatch(
+        r"<customer:[0-9a-f]{16}> about <project>, <ticket:[0-9a-f]{16}>, mail <email:[0-9a-f]{16}>", out
+    )
     assert seen == ["note"]
     assert Masker(extra_patterns={"pin": r"\b\d{4}\b"}).mask_value("pin", "1234") != "1234"  # short values too
     # JSON documents with user patterns take the parse path and stay valid.
@@ -459,7 +461,9 @@ def test_custom_detector_objects_and_detector_selection() -> None:
     assert "+44 20 7946 0958" in m.mask_text("HELLO ada@example.org +44 20 7946 0958")
     with pytest.raises(ValueError, match="unknown detector"):
         Masker(detectors=["email", "dna"])
-    assert set(BUILTIN_DETECTORS) == {"url_credentials", "bearer", "api_key", "assignment", "email", "iban", "card", "phone"}
+    assert set(BUILTIN_DETECTORS) == {
+        "url_credentials", "bearer", "api_key", "assignment", "email", "iban", "card", "phone"
+    }
 
 
 # --- false positives ------------------------------------------------------------------------------------

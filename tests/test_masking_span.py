@@ -270,3 +270,13 @@ def test_an_app_that_wants_raw_ids_allow_lists_the_key(
     (span,) = langfuse_env.spans
     assert span.attributes["user.id"] == span.attributes["langfuse.user.id"] == ADA
     assert span.attributes["session.id"].startswith("<email:") and span.attributes["app.uuid"] == "u-9"
+
+
+def test_salt_setting_is_read_and_never_shown() -> None:
+    from otel_basic.settings import load_settings
+
+    settings = load_settings({"OTEL_BASIC_MASK_SALT": "a-long-random-deployment-salt", "OTEL_BASIC_FILE": "x.jsonl"})
+    assert settings.mask_salt == "a-long-random-deployment-salt"
+    assert "a-long-random-deployment-salt" not in repr(settings)
+    assert "a-long-random-deployment-salt" not in json.dumps(settings.describe(), default=str)
+    assert load_settings({"OTEL_BASIC_FILE": "x.jsonl"}).mask_salt is None
