@@ -589,7 +589,12 @@ class Scanner:
         if _may_be_encoded(text):
             view = decoded_view(text)
             if view is not None:
-                hits.extend(self._view_hits(*view))
+                decoded = self._view_hits(*view)
+                if decoded:
+                    # The same span found both ways: keep the decoded value, so "%65ve@x.org" and
+                    # "eve@x.org" give one token.
+                    spans = {(a, b) for a, b, _label, _norm in decoded}
+                    hits = [h for h in hits if (h[0], h[1]) not in spans] + decoded
                 if len(hits) > 1:
                     hits = _without_overlaps(hits)
         return hits, words
