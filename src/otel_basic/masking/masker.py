@@ -225,10 +225,18 @@ DEFAULT_HIDE_KEYS: tuple[str, ...] = (
     "log.body",
     "message",
     "body",
+    # the same under a prefix (e.g. log records copied into Langfuse metadata)
+    "*.message",
+    "*.body",
 )
 """Content attribute keys replaced by ``"<hidden>"`` at level ``"hide"``."""
 
-_STATUS_KEYS: tuple[str, ...] = ("langfuse.observation.status_message", "otel.status_description")
+_STATUS_KEYS: tuple[str, ...] = (
+    "langfuse.observation.status_message",
+    "otel.status_description",
+    "*.status_message",
+    "*.status_description",
+)
 """Status-message attributes: in ``hide`` they keep only a leading exception type, like the status."""
 
 _TRACE_KEYS: tuple[str, ...] = ("exception.stacktrace", "code.stacktrace", "*.stacktrace", "*.traceback")
