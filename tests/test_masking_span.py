@@ -280,3 +280,16 @@ def test_salt_setting_is_read_and_never_shown() -> None:
     assert "a-long-random-deployment-salt" not in repr(settings)
     assert "a-long-random-deployment-salt" not in json.dumps(settings.describe(), default=str)
     assert load_settings({"OTEL_BASIC_FILE": "x.jsonl"}).mask_salt is None
+
+
+def test_hide_traceback_handles_exception_groups() -> None:
+    import traceback
+
+    try:
+        raise ExceptionGroup("batch for Ada", [ValueError("ada v"), KeyError("4111")])
+    except ExceptionGroup as exc:
+        text = "".join(traceback.format_exception(exc))
+    hidden = hide_traceback(text)
+    assert "Ada" not in hidden and "ada v" not in hidden and "4111" not in hidden
+    assert "ExceptionGroup: <hidden>" in hidden and "ValueError: <hidden>" in hidden
+    assert "---------------- 1 ----------------" in hidden

@@ -337,6 +337,13 @@ _TB_KEEP = (
 )
 
 
+def _marker_line(body: str) -> bool:
+    """Only position markers (``^^^~~~``) or an exception-group separator (``---- 1 ----``)."""
+    if not body.strip(" ^~"):
+        return True
+    return body.count("-") >= 4 and not body.strip(" -+|0123456789.")
+
+
 def hide_traceback(text: str) -> str:
     """``hide`` for a stack trace: frames stay, every exception line (chained causes, notes, exception
     group members) becomes ``Type: <hidden>`` or ``<hidden>``.
@@ -360,7 +367,7 @@ def hide_traceback(text: str) -> str:
             frame_indent = -1
             continue
         frame_indent = -1
-        if not body.strip(" ^~-+|0123456789") or body.startswith(_TB_KEEP):
+        if _marker_line(body) or body.startswith(_TB_KEEP):
             out.append(line)
             continue
         head, sep, _ = body.partition(":")
