@@ -285,8 +285,9 @@ def test_salt_setting_is_read_and_never_shown() -> None:
 def test_hide_traceback_handles_exception_groups() -> None:
     import traceback
 
+    who, card = "Ada", "4111"  # runtime values: the source lines the traceback shows hold only the names
     try:
-        raise ExceptionGroup("batch for Ada", [ValueError("ada v"), KeyError("4111")])
+        raise ExceptionGroup(f"batch for {who}", [ValueError(f"{who.lower()} v"), KeyError(card)])
     except ExceptionGroup as exc:
         text = "".join(traceback.format_exception(exc))
     hidden = hide_traceback(text)
