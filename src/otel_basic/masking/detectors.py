@@ -429,7 +429,8 @@ def _api_key_hits(text: str) -> list[Hit]:
 # character, so text without escapes pays almost nothing.
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
-_BACKSLASH = re.compile(r"\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}")
+# One or more backslashes: "\\\\u0040" is "\\u0040" escaped again (a repr, JSON inside JSON).
+_BACKSLASH = re.compile(r"\\+u[0-9A-Fa-f]{4}|\\+x[0-9A-Fa-f]{2}")
 _ESCAPES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     (("%",), _PERCENT),
     (("&",), _ENTITY),
@@ -461,7 +462,7 @@ def _decode_one(token: str, letters: bool) -> str | None:
     Non-ASCII letters (``\\u00e9``) matter only to addresses, so only when ``letters`` (an "@" is near)."""
     head = token[0]
     if head == "%" or head == "\\":
-        decoded = chr(int(token[1:] if head == "%" else token[2:], 16))
+        decoded = chr(int(token[1:] if head == "%" else token.lstrip("\\")[1:], 16))
     elif token.startswith("&#"):
         code = int(token[3:-1], 16) if token[2] in "xX" else int(token[2:-1])
         if not 0 < code < 0x110000 or 0xD800 <= code < 0xE000:
