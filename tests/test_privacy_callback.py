@@ -8,6 +8,7 @@ resolved by an injected resolver, and every sink listens on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import threading
@@ -275,3 +276,12 @@ async def test_callback_credentials_never_reach_telemetry(
     assert b"deliver_result" in wire
     for secret in (b"Pw9-s3cret-v4lue", b"hook-user:"):
         assert secret not in wire
+
+
+async def test_a_name_that_does_not_resolve_in_time_is_refused() -> None:
+    async def slow(host: str, port: int) -> list[str]:
+        await asyncio.sleep(5)
+        return ["93.184.216.34"]
+
+    with pytest.raises(CallbackRefused):
+        await check_target("https://slow.example/", NOTHING, slow, timeout=0.05)

@@ -179,10 +179,13 @@ async def _system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-async def check_target(url: str, allow: AllowList | None = None, resolver: Resolver | None = None) -> PinnedTarget:
+async def check_target(
+    url: str, allow: AllowList | None = None, resolver: Resolver | None = None, timeout: float = 5.0
+) -> PinnedTarget:
     """Resolve and check a callback URL; raises :class:`CallbackRefused` (reason in the message).
 
-    Nothing is sent anywhere by this function: a refused target gets no traffic at all.
+    Nothing is sent anywhere by this function: a refused target gets no traffic at all. A name that
+    does not resolve within ``timeout`` seconds is refused (it could not be checked).
     """
     allow = AllowList.from_env() if allow is None else allow
     try:
@@ -204,8 +207,8 @@ async def check_target(url: str, allow: AllowList | None = None, resolver: Resol
         addresses = [str(literal)]
     else:
         try:
-            addresses = await (resolver or _system_resolver)(host, port)
-        except (OSError, UnicodeError) as exc:
+            addresses = await asyncio.wait_for((resolver or _system_resolver)(host, port), timeout)
+        except (OSError, UnicodeError, TimeoutError) as exc:
             raise CallbackRefused("host name does not resolve") from exc
     if not addresses:
         raise CallbackRefused("host name does not resolve")
