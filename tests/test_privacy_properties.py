@@ -138,3 +138,35 @@ async def test_with_masking_off_the_values_do_arrive(
     assert otel_basic.flush(timeout=10)
     wire = b"\n".join(r.body for r in langfuse_env.trace_requests)
     assert len(leaked(wire, planted)) >= len(planted)
+
+
+FIXED = [
+    Planted("email/url", "eve%40example.com", ("eve@example.com",)),
+    Planted("email/html", "frank&#64;example.com", ("frank@example.com",)),
+    Planted("email/json-u", "grace\\u0040example.com", ("grace@example.com",)),
+    Planted("email/literal", "judy@[10.1.2.3]", ()),
+    Planted("phone/nanp-space", "415 555 0132", ()),
+    Planted("card/dot", "4111.1111.1111.1111", ("4111111111111111",)),
+    Planted("iban/lower", "de89 3704 0044 0532 0130 00", ("DE89370400440532013000",)),
+    Planted("secret/url", "https://bob:Pw9Secret-x@hooks.example.com/cb", ("Pw9Secret-x",)),
+]
+
+
+@pytest.mark.parametrize("level", ["detectors", "hide"])
+def test_a_transient_outage_spools_only_masked_data(
+    level: str, langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """503s until the retries give up: the batch waits in the spool (not rejected/), then drains."""
+    monkeypatch.setenv("OTEL_BASIC_MASK", level)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    otel_basic.configure()
+    langfuse_env.fail_next(503, count=1000)
+    emit(FIXED)
+    report = otel_basic.flush(timeout=10)
+    assert report.spooled >= 1, report
+    on_disk = spool_bytes(tmp_path / "spool")
+    assert on_disk and not leaked(on_disk, FIXED), leaked(on_disk, FIXED)
+    langfuse_env.reset_faults()
+    assert otel_basic.flush(timeout=10)
+    wire = b"\n".join(r.body for r in langfuse_env.trace_requests if r.accepted)
+    assert b"handle " in wire and not leaked(wire, FIXED), leaked(wire, FIXED)
