@@ -6,17 +6,23 @@ memchr. So:
 
 - secrets are gated by substring tests (``"bearer"``, ``"key"``, ``"sk-"``, ``"AKIA"``... on the text
   or its lower-cased copy) and then matched *at* the keyword with anchored regexes, never by a scan;
-- e-mail addresses are found from each ``@`` outward, with anchored matches;
+- e-mail addresses are found from each ``@`` outward, with anchored matches; credentials in URLs from
+  each ``://``;
 - the numeric detectors (IBAN, card, phone) share one cheap scan for candidate regions (a run of 8+
-  digits/capitals/separators, skipped over in one go), and the precise regex runs only inside those;
+  digits/capitals/separators, skipped over in one go), and the precise regex runs only inside those
+  (lower-case IBANs are looked for only around those runs);
 - a regex candidate is only a candidate: cards must pass Luhn and start with an issuer digit 2-6, IBANs
   mod-97 with the country's length, phones need 8-15 digits and a phone shape (``+CC``, a leading 0 with
-  separated groups, or the North American ``(415) 555-0132`` / ``415-555-0132``). That is what keeps ISO
-  timestamps, ids, token counts, versions, prices and order numbers out.
+  separated groups, or the North American ``(415) 555-0132`` / ``415-555-0132`` / ``415 555 0132``).
+  That is what keeps ISO timestamps, ids, token counts, versions, prices and order numbers out;
+- encoded text (``%40``, ``&#64;``, ``\\u0040``, full-width forms, other scripts' digits, no-break
+  spaces) is decoded into a view only where such escapes occur (each kind gated by a substring test),
+  and the view is scanned only around them.
 
-Known limits: numbers written with non-ASCII digits or ``&nbsp;`` separators, bare national numbers
-without separators (``017612345678``), and personal names are not detected; use level ``hide`` when
-free text must not leave the process at all.
+Known limits (the README's Privacy section lists them all, with the reasons): bare national numbers
+without separators (``017612345678``), numbers without a trunk 0 or ``+CC``, base64, quoted local
+parts, and personal names are not detected; use level ``hide`` when free text must not leave the
+process at all.
 """
 
 from __future__ import annotations
