@@ -3,6 +3,8 @@ the size limit, never raises; tokens stable across processes and collision-safe.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import subprocess
@@ -228,6 +230,9 @@ def test_tokens_are_hmac_with_64_bits_and_a_stable_derived_salt() -> None:
     assert Masker(salt="a").mask_text(ADA) == token != Masker(salt="b").mask_text(ADA)
     assert derive_salt("pk-lf-1", "svc") == derive_salt("pk-lf-1", "svc") != derive_salt("pk-lf-2", "svc")
     assert "pk-lf-1" not in derive_salt("pk-lf-1", "svc")
+    for salt in ("a", "x" * 100, ""):  # HMAC-SHA256 exactly (short, long and empty keys)
+        expected = hmac.new(salt.encode(), ADA.encode(), hashlib.sha256).hexdigest()[:16]
+        assert Masker(salt=salt).mask_text(ADA) == f"<email:{expected}>"
     # 64 bits: at a million users the chance that any two share a token is ~1e6**2 / 2**65 ~ 3e-8.
     # 200 000 distinct addresses here (a 6-hex-digit hash had collisions from ~5 000 on).
     m = Masker(salt="a")

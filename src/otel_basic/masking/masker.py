@@ -65,7 +65,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import re
@@ -320,6 +319,14 @@ def _split_detectors(detectors: Iterable[Detector | str] | None) -> tuple[list[s
     return names, custom
 
 
+def _hmac_pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 states after the HMAC inner and outer key pads (RFC 2104), to copy for each token."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return hashlib.sha256(bytes(b ^ 0x36 for b in key)), hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+
 def hide_status(description: str) -> str:
     """``hide`` for a status message: ``ValueError: <hidden>``, or just ``<hidden>``."""
     head, sep, _ = description.partition(": ")
@@ -404,7 +411,7 @@ class Masker:
         self.hook = hook
         self.error_count = 0
         self.max_chars = _NO_BOUND if max_chars is None else max_chars
-        self._key = (derive_salt() if salt is None else salt).encode("utf-8", "surrogatepass")
+        self._hmac_pads = _hmac_pads((derive_salt() if salt is None else salt).encode("utf-8", "surrogatepass"))
         self._hash_chars = hash_chars
         self._token: Callable[[str, str], str] = functools.lru_cache(maxsize=16384)(self._make_token)
 
@@ -905,8 +912,14 @@ class Masker:
         return replace
 
     def _make_token(self, label: str, normalized: str) -> str:
-        digest = hmac.new(self._key, normalized.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-        return f"<{label}:{digest[: self._hash_chars]}>"
+        # HMAC-SHA256 (RFC 2104) from precomputed pad states: the same digest as hmac.new(key, msg, sha256),
+        # at about half the cost (this runs for every distinct value found).
+        inner_pad, outer_pad = self._hmac_pads
+        inner = inner_pad.copy()
+        inner.update(normalized.encode("utf-8", "surrogatepass"))
+        outer = outer_pad.copy()
+        outer.update(inner.digest())
+        return f"<{label}:{outer.hexdigest()[: self._hash_chars]}>"
 
     def _failed(self, key: str, exc: BaseException) -> AnyValue:
         self.error_count += 1
