@@ -235,10 +235,11 @@ _STATUS_KEYS: tuple[str, ...] = (
     "otel.status_description",
     "*.status_message",
     "*.status_description",
+    "*.exception",  # "ValueError: message" (e.g. log records in Langfuse metadata: ``...log.exception``)
 )
 """Status-message attributes: in ``hide`` they keep only a leading exception type, like the status."""
 
-_TRACE_KEYS: tuple[str, ...] = ("exception.stacktrace", "code.stacktrace", "*.stacktrace", "*.traceback")
+_TRACE_KEYS: tuple[str, ...] = ("exception.stacktrace", "code.stacktrace", "*.stacktrace", "*.traceback", "*.stack")
 """Stack-trace attributes: in ``hide`` every exception line (chained causes too) loses its message."""
 
 DEFAULT_EVENT_ALLOW_KEYS: tuple[str, ...] = (
