@@ -10,6 +10,12 @@ Second table: real OpenInference LLM spans (``OfflineLLM().complete(prompt)`` in
 ``otel_basic.instrumentation``, the prompt being each corpus e-mail), so the added cost can be read
 against what a span really costs in this project (~0.3-0.7 ms per LLM span, see DESIGN.md).
 
+Third table: one span with one huge, digit-dense attribute (cards, phones, IBANs, addresses), 16 KB vs
+10 MB: masking cuts before detecting (``Masker(max_chars=16384)``), so the 10 MB span should cost about
+what the 16 KB one does (target: within 2x), not 600x.
+
+Masking runs as the export path runs it: ``Masker.mask_span`` on each span (``MaskSpanExporter`` below).
+
     .venv/bin/python bench/masking.py            # ~20-30 s
     .venv/bin/python bench/masking.py --quick    # smoke run, ~3 s
 """
@@ -32,8 +38,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from otel_basic.exporters.limits import LimitingExporter  # noqa: E402
-from otel_basic.masking import Masker, MaskingExporter  # noqa: E402
+from otel_basic.limits import Limiter  # noqa: E402
+from otel_basic.masking import Masker  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NoOpExporter  # noqa: E402
@@ -155,6 +161,66 @@ def run(exporter: SpanExporter, passes: list[list[tuple[str, Attrs]]]) -> float:
     return elapsed / sum(len(w) for w in passes)
 
 
+class MaskSpanExporter(SpanExporter):
+    """``Masker.mask_span`` on every span, then ``inner``: what the export path does."""
+
+    def __init__(self, inner: SpanExporter, masker: Masker) -> None:
+        self.inner = inner
+        self.masker = masker
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([self.masker.mask_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def MaskingExporter(inner: SpanExporter, masker: Masker) -> SpanExporter:
+    return MaskSpanExporter(inner, masker)
+
+
+class LimitingExporter(SpanExporter):
+    """``Limiter.limit_span`` on every span, then ``inner``: the road's size-limit step."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.limiter = Limiter()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([self.limiter.limit_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+def huge_attribute(repeats: int) -> None:
+    """A 16 KB and a 10 MB digit-dense attribute: the cost must follow the limit, not the input."""
+    chunk = (
+        "Card 4111 1111 1111 1111, call +44 20 7946 0958 or (415) 555-0132, IBAN DE89 3704 0044 0532 0130 00, "
+        "write to ada.lovelace@example.org; order 2024-06-03 #12345678. "
+    )
+    sizes = {"16 KB attribute": 16 * 1024, "10 MB attribute": 10 * 1024 * 1024}
+    texts = {name: (chunk * (size // len(chunk) + 1))[:size] for name, size in sizes.items()}
+    samples: dict[str, list[float]] = {name: [] for name in texts}
+    for rep in range(repeats):
+        for name, text in texts.items():
+            exporter = MaskSpanExporter(NoOpExporter(), Masker(max_chars=16384))  # fresh: nothing cached
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            tracer = provider.get_tracer("bench")
+            value = f"[{rep}] {text}"
+            gc.collect()
+            start = time.perf_counter()
+            tracer.start_span("big", attributes={"input.value": value}).end()
+            samples[name].append(time.perf_counter() - start)
+            provider.shutdown()
+    print(f"\nOne span, one digit-dense attribute, masked with max_chars=16384 ({repeats} repeats)")
+    _print_table(samples)
+
+
 class SwitchExporter(SpanExporter):
     """Lets one instrumented provider export through different exporters in turn."""
 
@@ -172,7 +238,7 @@ class SwitchExporter(SpanExporter):
 
 
 def instrumented(emails: list[dict[str, Any]], repeats: int, calls: int) -> None:
-    """Per LLM call (one OpenInference LLM span each): no-op exporter vs MaskingExporter."""
+    """Per LLM call (one OpenInference LLM span each): no-op exporter vs mask_span."""
     try:
         from basic.llm import OfflineLLM, format_email, triage_prompt
         from otel_basic.instrumentation import instrument, uninstrument
@@ -191,8 +257,8 @@ def instrumented(emails: list[dict[str, Any]], repeats: int, calls: int) -> None
         ]
         configs: dict[str, Callable[[], SpanExporter]] = {
             "no-op exporter (baseline)": NoOpExporter,
-            "MaskingExporter level=detectors": lambda: MaskingExporter(NoOpExporter(), Masker("detectors")),
-            "MaskingExporter level=hide": lambda: MaskingExporter(NoOpExporter(), Masker("hide")),
+            "mask_span level=detectors": lambda: MaskingExporter(NoOpExporter(), Masker("detectors")),
+            "mask_span level=hide": lambda: MaskingExporter(NoOpExporter(), Masker("hide")),
         }
         samples: dict[str, list[float]] = {name: [] for name in configs}
         for prompt in prompts[:5]:
@@ -243,10 +309,10 @@ def main(argv: list[str] | None = None) -> None:
 
     configs: dict[str, Callable[[], SpanExporter]] = {
         "no-op exporter (baseline)": NoOpExporter,
-        "MaskingExporter level=detectors": lambda: MaskingExporter(NoOpExporter(), Masker("detectors")),
-        "MaskingExporter level=hide": lambda: MaskingExporter(NoOpExporter(), Masker("hide")),
+        "mask_span level=detectors": lambda: MaskingExporter(NoOpExporter(), Masker("detectors")),
+        "mask_span level=hide": lambda: MaskingExporter(NoOpExporter(), Masker("hide")),
         "LimitingExporter (16 KiB)": lambda: LimitingExporter(NoOpExporter()),
-        "Masking(detectors) + Limiting": lambda: MaskingExporter(LimitingExporter(NoOpExporter()), Masker()),
+        "mask_span(detectors) + Limiting": lambda: MaskingExporter(LimitingExporter(NoOpExporter()), Masker()),
     }
     samples: dict[str, list[float]] = {name: [] for name in configs}
     run(NoOpExporter(), [workload])  # warm-up (imports, regex caches)
@@ -261,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     _print_table(samples)
     instrumented(emails, 3 if args.quick else 7, 45 if args.quick else 300)
+    huge_attribute(2 if args.quick else 7)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
             monkeypatch.delenv(key)
     monkeypatch.setenv("OTEL_BASIC_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("OTEL_BASIC_SIGNAL_HANDLERS", "false")
+    # Callback sinks in tests listen on 127.0.0.1, which basic.callback_guard refuses by default.
+    monkeypatch.setenv("BASIC_CALLBACK_ALLOW_HOSTS", "127.0.0.1")
     yield
     otel_basic.reset()
 

@@ -1,6 +1,7 @@
 """Masking of exported spans: every planted value of the corpus disappears, lookalikes survive.
 
-Spans go through a real TracerProvider -> SimpleSpanProcessor -> MaskingExporter -> InMemorySpanExporter,
+Spans go through a real TracerProvider -> SimpleSpanProcessor -> ``Masker.mask_span`` (what the export
+path calls for each span; ``MaskSpanExporter`` below) -> InMemorySpanExporter,
 and each test searches *everything* exported (attributes, JSON decoded both ways, events, links, status)
 for the planted values. The same spans with masking off must contain them, so the search can fail.
 """
@@ -24,23 +25,37 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from otel_basic.masking import (
     BUILTIN_DETECTORS,
+    DEFAULT_ALLOW_KEYS,
     ERROR_PLACEHOLDER,
     HIDDEN,
     Detector,
     Masker,
-    MaskingExporter,
     iban_valid,
     luhn_valid,
 )
 
 CORPUS_PATH = Path(__file__).parent / "data" / "pii_emails.json"
 CORPUS: list[dict[str, Any]] = json.loads(CORPUS_PATH.read_text())["emails"]
-TOKEN = re.compile(r"<(email|phone|card|iban|token|secret):[0-9a-f]{6}>")
+TOKEN = re.compile(r"<(email|phone|card|iban|token|secret):[0-9a-f]{16}>")
 
 SYSTEM_PROMPT = "You triage e-mails. Answer with JSON: category, action, urgency, reply_draft."
 
 
 # --- helpers ----------------------------------------------------------------------------------------
+
+
+class MaskingExporter(SpanExporter):
+    """``Masker.mask_span`` on each span, then ``inner``: what the export path does."""
+
+    def __init__(self, inner: SpanExporter, masker: Masker) -> None:
+        self.inner = inner
+        self.masker = masker
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([self.masker.mask_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
 
 
 def address_of(sender: str) -> str:
@@ -240,7 +255,7 @@ def test_otlp_protobuf_bytes_hold_no_planted_value(level: str) -> None:
 def test_same_value_same_token_and_typed_labels() -> None:
     m = Masker(salt="s")
     a = m.mask_text("ada.lovelace@example.org")
-    assert re.fullmatch(r"<email:[0-9a-f]{6}>", a)
+    assert re.fullmatch(r"<email:[0-9a-f]{16}>", a)
     assert m.mask_text("Write to ADA.Lovelace@Example.ORG today") == f"Write to {a} today"
     assert m.mask_text("grace@example.org") != a
     assert Masker(salt="other").mask_text("ada.lovelace@example.org") != a
@@ -269,9 +284,12 @@ def test_same_address_same_token_across_spans_and_attributes() -> None:
 # --- keys: allow-list, hide, secrets ------------------------------------------------------------------
 
 
-def test_allow_listed_keys_are_untouched_and_user_id_is_masked() -> None:
+def test_allow_listed_keys_are_untouched_and_identity_keys_are_tokenised() -> None:
     attrs = {
         "session.id": "ada@example.org",
+        "langfuse.session.id": "thr-1001",
+        "langfuse.user.id": "u-9",
+        "langfuse.trace.name": "mail from ada@example.org",
         "llm.model_name": "gpt-4o-mini-2024-07-18",
         "llm.token_count.prompt": 4111111111111111,
         "llm.token_count.total": "4111 1111 1111 1111",
@@ -282,9 +300,15 @@ def test_allow_listed_keys_are_untouched_and_user_id_is_masked() -> None:
     }
     (span,) = export_raw([make_span(attrs)], Masker(salt="k"))
     out = dict(span.attributes or {})
-    for key in ("session.id", "llm.model_name", "llm.token_count.prompt", "llm.token_count.total"):
+    for key in ("llm.model_name", "llm.token_count.prompt", "llm.token_count.total", "langfuse.user.id"):
         assert out[key] == attrs[key]
-    assert out["user.id"] == out["custom.note"] == Masker(salt="k").mask_text("ada@example.org")
+    assert out["langfuse.session.id"] == "thr-1001"  # not personal data: unchanged
+    token = Masker(salt="k").mask_text("ada@example.org")
+    assert out["user.id"] == out["custom.note"] == out["session.id"] == token
+    assert out["langfuse.trace.name"] == f"mail from {token}"
+    # an app that wants raw ids allow-lists the key
+    (raw,) = export_raw([make_span(attrs)], Masker(salt="k", allow_keys=[*DEFAULT_ALLOW_KEYS, "session.id"]))
+    assert (raw.attributes or {})["session.id"] == "ada@example.org"
 
 
 def test_allow_keys_are_globs_and_replace_the_default() -> None:
@@ -434,7 +458,9 @@ def test_custom_pattern_and_hook() -> None:
     m = Masker(extra_patterns={"customer": r"CUST-\d{6}", "ticket": re.compile(r"TCK#\d+")}, hook=hook, salt="")
     out = m.mask_value("note", "CUST-123456 about Project Falcon, TCK#42, mail ada@example.org")
     assert isinstance(out, str)
-    assert re.fullmatch(r"<customer:[0-9a-f]{6}> about <project>, <ticket:[0-9a-f]{6}>, mail <email:[0-9a-f]{6}>", out)
+    assert re.fullmatch(
+        r"<customer:[0-9a-f]{16}> about <project>, <ticket:[0-9a-f]{16}>, mail <email:[0-9a-f]{16}>", out
+    )
     assert seen == ["note"]
     assert Masker(extra_patterns={"pin": r"\b\d{4}\b"}).mask_value("pin", "1234") != "1234"  # short values too
     # JSON documents with user patterns take the parse path and stay valid.
@@ -449,7 +475,9 @@ def test_custom_detector_objects_and_detector_selection() -> None:
     assert "+44 20 7946 0958" in m.mask_text("HELLO ada@example.org +44 20 7946 0958")
     with pytest.raises(ValueError, match="unknown detector"):
         Masker(detectors=["email", "dna"])
-    assert set(BUILTIN_DETECTORS) == {"bearer", "api_key", "assignment", "email", "iban", "card", "phone"}
+    assert set(BUILTIN_DETECTORS) == {
+        "url_credentials", "bearer", "api_key", "assignment", "email", "iban", "card", "phone"
+    }
 
 
 # --- false positives ------------------------------------------------------------------------------------
@@ -515,7 +543,7 @@ def test_validators() -> None:
     ],
 )
 def test_phone_formats(text: str) -> None:
-    assert re.fullmatch(r"<phone:[0-9a-f]{6}>", Masker().mask_text(text)), text
+    assert re.fullmatch(r"<phone:[0-9a-f]{16}>", Masker().mask_text(text)), text
 
 
 # --- the exporter ------------------------------------------------------------------------------------------
@@ -639,23 +667,3 @@ def test_a_span_that_cannot_be_read_is_exported_as_a_skeleton() -> None:
     (out,) = export_raw([broken], Masker())
     assert out.name == "broken" and out.context == broken.context
     assert out.attributes == {"otel_basic.masking.error": ERROR_PLACEHOLDER}
-
-
-def test_shutdown_and_force_flush_delegate() -> None:
-    calls: list[str] = []
-
-    class Inner(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-        def shutdown(self) -> None:
-            calls.append("shutdown")
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            calls.append(f"flush {timeout_millis}")
-            return False
-
-    exporter = MaskingExporter(Inner(), Masker())
-    assert exporter.force_flush(123) is False
-    exporter.shutdown()
-    assert calls == ["flush 123", "shutdown"]

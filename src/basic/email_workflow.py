@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 from workflows import Context, step
 from workflows.events import Event, StartEvent, StopEvent
 
+from basic import callback_guard
 from basic.llm import format_email, get_llm, revise_prompt, triage_prompt, verify_prompt
 from basic.models import (
     CATEGORIES,
@@ -543,7 +544,7 @@ class EmailWorkflow(TracedWorkflow):
                 logger.warning("callback delivery failed: %s", delivery.error)
             else:
                 span.set_status(Status(StatusCode.OK))
-            return delivery
+            return callback_guard.for_client(delivery)  # no status codes or error texts for the API client
 
     async def _call(
         self, callback: Callable[..., Any], result: EmailResult
@@ -565,12 +566,22 @@ class EmailWorkflow(TracedWorkflow):
         message = "not attempted"
         status_code: int | None = None
         attempts = 0
-        async with httpx.AsyncClient(timeout=self.callback_timeout, follow_redirects=False) as client:
+        try:  # SSRF guard: resolve, check and pin the address before any traffic (basic.callback_guard)
+            target = await callback_guard.check_target(url)
+        except callback_guard.CallbackRefused as exc:
+            span.add_event("callback.refused", {"reason": str(exc)})
+            return Delivery(status="failed", ok=False, target="url", error=callback_guard.REFUSED), exc
+        async with callback_guard.client(self.callback_timeout) as client:
             for attempt in range(1, self.callback_attempts + 1):
                 attempts = attempt
                 retryable = False
                 try:
-                    response = await client.post(url, json=payload, headers=headers)
+                    response = await client.post(
+                        target.url, json=payload, headers={**headers, **target.headers}, extensions=target.extensions
+                    )
+                except callback_guard.CallbackRefused as exc:
+                    span.add_event("callback.refused", {"reason": str(exc)})
+                    return Delivery(status="failed", ok=False, target="url", error=callback_guard.REFUSED), exc
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                     error, retryable = exc, True
                     message = f"{type(exc).__name__}: {exc or 'connection failed'}"

@@ -12,7 +12,7 @@ from opentelemetry.sdk.version import __version__ as _sdk_version
 
 from otel_basic.ledger import Ledger
 from otel_basic.limits import Limiter
-from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker
+from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker, derive_salt
 from otel_basic.processor import DeliveryProcessor
 from otel_basic.road import Prepare, Road, Transport
 from otel_basic.settings import Settings
@@ -91,6 +91,10 @@ def build_masker(settings: Settings) -> Masker | None:
         extra_patterns=dict(settings.mask_patterns),
         hook=settings.mask_hook,
         allow_keys=allow,
+        # Stable across processes/replicas of one deployment; see otel_basic.masking.masker (Salt).
+        salt=settings.mask_salt
+        or derive_salt(settings.langfuse_public_key or settings.endpoint, settings.service_name),
+        max_chars=settings.max_attribute_chars,
     )
 
 
@@ -107,6 +111,9 @@ def build_road(settings: Settings, *, timeout: float | None = None, spool: bool 
 
 def build_pipeline(settings: Settings) -> Pipeline:
     road = build_road(settings)
+    resource = build_resource(settings)
+    if road.prepare.masker is not None:  # what we add to every span's resource is masked like the rest
+        resource = Resource(road.prepare.masker.mask_attributes(resource.attributes), resource.schema_url)
     ledger = Ledger()
     processor = DeliveryProcessor(
         road,
@@ -121,7 +128,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         idle_interval=settings.spool_retry_interval,
     )
     provider = TracerProvider(
-        resource=build_resource(settings),
+        resource=resource,
         shutdown_on_exit=False,
         sampler=settings.sampler(),
         span_limits=settings.span_limits(),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -36,6 +36,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.util.types import AnyValue
 
 from otel_basic.langfuse_fields import langfuse_visible
 from otel_basic.limits import Limiter
@@ -150,6 +151,8 @@ class Transport(Protocol):
 
 class SpanMasker(Protocol):
     def mask_span(self, span: ReadableSpan) -> ReadableSpan: ...
+
+    def mask_attributes(self, attrs: Mapping[str, AnyValue] | None) -> dict[str, AnyValue]: ...
 
 
 @dataclass(frozen=True)

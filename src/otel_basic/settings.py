@@ -232,6 +232,7 @@ class Settings:
     mask_patterns: Mapping[str, str] = field(default_factory=dict)
     mask_allow_keys: tuple[str, ...] = ()
     mask_hook: Callable[[str, str], str] | None = field(default=None, repr=False)
+    mask_salt: str | None = field(default=None, repr=False)  # None: derived from the deployment identity
     max_attribute_chars: int = 16384
     install_signal_handlers: bool = True
     log_trace_level: int | None = 40  # records outside any span at/above this become a trace; None: never
@@ -308,7 +309,7 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "langfuse_secret_key":
+            if f.name in ("langfuse_secret_key", "mask_salt"):
                 value = _masked(value) if value else None
             elif f.name == "mask_hook":
                 value = None if value is None else getattr(value, "__qualname__", "callable")
@@ -693,6 +694,11 @@ TABLE: tuple[Row, ...] = (
         _patterns, "disable", group="otel-basic"),
     Row(("OTEL_BASIC_MASK_ALLOW_KEYS",), "mask_allow_keys", "list", "", "comma-separated globs", "–",
         "Extra attribute keys that masking never touches.", _keys, group="otel-basic"),
+    Row(("OTEL_BASIC_MASK_SALT",), "mask_salt", "string (secret)", "", "", "derived",
+        "Key of the HMAC behind masking tokens (`<email:…>`). Unset: derived from the Langfuse public key (or "
+        "the endpoint) and the service name, so every process and replica of one deployment gives the same "
+        "person the same token; set it (a secret) when tokens must not be guessable.",
+        _secret_text, secret=True, group="otel-basic"),
     Row(("OTEL_BASIC_MAX_ATTRIBUTE_CHARS",), "max_attribute_chars", "int", "chars", "64 – 16777216", "`16384`",
         "Longer string attributes are cut, with a marker and the original size.",
         _number(64, 16_777_216, integer=True), group="otel-basic"),
@@ -1075,6 +1081,7 @@ _NULLABLE = {
     "release",
     "langfuse_public_key",
     "langfuse_secret_key",
+    "mask_salt",
     "spool_dir",
     "file_path",
     "log_level",

@@ -40,8 +40,8 @@ def attributes_of(span: ReadableSpan) -> AttributeMap | None:
 class _CopiedEvent(Event):
     """An ``Event`` that remembers how many attributes the original had dropped."""
 
-    def __init__(self, original: Event, attributes: AttributeMap | None) -> None:
-        super().__init__(original.name, attributes, original.timestamp)
+    def __init__(self, original: Event, attributes: AttributeMap | None, name: str | None = None) -> None:
+        super().__init__(original.name if name is None else name, attributes, original.timestamp)
         self._dropped = original.dropped_attributes
 
     @property
@@ -59,9 +59,10 @@ class _CopiedSpan(ReadableSpan):
         events: Sequence[Event],
         links: Sequence[Link],
         status: Status,
+        name: str | None = None,
     ) -> None:
         super().__init__(
-            name=original.name,
+            name=original.name if name is None else name,
             context=original.context,
             parent=original.parent,
             resource=original.resource,
@@ -89,9 +90,9 @@ class _CopiedSpan(ReadableSpan):
         return self._dropped_counts[2]
 
 
-def copy_event(event: Event, attributes: AttributeMap | None) -> Event:
-    """The same event (name, timestamp, dropped count) with other attributes."""
-    return _CopiedEvent(event, attributes)
+def copy_event(event: Event, attributes: AttributeMap | None, name: str | None = None) -> Event:
+    """The same event (timestamp, dropped count) with other attributes (and name, unless ``None``)."""
+    return _CopiedEvent(event, attributes, name)
 
 
 def copy_span(
@@ -101,14 +102,17 @@ def copy_span(
     events: Sequence[Event] | None = None,
     links: Sequence[Link] | None = None,
     status: Status | None = None,
+    name: str | None = None,
 ) -> ReadableSpan:
-    """The same span with other attributes (and optionally events, links, status); ``None`` keeps them."""
+    """The same span with other attributes (and optionally events, links, status, name); ``None`` keeps
+    them."""
     return _CopiedSpan(
         span,
         attributes,
         tuple(span.events) if events is None else events,
         tuple(span.links) if links is None else links,
         span.status if status is None else status,
+        name,
     )
 
 

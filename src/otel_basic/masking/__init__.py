@@ -1,13 +1,15 @@
 """In-process masking of personal data and secrets in exported spans.
 
-``Masker(...).mask_span(span)`` is the first stage of the road (:mod:`otel_basic.road`); see
-:mod:`otel_basic.masking.masker` for levels, tokens, the salt and the key allow-list.
+``Masker(...).mask_span(span)`` returns a masked copy of a finished span (every string of it): the
+road's first stage (:mod:`otel_basic.road`); see :mod:`otel_basic.masking.masker` for levels, tokens,
+the salt, the size bound and the key allow-list.
 """
 
 from otel_basic.masking.detectors import (
     BUILTIN_DETECTORS,
     Detector,
     Scanner,
+    decoded_view,
     iban_valid,
     luhn_valid,
 )
@@ -16,10 +18,15 @@ from otel_basic.masking.masker import (
     DEFAULT_EVENT_ALLOW_KEYS,
     DEFAULT_EVENT_HIDE_KEYS,
     DEFAULT_HIDE_KEYS,
+    ERROR_ATTRIBUTE,
     ERROR_PLACEHOLDER,
     HIDDEN,
+    IDENTITY_KEYS,
     Level,
     Masker,
+    derive_salt,
+    hide_status,
+    hide_traceback,
 )
 
 __all__ = [
@@ -28,12 +35,18 @@ __all__ = [
     "DEFAULT_EVENT_ALLOW_KEYS",
     "DEFAULT_EVENT_HIDE_KEYS",
     "DEFAULT_HIDE_KEYS",
+    "ERROR_ATTRIBUTE",
     "ERROR_PLACEHOLDER",
     "HIDDEN",
+    "IDENTITY_KEYS",
     "Detector",
     "Level",
     "Masker",
     "Scanner",
+    "decoded_view",
+    "derive_salt",
+    "hide_status",
+    "hide_traceback",
     "iban_valid",
     "luhn_valid",
 ]

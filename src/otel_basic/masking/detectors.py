@@ -6,25 +6,34 @@ memchr. So:
 
 - secrets are gated by substring tests (``"bearer"``, ``"key"``, ``"sk-"``, ``"AKIA"``... on the text
   or its lower-cased copy) and then matched *at* the keyword with anchored regexes, never by a scan;
-- e-mail addresses are found from each ``@`` outward, with anchored matches;
+- e-mail addresses are found from each ``@`` outward, with anchored matches; credentials in URLs from
+  each ``://``;
 - the numeric detectors (IBAN, card, phone) share one cheap scan for candidate regions (a run of 8+
-  digits/capitals/separators, skipped over in one go), and the precise regex runs only inside those;
+  digits/capitals/separators, skipped over in one go), and the precise regex runs only inside those
+  (lower-case IBANs are looked for only around those runs);
 - a regex candidate is only a candidate: cards must pass Luhn and start with an issuer digit 2-6, IBANs
   mod-97 with the country's length, phones need 8-15 digits and a phone shape (``+CC``, a leading 0 with
-  separated groups, or the North American ``(415) 555-0132`` / ``415-555-0132``). That is what keeps ISO
-  timestamps, ids, token counts, versions, prices and order numbers out.
+  separated groups, or the North American ``(415) 555-0132`` / ``415-555-0132`` / ``415 555 0132``).
+  That is what keeps ISO timestamps, ids, token counts, versions, prices and order numbers out;
+- encoded text (``%40``, ``&#64;``, ``\\u0040``, full-width forms, other scripts' digits, no-break
+  spaces) is decoded into a view only where such escapes occur (each kind gated by a substring test),
+  and the view is scanned only around them.
 
-Known limits: numbers written with non-ASCII digits or ``&nbsp;`` separators, bare national numbers
-without separators (``017612345678``), and personal names are not detected; use level ``hide`` when
-free text must not leave the process at all.
+Known limits (the README's Privacy section lists them all, with the reasons): bare national numbers
+without separators (``017612345678``), numbers without a trunk 0 or ``+CC``, base64, quoted local
+parts, and personal names are not detected; use level ``hide`` when free text must not leave the
+process at all.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import html.entities
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,10 +51,20 @@ __all__ = [
 Hit = tuple[int, int, str, str]
 """``(start, end, label, normalized)``: where the value is, its token label and the value to hash."""
 
-BUILTIN_DETECTORS: tuple[str, ...] = ("bearer", "api_key", "assignment", "email", "iban", "card", "phone")
+BUILTIN_DETECTORS: tuple[str, ...] = (
+    "url_credentials",
+    "bearer",
+    "api_key",
+    "assignment",
+    "email",
+    "iban",
+    "card",
+    "phone",
+)
 """Names of the built-in detectors (all enabled by default), in priority order for overlapping hits."""
 
 _LABELS = {
+    "url_credentials": "secret",
     "bearer": "token",
     "api_key": "secret",
     "assignment": "secret",
@@ -128,12 +147,17 @@ _NUM = re.compile(
     r"|\(([0-9]{3}\) ?[0-9]{3}[ .-][0-9]{4})(?![\w]|[.,-][0-9])"
     # IBAN: country code, check digits, BBAN (validated by country length and mod-97)
     r"|([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30})(?![A-Za-z0-9])"
-    # national with trunk 0 and separated groups: 0176 12345678, 030/901820, 03-1234-5678
-    r"|(?<!\.)(0[0-9]{1,4}(?:[ /-][0-9]{2,8}){1,4})(?![\w/]|[.,:][0-9])"
-    # card: issuer digit 2-6 (epoch timestamps start with 1), 13-19 digits, single space/dash
-    r"|(?<!\.)([2-6][0-9]{3}(?:[ -]?[0-9]){9,15})(?![\w]|[.-][0-9])"
-    # North American: 415-555-0132, 415.555.0132
-    r"|(?<![./:])([0-9]{3}[.-][0-9]{3}[ .-][0-9]{4})(?![\w]|[.,-][0-9])"
+    # national with trunk 0 and separated groups: 0176 12345678, 030/901820, 03-1234-5678; the area code in
+    # parentheses, (020) 7946 0958, (02) 1234 5678; French dotted pairs, 01.23.45.67.89
+    r"|(?<!\.)(0[0-9]{1,4}(?:[ /-][0-9]{2,8}){1,4}|\(0[0-9]{1,4}\) ?[0-9]{2,8}(?:[ -][0-9]{2,8}){0,3}"
+    r"|0[1-9](?:\.[0-9]{2}){4})(?![\w/]|[.,:][0-9])"
+    # card: issuer digit 2-6 (epoch timestamps start with 1), 13-19 digits, single space/dash; or dotted
+    # in groups of four (4111.1111.1111.1111) or 4-6-5 (Amex), never a free-form decimal
+    r"|(?<!\.)([2-6][0-9]{3}(?:[ -]?[0-9]){9,15}|[2-6][0-9]{3}(?:\.[0-9]{4}){3}|3[0-9]{3}\.[0-9]{6}\.[0-9]{5})"
+    r"(?![\w]|[.-][0-9])"
+    # North American: 415-555-0132, 415.555.0132, and with spaces 415 555 0132 (area code and exchange
+    # 2-9, as the numbering plan requires: "100 200 3000" is not a phone number)
+    r"|(?<![./:])([0-9]{3}[.-][0-9]{3}[ .-][0-9]{4}|[2-9][0-9]{2} [2-9][0-9]{2}[ -][0-9]{4})(?![\w]|[.,-][0-9])"
     r")",
     re.ASCII,
 )
@@ -145,12 +169,21 @@ _DIGITS = re.compile(r"[0-9]+")
 
 
 def _iban_hit(text: str, m: re.Match[str]) -> Hit | None:
-    start = m.start()
-    body = m.group()
+    return _iban_at(m.start(), m.group(), strict=False)
+
+
+def _iban_at(start: int, body: str, *, strict: bool) -> Hit | None:
+    """An IBAN at the start of ``body`` (written from ``start``): cut to its country's length and
+    mod-97-checked. ``strict`` (lower-case candidates) also requires a known country code, so a hex
+    hash that happens to start with two letters and two digits is not taken for an IBAN."""
+    body = body.upper()
     expected = IBAN_LENGTHS.get(body[:2])
     if expected is None:
+        if strict:
+            return None
         compact = body.replace(" ", "")
-        return (start, m.end(), "iban", compact) if 15 <= len(compact) <= 34 and iban_valid(compact) else None
+        end = start + len(body)
+        return (start, end, "iban", compact) if 15 <= len(compact) <= 34 and iban_valid(compact) else None
     # The end of the ``expected``-th non-space character: a fixed point of end = expected + spaces before it.
     end = expected
     while end <= len(body) and end != expected + body.count(" ", 0, end):
@@ -167,7 +200,7 @@ def _numeric_hit(text: str, m: re.Match[str]) -> Hit | None:
         return _iban_hit(text, m)
     value = m.group()
     if kind == "card":
-        digits = value.replace(" ", "").replace("-", "")
+        digits = value.replace(" ", "").replace("-", "").replace(".", "")
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             return m.start(), m.end(), "card", digits
         return None
@@ -190,7 +223,11 @@ def _numeric_hit(text: str, m: re.Match[str]) -> Hit | None:
 
 # --- e-mail: anchored on each "@" -------------------------------------------------------------------------
 _LOCAL_REVERSED = re.compile(r"[\w.%+-]{1,64}")
-_DOMAIN = re.compile(r"(?:[\w-]+\.)+[^\W\d_]{2,}")
+# A domain name with a TLD, an address literal (judy@[10.1.2.3], x@[IPv6:fd00::1]) or localhost.
+_DOMAIN = re.compile(r"(?:[\w-]+\.)+[^\W\d_]{2,}|\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]|localhost(?![\w.-])")
+# A single-label host (mallory@intranet) counts only where the text says it is an address: inside
+# <...> or after "mailto:". Elsewhere "name@label" is too often a package pin or a handle (react@latest).
+_SINGLE_LABEL = re.compile(r"[A-Za-z0-9-]{1,63}")
 
 
 def _email_hits(text: str) -> list[Hit]:
@@ -200,15 +237,48 @@ def _email_hits(text: str) -> list[Hit]:
         window = text[max(0, at - 64) : at][::-1]
         local = _LOCAL_REVERSED.match(window)
         dom = _DOMAIN.match(text, at + 1) if local else None
-        if local and dom:
+        end = dom.end() if dom else -1
+        if local and dom is None:
+            start = at - local.end()
+            single = _SINGLE_LABEL.match(text, at + 1)
+            if single and (
+                (text[start - 1 : start] == "<" and text[single.end() : single.end() + 1] == ">")
+                or text[max(0, start - 7) : start].lower() == "mailto:"
+            ):
+                end = single.end()
+        if local and end > 0:
             start = at - local.end()
             while text[start] == ".":  # ".ada@x.org": the dot is punctuation
                 start += 1
             if start < at:
-                hits.append((start, dom.end(), "email", text[start : dom.end()].lower()))
-            at = text.find("@", dom.end())
+                hits.append((start, end, "email", text[start:end].lower()))
+            at = text.find("@", end)
         else:
             at = text.find("@", at + 1)
+    return hits
+
+
+# --- credentials in URLs: scheme://user:password@host -------------------------------------------------------
+_AUTHORITY = re.compile(r"[^\s/?#\\\"'<>]*")
+
+
+def _url_credential_hits(text: str) -> list[Hit]:
+    """The userinfo of every URL (``user:password`` in ``https://user:password@host/``), whole.
+
+    The authority ends at the first ``/``, ``?`` or ``#``; the userinfo ends at its *last* ``@`` (a
+    password may hold an unencoded ``@``). A user name alone is masked too: it is often a token
+    (``https://ghp_...@github.com``).
+    """
+    hits: list[Hit] = []
+    p = text.find("://")
+    while p >= 0:
+        start = p + 3
+        auth = _AUTHORITY.match(text, start)
+        end = auth.end() if auth else start
+        at = text.rfind("@", start, end)
+        if at > start:
+            hits.append((start, at, "secret", text[start:at]))
+        p = text.find("://", max(end, start))
     return hits
 
 
@@ -357,6 +427,140 @@ def _api_key_hits(text: str) -> list[Hit]:
     return hits
 
 
+# --- encoded text: a decoded view ---------------------------------------------------------------------------
+# "eve%40example.com", "frank&#64;example.com", "&commat;", "\\u0040", full-width "＠" and non-ASCII
+# digits hide a value from detectors that read ASCII. The scanner also reads a decoded view of such text
+# (only around what was decoded) and maps each hit back to the original characters, so the whole encoded
+# form is replaced. Each kind is gated by a substring test and found by a regex with a literal first
+# character, so text without escapes pays almost nothing.
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+# One or more backslashes: "\\\\u0040" is "\\u0040" escaped again (a repr, JSON inside JSON).
+_BACKSLASH = re.compile(r"\\+u[0-9A-Fa-f]{4}|\\+x[0-9A-Fa-f]{2}")
+_ESCAPES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    (("%",), _PERCENT),
+    (("&",), _ENTITY),
+    (("\\u", "\\x"), _BACKSLASH),
+)
+# Non-ASCII characters that stand for ASCII ones a detector reads: full-width forms (＠, ４), Unicode spaces
+# (no-break, thin, narrow no-break: phone groups), and the decimal digits of the most used other scripts
+# (Arabic-Indic, Extended Arabic-Indic, Devanagari, Bengali, Thai). One character class: one fast scan.
+_NON_ASCII_LOOKALIKE = re.compile(
+    "[\uff01-\uff5e\u00a0\u2000-\u200a\u202f\u205f\u3000"
+    "\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u09e6-\u09ef\u0e50-\u0e59]"
+)
+
+
+def _fold(c: str) -> str:
+    if "\uff01" <= c <= "\uff5e":
+        return chr(ord(c) - 0xFEE0)
+    if c.isspace():
+        return " "
+    return str(unicodedata.decimal(c))
+
+
+_VIEW_MARGIN = 400
+"""How far around a decoded character a value containing it can reach (local part + domain, IBAN...)."""
+
+
+def _decode_one(token: str, letters: bool) -> str | None:
+    """The character(s) an escape stands for, or ``None`` when it does not matter to any detector.
+    Non-ASCII letters (``\\u00e9``) matter only to addresses, so only when ``letters`` (an "@" is near)."""
+    head = token[0]
+    if head == "%" or head == "\\":
+        decoded = chr(int(token[1:] if head == "%" else token.lstrip("\\")[1:], 16))
+    elif token.startswith("&#"):
+        code = int(token[3:-1], 16) if token[2] in "xX" else int(token[2:-1])
+        if not 0 < code < 0x110000 or 0xD800 <= code < 0xE000:
+            return None
+        decoded = chr(code)
+    else:
+        decoded = html.entities.html5.get(token[1:], "")
+    if decoded.isspace():
+        return " "  # &nbsp; between the groups of a phone number
+    # "&amp;", "&lt;" and the like change nothing a detector reads: no second look for them.
+    if not decoded or not (decoded.isalnum() or decoded in _VIEW_RELEVANT):
+        return None
+    return decoded if letters or decoded.isascii() or decoded.isdecimal() else None
+
+
+_VIEW_RELEVANT = frozenset("@.+-_:/()[] \t\n%=")
+
+
+def _may_be_encoded(text: str) -> bool:
+    return "%" in text or "&" in text or "\\u" in text or "\\x" in text or not text.isascii()
+
+
+Piece = tuple[int, int, str]
+"""``(start, end, decoded)``: ``text[start:end]`` stands for ``decoded``."""
+
+
+def _pieces(text: str) -> list[Piece]:
+    pieces: list[Piece] = []
+    at = "@" in text
+    for needles, pattern in _ESCAPES:
+        if any(n in text for n in needles):
+            pieces.extend((m.start(), m.end(), d) for m in pattern.finditer(text) if (d := _decode_one(m.group(), at)))
+    if not text.isascii():
+        pieces.extend((m.start(), m.end(), _fold(m.group())) for m in _NON_ASCII_LOOKALIKE.finditer(text))
+    pieces.sort()
+    return pieces
+
+
+def decoded_view(text: str) -> tuple[str, list[int], Callable[[int, int], tuple[int, int]]] | None:
+    """``(view, decoded_at, to_original)``: the text with URL/HTML/JSON escapes decoded and full-width
+    forms and non-ASCII digits folded to ASCII; where in the view each decoded piece starts; and
+    ``to_original(start, end)``, which maps a span of the view back to the span of the original it came
+    from. ``None`` when nothing relevant is encoded."""
+    pieces = _pieces(text)
+    if not pieces:
+        return None
+    out: list[str] = []
+    view_starts: list[int] = []  # where each piece starts in the view
+    pos = 0
+    vpos = 0
+    kept: list[Piece] = []
+    for start, end, decoded in pieces:
+        if start < pos:
+            continue  # overlapping escapes: keep the first
+        out.append(text[pos:start])
+        vpos += start - pos
+        view_starts.append(vpos)
+        kept.append((start, end, decoded))
+        out.append(decoded)
+        vpos += len(decoded)
+        pos = end
+    out.append(text[pos:])
+    view = "".join(out)
+
+    def original(i: int, *, end: bool) -> int:
+        k = bisect.bisect_right(view_starts, i) - 1
+        if k < 0:
+            return i
+        start, stop, decoded = kept[k]
+        inside = i - view_starts[k]
+        if inside < len(decoded) or (end and inside == len(decoded)):
+            return stop if end and inside > 0 else start
+        return stop + inside - len(decoded)
+
+    def to_original(start: int, end: int) -> tuple[int, int]:
+        return original(start, end=False), original(end, end=True)
+
+    return view, view_starts, to_original
+
+
+def _view_windows(view_len: int, starts: list[int], margin: int) -> list[tuple[int, int]]:
+    """Merged windows of ``margin`` characters around each decoded position of the view."""
+    windows: list[tuple[int, int]] = []
+    for s in starts:
+        lo, hi = max(0, s - margin), min(view_len, s + margin)
+        if windows and lo <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], hi)
+        else:
+            windows.append((lo, hi))
+    return windows
+
+
 # --- the scanner ------------------------------------------------------------------------------------------
 
 
@@ -369,6 +573,7 @@ class Scanner:
         if unknown:
             raise ValueError(f"unknown detector(s) {sorted(unknown)}; built-in: {', '.join(BUILTIN_DETECTORS)}")
         self.enabled = tuple(n for n in BUILTIN_DETECTORS if n in names)
+        self._url_credentials = "url_credentials" in names
         self._bearer = "bearer" in names
         self._api_key = "api_key" in names
         self._assignment = "assignment" in names
@@ -383,7 +588,44 @@ class Scanner:
     def hits_and_secret_words(self, text: str, want_words: bool) -> tuple[list[Hit], bool]:
         """The hits, and (if ``want_words``) whether the text mentions a word that can name a secret
         (key, token, password, auth, cookie...). The masker uses that to decide whether a JSON document
-        may have keys like "password" whose values are masked whole."""
+        may have keys like "password" whose values are masked whole.
+
+        Text holding escapes (``%40``, ``&#64;``, ``\\u0040``, full-width characters) is scanned twice:
+        as written, and decoded (:func:`decoded_view`), with the decoded hits mapped back."""
+        hits, words = self._hits(text, want_words)
+        if _may_be_encoded(text):
+            view = decoded_view(text)
+            if view is not None:
+                decoded = self._view_hits(*view)
+                if decoded:
+                    # The same span found both ways: keep the decoded value, so "%65ve@x.org" and
+                    # "eve@x.org" give one token.
+                    spans = {(a, b) for a, b, _label, _norm in decoded}
+                    hits = [h for h in hits if (h[0], h[1]) not in spans] + decoded
+                if len(hits) > 1:
+                    hits = _without_overlaps(hits)
+        return hits, words
+
+    def _view_hits(
+        self, view: str, decoded_at: list[int], to_original: Callable[[int, int], tuple[int, int]]
+    ) -> list[Hit]:
+        """Hits that hold a decoded character, found in windows of the view around them (a value cannot
+        reach further than ``_VIEW_MARGIN``), mapped back to the original text. A hit touching a window's
+        edge is dropped: it may be the cut-off part of a value the scan of the original text finds whole."""
+        found: list[Hit] = []
+        n = len(view)
+        for lo, hi in _view_windows(n, decoded_at, _VIEW_MARGIN):
+            for a, b, label, norm in self._hits(view[lo:hi], False)[0]:
+                a, b = a + lo, b + lo
+                if (a == lo and lo > 0) or (b == hi and hi < n):
+                    continue
+                k = bisect.bisect_left(decoded_at, a)
+                if k < len(decoded_at) and decoded_at[k] < b:
+                    start, end = to_original(a, b)
+                    found.append((start, end, label, norm))
+        return found
+
+    def _hits(self, text: str, want_words: bool) -> tuple[list[Hit], bool]:
         hits: list[Hit] = []
         words = False
         if self._bearer or self._assignment or want_words:
@@ -399,6 +641,8 @@ class Scanner:
                 hits.extend(_keyword_hits(text, lower, auth, assign))
         if self._api_key and _may_hold_api_key(text):
             hits.extend(_api_key_hits(text))
+        if self._url_credentials and "://" in text:
+            hits.extend(_url_credential_hits(text))
         if self._email and "@" in text:
             hits.extend(_email_hits(text))
         if self._numeric and len(text) >= 8:
@@ -411,8 +655,16 @@ class Scanner:
         hits: list[Hit] = []
         search = _NUM.search
         labels = self._numeric_labels
+        lower_iban = "iban" in labels
+        iban_end = 0
         for cand in _NUM_CANDIDATE.finditer(text):
             pos = cand.start()
+            if lower_iban and cand.end() > iban_end:
+                # A lower- or mixed-case IBAN holds a run of digits (this candidate): look around it.
+                iban_end = cand.end() + 2
+                lo = max(0, pos - _IBAN_LOOKBACK)
+                if _IBAN_ANY.search(text, lo, iban_end + 40) is not None:
+                    hits.extend(_lower_iban_hits(text, lo, iban_end))
             if text[pos + 4 : pos + 5] in ("-", "/", ".") and text[pos + 7 : pos + 8] == text[pos + 4]:
                 # Starts with a date (2024-06-03, 2024/06/12): nothing can start inside it.
                 if text[pos : pos + 4].isdigit() and text[pos + 5 : pos + 7].isdigit():
@@ -433,6 +685,22 @@ class Scanner:
                     # Not valid as a whole (e.g. a non-Luhn digit run): a phone may still start inside it.
                     pos = m.start() + 1
         return hits
+
+
+# Lower- or mixed-case IBANs (de89 3704 ..., gb82 west 1234 ...). The numeric candidate scan only sees
+# upper case; around each candidate (a run of digits), this looks for a lower-case letter pair, two check
+# digits and a BBAN.
+_IBAN_ANY = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][a-z][0-9]{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])", re.ASCII)
+_IBAN_LOOKBACK = 20  # country code, check digits and letters of the BBAN before its first digit run
+
+
+def _lower_iban_hits(text: str, start: int, end: int) -> list[Hit]:
+    hits: list[Hit] = []
+    for m in _IBAN_ANY.finditer(text, start, min(len(text), end + 40)):
+        hit = _iban_at(m.start(), m.group(), strict=True)
+        if hit is not None:
+            hits.append(hit)
+    return hits
 
 
 _RANK = {"token": 0, "secret": 0, "email": 1, "iban": 2, "card": 3, "phone": 4}
