@@ -57,6 +57,7 @@ from basic.tools import (
     normalise_args,
     run_tool,
 )
+from otel_basic.propagation import inject_headers
 from otel_basic.workflows import TracedWorkflow, flush_after_step
 
 logger = logging.getLogger(__name__)
@@ -547,7 +548,8 @@ class EmailWorkflow(TracedWorkflow):
 
     async def _post(self, span: Span, url: str, result: EmailResult) -> tuple[Delivery, Exception | None]:
         payload = result.model_dump(mode="json", exclude={"delivery"})
-        headers = {"Idempotency-Key": uuid.uuid4().hex, "User-Agent": "otel-basic-email-workflow"}
+        # traceparent of the delivery span (current here): the receiving service can join the trace.
+        headers = inject_headers({"Idempotency-Key": uuid.uuid4().hex, "User-Agent": "otel-basic-email-workflow"})
         safe = _safe_url(url)
         error: Exception | None = None
         message = "not attempted"

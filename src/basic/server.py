@@ -45,6 +45,7 @@ from basic.email_workflow import _check_callback, email_workflow
 from basic.models import EmailData, InvalidEmailError
 from basic.workflow import workflow as hello_workflow
 from otel_basic import lifecycle
+from otel_basic.asgi import TraceContextMiddleware
 
 _log = logging.getLogger("basic.server")
 
@@ -309,6 +310,7 @@ def _build(
     period = GracePeriod(grace)
     server.app.add_middleware(RejectInvalidInput, validators={"email": check_email_start})
     server.app.add_middleware(FinishRunsBeforeStop, store=store, grace=period)
+    server.app.add_middleware(TraceContextMiddleware)  # outermost: the caller's trace for everything inside
     return server, period
 
 
