@@ -1,0 +1,165 @@
+"""``python -m basic.server --workers 2``: each worker process has its own telemetry, flushes on its
+own SIGTERM, and the workers share one spool directory without duplicates or losses.
+
+As in ``test_server.py``, the batch timer and per-step flushing are off in the server, so a span can
+only leave a worker through that worker's flush on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import otel_basic
+from basic.samples import sample_email
+from otel_basic.testing import LangfuseReceiver, ReceivedSpan
+
+from .conftest import PYTHON, subprocess_env
+from .test_server import running_server
+
+RUNS = 20
+_FLUSHED = re.compile(
+    r"\[worker (\d+)\] basic\.server: telemetry flushed at exit: "
+    r"exported=(\d+) failed=0 dropped=0 spooled=0 pending=0"
+)
+_SPOOLED = re.compile(r"\[worker (\d+)\] basic\.server: telemetry flush at exit incomplete: .*spooled=(\d+)")
+
+
+def _post(client: httpx.Client, workflow: str, start_event: dict[str, Any]) -> httpx.Response:
+    return client.post(f"/workflows/{workflow}/run", json={"start_event": start_event})
+
+
+def _run_key(span: ReceivedSpan) -> str | None:
+    """The unique name (hello) or thread id (email) a run was started with, from its run span."""
+    if not span.name.endswith("Workflow.run"):
+        return None
+    run_input = json.loads(span.attributes.get("input.value", "{}"))
+    return run_input.get("name") or (run_input.get("email_data") or {}).get("thread_id")
+
+
+def _traces_by_run(spans: list[ReceivedSpan]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for span in spans:
+        key = _run_key(span)
+        if key is not None:
+            found.setdefault(key, []).append(span.trace_id)
+    return found
+
+
+@pytest.mark.slow
+def test_two_workers_under_load_then_sigterm_trace_every_answered_run_exactly_once(tmp_path: Path) -> None:
+    starts: dict[str, tuple[str, dict[str, Any]]] = {}
+    for i in range(RUNS):
+        if i % 3 == 0:
+            email = sample_email("question" if i % 2 else "complaint")
+            email["thread_id"] = f"load-{i}"
+            starts[f"load-{i}"] = ("email", {"email_data": email})
+        else:
+            starts[f"load-{i}"] = ("hello", {"name": f"load-{i}"})
+    with (
+        LangfuseReceiver() as receiver,
+        running_server(tmp_path, receiver, "--workers", "2") as server,
+    ):
+        with httpx.Client(base_url=server.url, timeout=60) as client, ThreadPoolExecutor(max_workers=8) as pool:
+            futures = {key: pool.submit(_post, client, wf, start) for key, (wf, start) in starts.items()}
+            responses = {key: future.result() for key, future in futures.items()}
+        rc = server.stop(signal.SIGTERM)  # right after the last response
+    assert rc == 0, server.logs()
+    for key, response in responses.items():
+        assert response.status_code == 200 and response.json()["status"] == "completed", (key, response.text)
+
+    # Every answered run: exactly one run span, in the trace its response named.
+    traces = _traces_by_run(receiver.spans)
+    assert set(traces) == set(starts), server.logs()
+    for key, response in responses.items():
+        assert traces[key] == [response.headers["x-trace-id"]], key
+    ids = [s.span_id for s in receiver.spans]
+    assert len(ids) == len(set(ids)), "a span arrived twice"
+
+    # Each worker flushed its own spans on its own SIGTERM; together, everything that arrived.
+    flushed = {int(pid): int(n) for pid, n in _FLUSHED.findall(server.logs())}
+    assert len(flushed) == 2, server.logs()
+    assert sum(flushed.values()) == len(receiver.spans), (flushed, len(receiver.spans))
+
+
+@pytest.mark.slow
+def test_workers_spool_into_one_directory_and_the_next_start_replays_each_batch_once(tmp_path: Path) -> None:
+    """The endpoint is down when two workers stop: both spool (same directory). The next start
+    (a supervisor and two workers, three processes replaying the spool at once) sends every span
+    exactly once."""
+    names = [f"spooled-{i}" for i in range(12)]
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with LangfuseReceiver() as receiver:
+        with (
+            running_server(tmp_path / "first", receiver, "--workers", "2") as server,
+            httpx.Client(base_url=server.url, timeout=60) as client,
+            ThreadPoolExecutor(max_workers=6) as pool,
+        ):
+            answered = list(pool.map(lambda n: _post(client, "hello", {"name": n}), names))
+            assert all(r.status_code == 200 for r in answered)
+            receiver.stop()  # the endpoint goes away before the workers flush
+            assert server.stop(signal.SIGTERM) == 0, server.logs()
+        spooled = {int(pid): int(n) for pid, n in _SPOOLED.findall(server.logs())}
+        assert len(spooled) == 2 and sum(spooled.values()) == 2 * len(names), server.logs()
+        assert receiver.spans == []
+
+        receiver.start()  # back, on the same port
+        with running_server(tmp_path / "second", receiver, "--workers", "2") as again:
+            deadline = time.monotonic() + 30
+            while len(receiver.spans) < 2 * len(names) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)  # a duplicate would arrive now
+            assert again.stop(signal.SIGTERM) == 0, again.logs()
+    ids = [s.span_id for s in receiver.spans]
+    assert len(ids) == len(set(ids)), "a spooled batch was sent twice"
+    assert len(ids) == 2 * len(names), "a spooled batch was lost"
+    assert set(_traces_by_run(receiver.spans)) == set(names)
+
+
+def test_two_processes_replaying_one_spool_at_once_send_each_batch_exactly_once(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool's promise for workers that start (and replay) together, attacked directly: many
+    small batches, a slow endpoint so both replayers are busy at the same time, real processes."""
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
+    monkeypatch.setenv("OTEL_BASIC_STEP_FLUSH", "off")
+    langfuse_env.stop()  # down: everything goes to the spool
+    telemetry = otel_basic.configure()
+    tracer = otel_basic.get_tracer("spool-test")
+    for i in range(160):
+        with tracer.start_as_current_span(f"work-{i}"):
+            pass
+    report = otel_basic.shutdown(timeout=3)
+    assert report.spooled == 160, report.summary()
+    otel_basic.reset()
+    del telemetry
+
+    langfuse_env.start()
+    langfuse_env.set_delay(0.05)  # 40 batches: 2 s of sending, longer than a start-up
+    replayers = [
+        subprocess.Popen(
+            [PYTHON, "-m", "otel_basic.cli", "replay"],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in replayers]
+    assert [p.returncode for p in replayers] == [0, 0], outputs
+    ids = [s.span_id for s in langfuse_env.spans]
+    assert len(ids) == len(set(ids)), "a batch was sent by both replayers"
+    assert len(ids) == 160, "a batch was lost"
+    sent = [int(m) for out in outputs for m in re.findall(r"sent\W+(\d+) batch", out)]
+    assert len(sent) == 2 and sum(sent) == 40 and min(sent) > 0, outputs  # both took part, 40 batches
