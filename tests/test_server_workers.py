@@ -163,3 +163,48 @@ def test_two_processes_replaying_one_spool_at_once_send_each_batch_exactly_once(
     assert len(ids) == 160, "a batch was lost"
     sent = [int(m) for out in outputs for m in re.findall(r"sent\W+(\d+) batch", out)]
     assert len(sent) == 2 and sum(sent) == 40 and min(sent) > 0, outputs  # both took part, 40 batches
+
+
+@pytest.mark.slow
+def test_gunicorn_with_uvicorn_workers_delivers_every_run_at_sigterm(tmp_path: Path) -> None:
+    """The README's gunicorn command. gunicorn's uvicorn worker ends with the default SIGTERM action
+    (no exit handler runs): the app's lifespan shutdown is where each worker flushes."""
+    pytest.importorskip("gunicorn")
+    pytest.importorskip("uvicorn_worker")
+    names = [f"gunicorn-{i}" for i in range(10)]
+    err_path = tmp_path / "gunicorn.err"
+    with LangfuseReceiver() as receiver:
+        env = subprocess_env(**receiver.env(), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BASIC_STEP_FLUSH="off")
+        with err_path.open("wb") as err:
+            proc = subprocess.Popen(
+                [
+                    PYTHON, "-m", "gunicorn", "basic.server:create_app()",
+                    "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", "2",
+                    "--bind", "127.0.0.1:0", "--graceful-timeout", "20", "--no-control-socket",
+                ],  # fmt: skip
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while err_path.read_text().count("Application startup complete") < 2:
+                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()
+                time.sleep(0.1)
+            match = re.search(r"Listening at: (http://\S+)", err_path.read_text())
+            assert match, err_path.read_text()
+            with httpx.Client(base_url=match.group(1), timeout=60) as client, ThreadPoolExecutor(4) as pool:
+                responses = dict(zip(names, pool.map(lambda n: _post(client, "hello", {"name": n}), names)))
+            assert receiver.spans == [], "nothing leaves a worker before its stop (batch timer and step flush off)"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, err_path.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    traces = _traces_by_run(receiver.spans)
+    for name, response in responses.items():
+        assert response.status_code == 200, response.text
+        assert traces[name] == [response.headers["x-trace-id"]], name
+    ids = [s.span_id for s in receiver.spans]
+    assert len(ids) == len(set(ids)) == 2 * len(names)

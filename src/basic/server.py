@@ -317,6 +317,48 @@ def _build(
     return server, period
 
 
+class FlushWhenLifespanEnds:
+    """ASGI middleware: flush the telemetry once the app's lifespan shutdown is complete.
+
+    For servers that run the app in worker processes of their own (gunicorn with uvicorn workers):
+    their worker re-raises the stop signal with its default action when it stops serving, which
+    ends the process before any exit handler could flush. The lifespan shutdown is the last point
+    that runs, after the runs finished (or were cancelled and ended their spans).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def flush_then_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                report = await otel_basic.aflush()
+                if report.enabled:
+                    level = logging.INFO if report else logging.WARNING
+                    _log.log(level, "telemetry flushed at shutdown (pid %d): %s", os.getpid(), report.summary())
+            await send(message)
+
+        await self.app(scope, receive, flush_then_send)
+
+
+def create_app() -> ASGIApp:
+    """The ASGI app for another server's workers: ``gunicorn 'basic.server:create_app()' -k
+    uvicorn_worker.UvicornWorker -w N``. Each worker process imports this module, so it configures
+    its own telemetry; runs get ``BASIC_SERVER_GRACE`` seconds to finish at shutdown, then the
+    telemetry is flushed (:class:`FlushWhenLifespanEnds`)."""
+    try:
+        grace = _seconds(os.environ.get("BASIC_SERVER_GRACE") or str(DEFAULT_GRACE))
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"BASIC_SERVER_GRACE: {exc}") from None
+    server = build_server(grace)
+    app: ASGIApp = FlushWhenLifespanEnds(server.app)
+    return app
+
+
 def build_server(
     grace: float = DEFAULT_GRACE, *, hello: Workflow | None = None, email: Workflow | None = None
 ) -> WorkflowServer:
