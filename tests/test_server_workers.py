@@ -27,6 +27,10 @@ from .conftest import PYTHON, subprocess_env
 from .test_server import running_server
 
 RUNS = 20
+GUNICORN_ARGS = [
+    *("--worker-class", "uvicorn_worker.UvicornWorker", "--workers", "2", "--bind", "127.0.0.1:0"),
+    *("--graceful-timeout", "20", "--no-control-socket"),
+]
 _FLUSHED = re.compile(
     r"\[worker (\d+)\] basic\.server: telemetry flushed at exit: "
     r"exported=(\d+) failed=0 dropped=0 spooled=0 pending=0"
@@ -177,11 +181,7 @@ def test_gunicorn_with_uvicorn_workers_delivers_every_run_at_sigterm(tmp_path: P
         env = subprocess_env(**receiver.env(), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BASIC_STEP_FLUSH="off")
         with err_path.open("wb") as err:
             proc = subprocess.Popen(
-                [
-                    PYTHON, "-m", "gunicorn", "basic.server:create_app()",
-                    "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", "2",
-                    "--bind", "127.0.0.1:0", "--graceful-timeout", "20", "--no-control-socket",
-                ],  # fmt: skip
+                [PYTHON, "-m", "gunicorn", "basic.server:create_app()", *GUNICORN_ARGS],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -194,7 +194,7 @@ def test_gunicorn_with_uvicorn_workers_delivers_every_run_at_sigterm(tmp_path: P
             match = re.search(r"Listening at: (http://\S+)", err_path.read_text())
             assert match, err_path.read_text()
             with httpx.Client(base_url=match.group(1), timeout=60) as client, ThreadPoolExecutor(4) as pool:
-                responses = dict(zip(names, pool.map(lambda n: _post(client, "hello", {"name": n}), names)))
+                responses = dict(zip(names, pool.map(lambda n: _post(client, "hello", {"name": n}), names), strict=True))
             assert receiver.spans == [], "nothing leaves a worker before its stop (batch timer and step flush off)"
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0, err_path.read_text()
