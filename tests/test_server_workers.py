@@ -194,7 +194,8 @@ def test_gunicorn_with_uvicorn_workers_delivers_every_run_at_sigterm(tmp_path: P
             match = re.search(r"Listening at: (http://\S+)", err_path.read_text())
             assert match, err_path.read_text()
             with httpx.Client(base_url=match.group(1), timeout=60) as client, ThreadPoolExecutor(4) as pool:
-                responses = dict(zip(names, pool.map(lambda n: _post(client, "hello", {"name": n}), names), strict=True))
+                answers = pool.map(lambda n: _post(client, "hello", {"name": n}), names)
+                responses = dict(zip(names, answers, strict=True))
             assert receiver.spans == [], "nothing leaves a worker before its stop (batch timer and step flush off)"
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0, err_path.read_text()
