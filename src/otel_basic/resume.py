@@ -15,7 +15,10 @@ state store, so it is saved and restored with everything else:
   began and, once the event arrived, add a span covering the wait (Langfuse ignores span events,
   so the wait is a span: start = when the wait began, end = when the run went on).
 
-The state lives under the key :data:`STATE_KEY` of the default ``DictState`` store.
+The state lives under the key :data:`STATE_KEY` of the default ``DictState`` store. It must be in
+the context's snapshot (``ctx.to_dict()``), as with the default in-memory state: a WorkflowServer
+with an external state store (Sqlite, Postgres) reloads an idle run with its state kept outside the
+context, readable only asynchronously once the run span exists, so that run starts a new trace.
 """
 
 from __future__ import annotations
