@@ -238,3 +238,55 @@ def test_run_nowait_reports_the_trace_before_the_run_ends(tmp_path: Path) -> Non
     shown = langfuse_view(receiver.spans).traces["0af7651916cd43dd8448eb211c80319c"]
     # The caller's span never reached this receiver: the run's trace-level attributes still name it.
     assert (shown.name, shown.input, shown.output) == ("HelloWorkflow", {"name": "later"}, "Hello, later!")
+
+
+# ----------------------------------------------------------------------------- unit tests
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"traceparent": "garbage"},
+        {"traceparent": "00-" + "f" * 32 + "-" + "0" * 16 + "-01"},  # zero span id: invalid
+        {"traceparent": "ff-" + "a" * 32 + "-" + "b" * 16 + "-01"},  # version ff: invalid
+        {"traceparent": "00-" + "a" * 5000, "tracestate": "x" * 100_000, "baggage": "k=" + "v" * 100_000},
+        {"baggage": "session.id=" + "s" * 201},  # too long for an id: ignored
+        {"baggage": "user.id=%ZZ,session.id=;;;,=x"},
+    ],
+)
+def test_a_bad_or_missing_traceparent_means_a_new_trace_never_an_error(headers: dict[str, str]) -> None:
+    from otel_basic.propagation import extract_headers
+
+    caller = extract_headers(headers)
+    assert caller.parent is None
+    assert caller.session_id is None or len(caller.session_id) <= 200
+    assert caller.user_id is None or len(caller.user_id) <= 200
+
+
+def test_headers_are_read_case_insensitively_from_asgi_byte_pairs_and_langfuse_baggage_is_taken_out() -> None:
+    from opentelemetry import baggage
+
+    from otel_basic.propagation import extract_headers, inject_headers, traceresponse
+
+    caller = extract_headers(
+        [
+            (b"TraceParent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            (b"tracestate", b"vendor=1"),
+            (b"baggage", b"langfuse_session_id=s-1"),
+            (b"baggage", b"langfuse_user_id=u-1,other=kept"),
+        ]
+    )
+    assert caller.parent is not None and f"{caller.parent.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert (caller.session_id, caller.user_id) == ("s-1", "u-1")
+    assert baggage.get_all(caller.context) == {"other": "kept"}, "Langfuse's entries became run attributes"
+    assert traceresponse(caller.parent) == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    # Handing the context on: traceparent and tracestate, baggage only when asked for.
+    out = inject_headers({"x": "1"}, caller.context)
+    assert out == {
+        "x": "1",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "vendor=1",
+    }
+    assert inject_headers(context=caller.context, with_baggage=True)["baggage"] == "other=kept"
+    assert inject_headers({"x": "1"}) == {"x": "1"}, "no current span: nothing added"

@@ -209,3 +209,41 @@ def test_gunicorn_with_uvicorn_workers_delivers_every_run_at_sigterm(tmp_path: P
         assert traces[name] == [response.headers["x-trace-id"]], name
     ids = [s.span_id for s in receiver.spans]
     assert len(ids) == len(set(ids)) == 2 * len(names)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, 1),
+        (["--workers", "4"], {}, 4),
+        ([], {"BASIC_SERVER_WORKERS": "3"}, 3),
+        (["--workers", "2"], {"BASIC_SERVER_WORKERS": "5"}, 2),
+    ],
+)
+def test_workers_come_from_the_flag_then_the_environment(
+    argv: list[str], env: dict[str, str], expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from basic.server import _parse_args
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert _parse_args(argv).workers == expected
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two", "-1", "1.5"])
+def test_a_bad_worker_count_is_a_clear_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from basic.server import _parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        _parse_args(["--workers", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--workers" in err and "expected" in err and value in err
+
+
+def test_create_app_names_a_bad_grace_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from basic.server import create_app
+
+    monkeypatch.setenv("BASIC_SERVER_GRACE", "soon")
+    with pytest.raises(ValueError, match="BASIC_SERVER_GRACE: expected seconds"):
+        create_app()
