@@ -192,7 +192,17 @@ def test_baggage_names_session_and_user_and_a_request_without_traceparent_starts
             headers={"traceparent": "00-00000000000000000000000000000000-0000000000000000-01"},
             timeout=30,
         )
+        unsampled = httpx.post(  # the caller decided not to record this trace: neither do we
+            server.url + "/workflows/hello/run",
+            json={"start_event": {"name": "Eve"}},
+            headers={"traceparent": "00-5b8aa5a2d2c872e8321cf37308d69df2-051581bf3cb55c13-00"},
+            timeout=30,
+        )
         assert server.stop(signal.SIGTERM) == 0, server.logs()
+    assert unsampled.status_code == 200 and unsampled.json()["result"]["value"]["result"] == "Hello, Eve!"
+    assert unsampled.headers["x-trace-id"] == "5b8aa5a2d2c872e8321cf37308d69df2"
+    assert unsampled.headers["traceresponse"].endswith("-00")
+    assert "5b8aa5a2d2c872e8321cf37308d69df2" not in receiver.traces()
 
     view = langfuse_view(receiver.spans)
     shown = view.traces[caller["trace_id"]]

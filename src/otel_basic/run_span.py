@@ -102,8 +102,9 @@ def install() -> None:
     OpenInference's handler must have created the span when the observer looks for it."""
     from llama_index_instrumentation import get_dispatcher
 
-    dispatcher = get_dispatcher()
-    handlers = dispatcher.span_handlers
+    handlers = get_dispatcher().span_handlers
+    if handlers and type(handlers[-1]).__name__ == "RunSpanObserver":
+        return  # the usual case: no change to a list other threads may be iterating
     existing = [h for h in handlers if type(h).__name__ == "RunSpanObserver"]
     for handler in existing:
         handlers.remove(handler)
