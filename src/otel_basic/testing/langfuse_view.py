@@ -13,8 +13,9 @@ trace merge, summarised in ``reference/langfuse-otel-ingestion.md``) to
     assert trace.observation("llm.complete").type == "GENERATION"
 
 Only the rules that matter for OTLP senders like ours are modelled (Langfuse SDK, OpenInference,
-OpenTelemetry GenAI conventions); span events are ignored, as Langfuse ignores them. Pure
-functions over plain data: no I/O, no clock, no dependency beyond the standard library.
+OpenTelemetry GenAI attributes). Span events are ignored, as Langfuse ignores them; the one
+exception Langfuse makes, ``gen_ai.*`` message events read as input/output, is not modelled
+(none of our senders emit them). Pure functions over plain data: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "langfuse_view",
     "observation_view",
     "parse_json_value",
+    "scores_from_span_events",
 ]
 
 # Attribute names, as Langfuse's server spells them (packages/shared/src/server/otel/attributes.ts).
@@ -729,3 +731,29 @@ def langfuse_view(spans: Sequence[ReceivedSpan], scores: Iterable[Mapping[str, A
         else:
             orphans.append(score)
     return LangfuseView(traces=traces, orphan_scores=orphans)
+
+
+def scores_from_span_events(spans: Iterable[ReceivedSpan]) -> list[ScoreView]:
+    """Scores recorded by :func:`otel_basic.score_current_trace` as ``otel_basic.score`` span events.
+
+    Langfuse ignores these events (it gets the score itself from the Langfuse client); they let
+    an OTLP file (``otel-basic demo`` offline) or another backend show the same scores.
+    """
+    out: list[ScoreView] = []
+    for span in spans:
+        for event in span.events:
+            if event.name != "otel_basic.score":
+                continue
+            a = event.attributes
+            out.append(
+                ScoreView(
+                    id=a.get("score.id"),
+                    name=str(a.get("score.name")),
+                    value=a.get("score.value"),
+                    trace_id=span.trace_id,
+                    observation_id=a.get("score.observation_id"),
+                    data_type=a.get("score.data_type"),
+                    comment=a.get("score.comment"),
+                )
+            )
+    return out
