@@ -8,6 +8,7 @@ only leave a worker through that worker's flush on the way out.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -247,3 +248,32 @@ def test_create_app_names_a_bad_grace_variable(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("BASIC_SERVER_GRACE", "soon")
     with pytest.raises(ValueError, match="BASIC_SERVER_GRACE: expected seconds"):
         create_app()
+
+
+@pytest.mark.slow
+def test_each_worker_stopped_on_its_own_flushes_its_spans_and_is_replaced(tmp_path: Path) -> None:
+    """A rolling restart: SIGTERM one worker, then the other. Each flushes what it made (nothing
+    else can send it: batch timer and step flush are off) and the supervisor starts a replacement."""
+    started = re.compile(r"Started server process \[(\d+)\]")
+    close = {"connection": "close"}  # a new connection per request: either worker may take it
+    with LangfuseReceiver() as receiver, running_server(tmp_path, receiver, "--workers", "2") as server:
+        with httpx.Client(base_url=server.url, timeout=60, headers=close) as client:
+            first = {n: _post(client, "hello", {"name": n}) for n in (f"before-{i}" for i in range(8))}
+            originals = [int(pid) for pid in started.findall(server.logs())]
+            assert len(originals) == 2, server.logs()
+            for count, victim in enumerate(originals, start=3):
+                os.kill(victim, signal.SIGTERM)  # one worker, not the server
+                deadline = time.monotonic() + 30
+                while len(started.findall(server.logs())) < count:  # its replacement serves
+                    assert time.monotonic() < deadline, server.logs()
+                    time.sleep(0.1)
+            flushed = {int(pid): int(n) for pid, n in _FLUSHED.findall(server.logs())}
+            assert set(flushed) == set(originals), server.logs()
+            assert sum(flushed.values()) == len(receiver.spans) == 2 * len(first), "each sent its own spans"
+            second = {n: _post(client, "hello", {"name": n}) for n in (f"after-{i}" for i in range(8))}
+        assert server.stop(signal.SIGTERM) == 0, server.logs()
+    traces = _traces_by_run(receiver.spans)
+    for name, response in {**first, **second}.items():
+        assert response.status_code == 200 and traces[name] == [response.headers["x-trace-id"]], name
+    flushed = {int(pid): int(n) for pid, n in _FLUSHED.findall(server.logs())}
+    assert len(flushed) == 4 and sum(flushed.values()) == len(receiver.spans)

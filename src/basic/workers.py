@@ -122,7 +122,9 @@ class Supervisor:
             if not worker.serving:
                 _log.error("worker %s exited with %s before serving: stopping", worker.process.pid, code)
                 return False
-            _log.warning("worker %s exited with %s: starting a new one", worker.process.pid, code)
+            # A worker stopped on its own (SIGTERM to it: a rolling restart) is no problem; a crash is.
+            level = logging.INFO if code == 0 else logging.WARNING
+            _log.log(level, "worker %s exited with %s: starting a new one", worker.process.pid, code)
             worker.ready.close()
             self.workers[index] = self._start_worker()
         return True
