@@ -159,6 +159,8 @@ def test_the_callers_trace_holds_the_run_its_steps_and_the_callback(tmp_path: Pa
     assert headers["x-trace-id"] == trace_id
     assert _ids(headers["traceresponse"]) == (trace_id, run.span_id)
     assert headers["x-langfuse-trace-url"] == f"{receiver.base_url}/trace/{trace_id}"
+    assert run.attributes["llamaindex.handler_id"] == result["body"]["handler_id"]  # WorkflowServer's ids
+    assert run.attributes["llamaindex.run_id"] == result["body"]["run_id"]
 
     # The callback got the delivery span's traceparent: the receiving service can join the trace.
     delivery = _by_name(spans, "deliver_result")

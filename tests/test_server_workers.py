@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,16 @@ def test_two_workers_under_load_then_sigterm_trace_every_answered_run_exactly_on
     for key, response in responses.items():
         assert response.status_code == 200 and response.json()["status"] == "completed", (key, response.text)
 
-    # Every answered run: exactly one run span, in the trace its response named.
+    # Every answered run: exactly one run span (counted by WorkflowServer's run id), in the trace
+    # its response named.
     traces = _traces_by_run(receiver.spans)
     assert set(traces) == set(starts), server.logs()
+    run_spans = [s for s in receiver.spans if s.name.endswith("Workflow.run")]
+    by_run_id = Counter(s.attributes.get("llamaindex.run_id") for s in run_spans)
     for key, response in responses.items():
         assert traces[key] == [response.headers["x-trace-id"]], key
+        assert by_run_id[response.json()["run_id"]] == 1, key
+    assert len(run_spans) == len(responses)
     ids = [s.span_id for s in receiver.spans]
     assert len(ids) == len(set(ids)), "a span arrived twice"
 

@@ -5,7 +5,8 @@ returns after the run, ``/run-nowait`` right after it starts) without knowing th
 OpenInference creates the run span inside ``Workflow.run()``; a LlamaIndex span handler placed
 after OpenInference's sees it right after it is created and records its span context in the sink
 of the innermost :func:`observe_run_spans` block, found through a context variable (so concurrent
-requests never see each other's runs).
+requests never see each other's runs). It also copies WorkflowServer's run and handler ids
+(:data:`RUN_ID_TAGS`) onto the run span, which OpenInference does not export.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 from opentelemetry.trace import SpanContext
 
 _log = logging.getLogger("otel_basic")
+RUN_ID_TAGS = ("llamaindex.run_id", "llamaindex.handler_id")
+"""Instrument tags of a run (set by WorkflowServer) copied onto the run span as attributes."""
 _sink: ContextVar[list[SpanContext] | None] = ContextVar("otel_basic_run_spans", default=None)
 
 try:  # llama-index-workflows is a dependency, but keep otel_basic importable without it
@@ -66,15 +69,20 @@ def _observer_class() -> type:
             tags: Any = None,
             **kwargs: Any,
         ) -> None:
-            sink = _sink.get()
-            if sink is None or _Workflow is None or not isinstance(instance, _Workflow):
+            if _Workflow is None or not isinstance(instance, _Workflow):
                 return
             if "start_event" not in bound_args.signature.parameters:  # not Workflow.run
                 return
             try:
-                span = _openinference_span(id_)
-                otel_span = getattr(span, "_otel_span", None)
-                if otel_span is not None and otel_span.get_span_context().is_valid:
+                otel_span = getattr(_openinference_span(id_), "_otel_span", None)
+                if otel_span is None:
+                    return
+                tags = (bound_args.arguments.get("tags") or {}).get("instrument_tags") or {}
+                for key in RUN_ID_TAGS:  # WorkflowServer's ids: find the trace of a handler or run
+                    if isinstance(tags.get(key), str):
+                        otel_span.set_attribute(key, tags[key])
+                sink = _sink.get()
+                if sink is not None and otel_span.get_span_context().is_valid:
                     sink.append(otel_span.get_span_context())
             except Exception:  # telemetry must never fail a run
                 _log.debug("could not observe the run span", exc_info=True)
