@@ -47,7 +47,7 @@ def _record(kind: str, started: float, timeout: float | None, report: Any, setti
         f.write(json.dumps(line) + "\n")
 
 
-_flush, _aflush = runtime.Telemetry.flush, runtime.Telemetry.aflush
+_flush, _aflush, _shutdown = runtime.Telemetry.flush, runtime.Telemetry.aflush, runtime.Telemetry.shutdown
 
 
 def _timed_flush(self: runtime.Telemetry, timeout: float | None = None) -> Any:
@@ -64,7 +64,16 @@ async def _timed_aflush(self: runtime.Telemetry, timeout: float | None = None) -
     return report
 
 
+def _timed_shutdown(self: runtime.Telemetry, timeout: float | None = None) -> Any:
+    started = time.monotonic()
+    report = _shutdown(self, timeout)
+    if report.enabled:
+        _record("shutdown", started, timeout, report, self.settings)
+    return report
+
+
 runtime.Telemetry.flush = _timed_flush  # type: ignore[method-assign]
+runtime.Telemetry.shutdown = _timed_shutdown  # type: ignore[method-assign]
 runtime.Telemetry.aflush = _timed_aflush  # type: ignore[method-assign]
 
 telemetry = otel_basic.configure(install_signal_handlers=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from rich.console import Console
 
-from otel_basic.exporters.spooling import encode_request
 from otel_basic.otlp_decode import ReceivedSpan, decode_otlp_json_lines
 from otel_basic.pipeline import build_spool
+from otel_basic.road import encode
 from otel_basic.settings import load_settings
 from otel_basic.spool import Spool
 from otel_basic.testing import LangfuseReceiver
@@ -55,7 +55,7 @@ def test_demo_offline_writes_the_file_and_prints_the_trees(tmp_path: Path) -> No
     traces = {s.trace_id for s in spans}
     assert len(traces) == 2
     assert _trace_ids(out) == traces  # the trees are the file's traces
-    assert "2/2 completed" in out and "failed=0" in out
+    assert "2/2 completed" in out and "rejected=0 dropped=0" in out
     assert "\x1b[" not in out  # no colour codes when piped
 
 
@@ -116,12 +116,12 @@ def test_replay_sends_the_spool_exactly_once() -> None:
     with LangfuseReceiver() as receiver:
         env = subprocess_env(**receiver.env())
         spool = _spool(env)
-        spool.write(encode_request(_spans(["a-0", "a-1"])), 2)
-        spool.write(encode_request(_spans(["b-0", "b-1", "b-2"])), 3)
+        spool.write(encode(_spans(["a-0", "a-1"])).message.SerializeToString(), 2)
+        spool.write(encode(_spans(["b-0", "b-1", "b-2"])).message.SerializeToString(), 3)
 
         proc = _run("replay", env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "2 batches, 5 spans" in proc.stdout
+        assert "sent      │ 5 spans" in proc.stdout
         assert sorted(receiver.span_names()) == ["a-0", "a-1", "b-0", "b-1", "b-2"]
         assert spool.state().batches == 0
 
@@ -136,7 +136,7 @@ def test_replay_keeps_the_spool_when_the_endpoint_is_down() -> None:
         env = subprocess_env(**receiver.env(), OTEL_EXPORTER_OTLP_TIMEOUT="1")
     # the receiver is stopped now: connection refused
     spool = _spool(env)
-    spool.write(encode_request(_spans(["c-0"])), 1)
+    spool.write(encode(_spans(["c-0"])).message.SerializeToString(), 1)
     proc = _run("replay", env=env)
     assert proc.returncode == 1
     assert "1 batch, 1 span" in proc.stdout  # remaining
@@ -147,7 +147,7 @@ def test_replay_rejected_after_the_fix() -> None:
     with LangfuseReceiver() as receiver:
         env = subprocess_env(**receiver.env())
         spool = _spool(env)
-        spool.reject(encode_request(_spans(["r-0", "r-1"])), 2, "HTTP 401 from the endpoint")
+        spool.reject(encode(_spans(["r-0", "r-1"])).message.SerializeToString(), 2, "HTTP 401 from the endpoint")
 
         plain = _run("replay", env=env)
         assert plain.returncode == 0

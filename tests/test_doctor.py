@@ -14,8 +14,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from otel_basic.doctor import CANARY_SPAN_NAME, NOTHING_CONFIGURED, run_doctor, unauthorized_fix
-from otel_basic.exporters.spooling import encode_request
 from otel_basic.pipeline import build_spool
+from otel_basic.road import encode
 from otel_basic.settings import load_settings
 from otel_basic.spool import Spool
 from otel_basic.testing import LangfuseReceiver
@@ -203,8 +203,8 @@ def test_healthy_setup_sends_the_canary(receiver: LangfuseReceiver, base_env: di
 def test_waiting_spool_is_reported(receiver: LangfuseReceiver, base_env: dict[str, str]) -> None:
     env = {**base_env, **receiver.env()}
     spool = _spool_for(env)
-    spool.write(encode_request(_spans(3)), 3)
-    spool.write(encode_request(_spans(2)), 2)
+    spool.write(encode(_spans(3)).message.SerializeToString(), 3)
+    spool.write(encode(_spans(2)).message.SerializeToString(), 2)
     report = run_doctor(env)
     assert report.line == "5 spans are waiting in the spool: run `otel-basic replay`"
     assert report.spool is not None
@@ -217,8 +217,8 @@ def test_rejected_spool_is_reported_with_its_reason(
 ) -> None:
     env = {**base_env, **receiver.env()}
     spool = _spool_for(env)
-    spool.write(encode_request(_spans(1)), 1)
-    spool.reject(encode_request(_spans(4)), 4, "HTTP 400 from the endpoint: bad span")
+    spool.write(encode(_spans(1)).message.SerializeToString(), 1)
+    spool.reject(encode(_spans(4)).message.SerializeToString(), 4, "HTTP 400 from the endpoint: bad span")
     report = run_doctor(env)
     assert report.line == (
         "4 spans were rejected (HTTP 400 from the endpoint: bad span): fix it, then run "

@@ -118,7 +118,7 @@ def test_burst_with_drop_policy_counts_every_dropped_span(
     assert processor is not None
     _burst(20_000)
     otel_basic.flush(timeout=60)
-    dropped = processor.counters.dropped
+    dropped = processor.ledger.totals.dropped
     assert dropped > 0
     assert len(langfuse_env.spans) + dropped == 20_000
 

@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 
-from otel_basic.exporters.limits import DEFAULT_MAX_ATTRIBUTE_CHARS, LimitingExporter, truncation_marker
-from otel_basic.masking import Masker, MaskingExporter
+from otel_basic.limits import DEFAULT_MAX_ATTRIBUTE_CHARS, Limiter, truncation_marker
+from otel_basic.masking import Masker
+from otel_basic.road import Prepare
 
 FIVE_MB = 5 * 1024 * 1024
 
@@ -28,9 +29,8 @@ def make_span(attributes: dict[str, Any], events: Sequence[Event] = (), status: 
 
 
 def export(spans: Sequence[ReadableSpan], **kwargs: Any) -> list[ReadableSpan]:
-    memory = InMemorySpanExporter()
-    LimitingExporter(memory, **kwargs).export(spans)
-    return list(memory.get_finished_spans())
+    limiter = Limiter(**kwargs)
+    return [limiter.limit_span(span) for span in spans]
 
 
 def data_uri(n_bytes: int, mime: str = "image/png") -> str:
@@ -55,7 +55,7 @@ def test_the_limit_is_configurable_and_validated() -> None:
     (out,) = export([make_span({"a": "x" * 100})], max_attribute_chars=10)
     assert out.attributes is not None and out.attributes["a"] == "x" * 10 + truncation_marker(100)
     with pytest.raises(ValueError):
-        LimitingExporter(InMemorySpanExporter(), max_attribute_chars=0)
+        Limiter(max_attribute_chars=0)
 
 
 def test_data_uris_are_replaced_by_type_and_size() -> None:
@@ -103,10 +103,10 @@ def test_masking_then_limits_on_a_huge_pii_body() -> None:
     body = "Call +44 20 7946 0958 or write ada.lovelace@example.org. " * 100000  # ~5.7 MB
     memory = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(MaskingExporter(LimitingExporter(memory), Masker())))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
     with provider.get_tracer("t").start_as_current_span("big", attributes={"input.value": body}):
         pass
-    (out,) = memory.get_finished_spans()
+    (out,) = Prepare(Masker(), Limiter())(memory.get_finished_spans())
     value = out.attributes["input.value"] if out.attributes else ""
     assert isinstance(value, str) and "ada.lovelace" not in value and "7946" not in value
     assert "<email:" in value and value.endswith("chars]") and len(value) < 17000

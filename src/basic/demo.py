@@ -340,11 +340,11 @@ def _summary(
                 line("", f"trace {trace_id}")
     else:
         line("spans", ("none (tracing is off)", "dim"))
-    if telemetry.processor is not None:
-        c = telemetry.processor.counters
+    if telemetry.pipeline is not None:
+        c = telemetry.pipeline.ledger.totals
         line(
             "export",
-            f"{c.exported}/{c.enqueued} spans delivered in {_plural(c.export_requests, 'request')}",
+            f"{c.delivered}/{c.created} spans delivered in {_plural(c.requests, 'request')}",
             ("  (each step's spans are sent as the step ends)", "dim"),
         )
     line("flush", (report.summary(), "green" if report else "red"))

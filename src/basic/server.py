@@ -47,7 +47,7 @@ from basic import workers
 from basic.email_workflow import _check_callback, email_workflow
 from basic.models import EmailData, InvalidEmailError
 from basic.workflow import workflow as hello_workflow
-from otel_basic import lifecycle
+from otel_basic import lifecycle, runtime
 from otel_basic.asgi import TraceContextMiddleware
 
 _log = logging.getLogger("basic.server")
@@ -550,7 +550,7 @@ def _serve_until_stopped(
     ready: Callable[[str], None] = _print_ready,
 ) -> bool:
     """Serve (this process) until SIGTERM/SIGINT, then flush the telemetry; False if it never started."""
-    lifecycle.install(signals=False)  # the atexit flush: the fallback for any other exit
+    lifecycle.install(runtime.current, signals=False)  # the atexit flush: the fallback for any other exit
     signals = _StopSignals()
     signals.install()
     try:

@@ -89,7 +89,7 @@ def replay(rejected: bool) -> None:
 
     Exit code 0 when nothing remains in the spool, 1 otherwise.
     """
-    from otel_basic.pipeline import build_spool, build_transport, replay_sender
+    from otel_basic.pipeline import build_road
 
     console = Console()
     try:
@@ -106,7 +106,8 @@ def replay(rejected: bool) -> None:
             highlight=False,
         )
         sys.exit(1)
-    spool = build_spool(settings)
+    road = build_road(settings)
+    spool = road.spool
     if spool is None:
         console.print(Text("the spool is off (OTEL_BASIC_SPOOL_DIR=off): nothing to replay", style="yellow"))
         sys.exit(0)
@@ -122,7 +123,6 @@ def replay(rejected: bool) -> None:
         _rejected_note(console, state.rejected_spans)
         sys.exit(0)
 
-    transport = build_transport(settings)
     try:
         with Progress(
             TextColumn("replaying"),
@@ -135,29 +135,30 @@ def replay(rejected: bool) -> None:
         ) as progress:
             task = progress.add_task("replay", total=state.batches)
 
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
+            def advance(_delivered: int) -> None:
+                progress.update(task, completed=state.batches - spool.state().batches)
 
-            result = spool.replay(replay_sender(transport), progress=advance)
+            result = road.replay(progress=advance)
     finally:
-        transport.shutdown()
+        road.close()
     after = spool.state()
 
     table = Table(title="replay", title_justify="left", show_header=False, show_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("sent", f"{_n(result.sent_batches, 'batch')}, {_n(result.sent_spans, 'span')}")
-    table.add_row("failed", f"{_n(result.failed_batches, 'batch')} (kept for the next replay)")
-    table.add_row("rejected", f"{_n(result.rejected_batches, 'batch')} (kept aside with the reason)")
+    table.add_row("sent", _n(result.delivered, "span"))
+    table.add_row("rejected", f"{_n(result.rejected, 'span')} (kept aside with the reason)")
+    if result.dropped:
+        table.add_row("dropped", _n(result.dropped, "span"))
     table.add_row("remaining", f"{_n(after.batches, 'batch')}, {_n(after.spans, 'span')}")
     console.print(table)
-    if result.error:
-        console.print(Text(f"stopped: {result.error}; run `otel-basic doctor`", style="red"))
-    if result.rejected_batches:
+    if after.batches and result.reason:
+        console.print(Text(f"stopped: {result.reason}; run `otel-basic doctor`", style="red"))
+    if result.rejected:
         console.print(Text("rejected batches are kept aside: `otel-basic doctor` shows why", style="red"))
     else:
         _rejected_note(console, after.rejected_spans)
-    sys.exit(0 if after.batches == 0 and result.rejected_batches == 0 else 1)
+    sys.exit(0 if after.batches == 0 and result.rejected == 0 else 1)
 
 
 def _n(count: int, word: str) -> str:

@@ -27,12 +27,12 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExportResult
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from otel_basic.pipeline import build_resource, build_spool, build_transport
+from otel_basic.pipeline import build_resource, build_road, build_spool
+from otel_basic.redact import redact_url
 from otel_basic.settings import ConfigError, Settings, basic_auth, load_settings
 
 CANARY_SPAN_NAME = "otel-basic.doctor.canary"
@@ -369,24 +369,23 @@ def _check_credentials(settings: Settings, timeout: float) -> Check:
 
 def _check_canary(settings: Settings, timeout: float) -> Check:
     """Export one real span through the real transport and read its verdict."""
-    transport = build_transport(dataclasses.replace(settings, export_timeout=timeout))
+    road = build_road(settings, timeout=timeout, spool=False)
     provider = TracerProvider(resource=build_resource(settings), shutdown_on_exit=False)
     span = provider.get_tracer("otel_basic.doctor").start_span(
         CANARY_SPAN_NAME, attributes={"otel_basic.doctor": True}
     )
     span.end()
     trace_id = format(span.get_span_context().trace_id, "032x")
-    where = settings.endpoint or str(settings.file_path)
+    where = redact_url(settings.endpoint) if settings.endpoint else str(settings.file_path)
     try:
-        result = transport.export([span])  # type: ignore[list-item]
-        failure = getattr(transport, "last_failure", None)
+        tally, verdict = road.probe([span], time.monotonic() + timeout)  # type: ignore[list-item]
     finally:
-        transport.shutdown()
+        road.close()
         provider.shutdown()
-    if result == SpanExportResult.SUCCESS:
+    if tally.delivered == 1:
         return Check("canary", True, f"span {CANARY_SPAN_NAME} accepted by {where} (trace {trace_id})")
-    message = failure.message if failure is not None else "export failed"
-    status = failure.status if failure is not None else None
+    message = tally.reason or "export failed"
+    status = verdict.status if verdict is not None else None
     if settings.route == "langfuse" and status in (401, 403):
         fix = unauthorized_fix(settings.langfuse_base_url, status)
     elif status is not None and 300 <= status < 400:

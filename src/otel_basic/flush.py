@@ -1,61 +1,76 @@
-"""Flush with one deadline and a truthful report: provider first, then the Langfuse client.
+"""Flush with one deadline and the whole truth: provider first, then the spool, then the Langfuse client.
 
-``flush`` blocks the calling thread until every span created before the call is delivered or the
-deadline passes; ``aflush`` does the same without blocking the event loop (an export worker
-resolves an asyncio future). The Langfuse client's own flush (scores, media) has unbounded joins,
-so it runs in one shared helper thread that callers wait on with their remaining time.
+``flush`` blocks the calling thread until every span created before the call is done or the deadline
+passes; ``aflush`` does the same without blocking the event loop (an export worker resolves an asyncio
+future). Then spans waiting in the spool get one more attempt. The report covers everything since the
+previous report (:class:`~otel_basic.ledger.Ledger`), so background failures are never lost between
+flushes, and it is truthy only if nothing the process made is undelivered when it returns. The Langfuse
+client's own flush (scores, media) has unbounded joins, so it runs in one shared helper thread that
+callers wait on with their remaining time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from otel_basic.deadline import export_deadline
-from otel_basic.processor import Counters, DeliveryProcessor
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-
-class SpoolStats(Protocol):
-    def spooled_total(self) -> int: ...
-
-    def pending(self) -> bool: ...
+from otel_basic.ledger import Ledger
+from otel_basic.processor import DeliveryProcessor
+from otel_basic.road import Road
 
 
 @dataclass(frozen=True)
 class FlushReport:
-    """What a flush achieved. Truthy only when nothing failed, was dropped or is left pending.
+    """What happened to the process's spans since the previous report, and what is still waiting.
 
-    ``failed`` spans were not accepted by the endpoint; ``spooled`` of them (and of queue overflow)
-    are safe on disk for a later replay; ``dropped`` are gone; ``pending`` were still queued or in
-    flight when the deadline came. ``error`` is a redacted reason (never a credential).
+    Since the previous report: ``exported`` arrived (including spans replayed from the spool);
+    ``rejected`` were refused for good by the endpoint (kept in the spool's ``rejected/``);
+    ``dropped`` are gone (a reason is in ``error``); ``spooled`` went to the on-disk spool after a
+    failed attempt. At the moment of return: ``pending`` are still in memory (the deadline came
+    first); ``in_spool`` wait on disk for a later attempt. Truthy only when nothing was rejected or
+    dropped and nothing is pending or waiting in the spool. ``error`` is a redacted reason.
     """
 
     exported: int = 0
-    failed: int = 0
+    rejected: int = 0
     dropped: int = 0
     spooled: int = 0
     pending: int = 0
+    in_spool: int = 0
     duration: float = 0.0
     error: str | None = None
     enabled: bool = True
 
     def __bool__(self) -> bool:
-        return self.failed == 0 and self.dropped == 0 and self.pending == 0 and self.error is None
+        return (
+            self.rejected == 0
+            and self.dropped == 0
+            and self.pending == 0
+            and self.in_spool == 0
+            and self.error is None
+        )
 
     @property
     def ok(self) -> bool:
         return bool(self)
 
+    @property
+    def failed(self) -> int:
+        """Spans not delivered: rejected and dropped since the previous report, and those waiting in the spool."""
+        return self.rejected + self.dropped + self.in_spool
+
     def summary(self) -> str:
         if not self.enabled:
             return "telemetry disabled: nothing to flush"
         text = (
-            f"exported={self.exported} failed={self.failed} dropped={self.dropped} "
-            f"spooled={self.spooled} pending={self.pending} in {self.duration:.3f}s"
+            f"exported={self.exported} rejected={self.rejected} dropped={self.dropped} "
+            f"spooled={self.spooled} pending={self.pending} in_spool={self.in_spool} in {self.duration:.3f}s"
         )
         return text + (f" ({self.error})" if self.error else "")
 
@@ -80,7 +95,8 @@ class _SideFlush:
 
         def run() -> None:
             try:
-                self._target()
+                with suppress_instrumentation():  # the client's own HTTP is not the app's to trace
+                    self._target()
                 self.error = None
             except Exception as exc:
                 self.error = f"Langfuse client flush failed: {type(exc).__name__}"
@@ -92,62 +108,56 @@ class _SideFlush:
 
 
 class Flusher:
-    """Flushes one pipeline. ``spool`` and ``langfuse_flush`` are optional parts."""
+    """Flushes one pipeline: its processor, its road's spool, and the optional Langfuse client."""
 
     def __init__(
         self,
         processor: DeliveryProcessor,
+        road: Road,
+        ledger: Ledger,
         *,
         default_timeout: float,
         langfuse_flush: Callable[[], None] | None = None,
-        spool: SpoolStats | None = None,
-        replay: Callable[[float], object] | None = None,
     ) -> None:
         self.processor = processor
+        self.road = road
+        self.ledger = ledger
         self.default_timeout = default_timeout
-        self._spool = spool
-        self._replay = replay
         self._side = _SideFlush(langfuse_flush) if langfuse_flush is not None else None
 
-    def _spooled(self) -> int:
-        return self._spool.spooled_total() if self._spool is not None else 0
+    def _deadline(self, started: float, timeout: float | None) -> float:
+        seconds = self.default_timeout if timeout is None else timeout
+        if math.isnan(seconds) or seconds < 0:  # NaN or negative: no waiting
+            seconds = 0.0
+        return started + min(seconds, 1e6)
 
-    def _report(
-        self, before: Counters, spooled_before: int, target: int, started: float, side_error: str | None
-    ) -> FlushReport:
-        pending = self.processor.pending_after(target)  # now, so a batch is never failed AND pending
-        after = self.processor.counters.copy()
-        failed = after.failed - before.failed
-        dropped = after.dropped - before.dropped
-        if failed or dropped:
-            error: str | None = after.last_error or "export failed"
+    def _report(self, target: int, started: float, side_error: str | None) -> FlushReport:
+        pending = self.processor.pending_after(target)
+        in_spool = self.road.spool_waiting()
+        diff, reason = self.ledger.since_report()
+        report = FlushReport(
+            exported=diff.delivered,
+            rejected=diff.rejected,
+            dropped=diff.dropped,
+            spooled=diff.spooled,
+            pending=pending,
+            in_spool=in_spool,
+            duration=time.monotonic() - started,
+        )
+        if diff.rejected or diff.dropped:
+            error: str | None = reason or "export failed"
         elif pending:
             error = "flush deadline reached with spans still pending"
+        elif in_spool:
+            error = f"{in_spool} spans wait in the spool ({reason or diff.last_reason or 'endpoint unavailable'})"
         else:
             error = side_error
-        return FlushReport(
-            exported=after.exported - before.exported,
-            failed=failed,
-            dropped=dropped,
-            spooled=self._spooled() - spooled_before,
-            pending=pending,
-            duration=time.monotonic() - started,
-            error=error,
-        )
-
-    def _spool_waiting(self, end: float) -> bool:
-        return (
-            self._replay is not None
-            and self._spool is not None
-            and end - time.monotonic() > 0
-            and self._spool.pending()
-        )
+        return FlushReport(**{**report.__dict__, "error": error})
 
     def _replay_spool(self, end: float) -> None:
         """Earlier failures wait in the spool: if the endpoint is back, a flush sends them too."""
-        if self._replay is not None and self._spool_waiting(end):
-            with export_deadline(end):
-                self._replay(end)
+        if end - time.monotonic() > 0 and self.road.spool_waiting():
+            self.ledger.record(self.road.replay(deadline=end))
 
     def _side_started(self, end: float) -> threading.Event | None:
         """Start the Langfuse client's flush (scores, media) if there is time left for it."""
@@ -160,22 +170,23 @@ class Flusher:
             return "Langfuse client flush did not finish before the deadline"
         return self._side.error if self._side is not None else None
 
-    def flush(self, timeout: float | None = None) -> FlushReport:
+    def flush(self, timeout: float | None = None, *, final: bool = False) -> FlushReport:
+        """``final`` (shutdown, exit): after the deadline, spans still in memory go to the spool."""
         started = time.monotonic()
-        end = started + (self.default_timeout if timeout is None else max(0.0, timeout))
-        before, spooled_before = self.processor.counters.copy(), self._spooled()
-        target, _ = self.processor.flush_until(end)
+        end = self._deadline(started, timeout)
+        target = self.processor.flush_until(end)
         self._replay_spool(end)
         side_error = None
         done = self._side_started(end)
         if done is not None:
             side_error = self._side_error(done.wait(max(0.0, end - time.monotonic())))
-        return self._report(before, spooled_before, target, started, side_error)
+        if final:
+            self.processor.drain()
+        return self._report(target, started, side_error)
 
     async def aflush(self, timeout: float | None = None) -> FlushReport:
         started = time.monotonic()
-        end = started + (self.default_timeout if timeout is None else max(0.0, timeout))
-        before, spooled_before = self.processor.counters.copy(), self._spooled()
+        end = self._deadline(started, timeout)
         loop = asyncio.get_running_loop()
         target, future = self.processor.flush_future(end, loop)
         try:
@@ -184,14 +195,14 @@ class Flusher:
             pass
         finally:
             self.processor.forget_future(future)
-        if self._spool_waiting(end):  # rare: only after failures; file and network I/O off the loop
+        if self.road.spool is not None and self.road.spool.pending():  # rare: file and network I/O off the loop
             await asyncio.to_thread(self._replay_spool, end)
         side_error = None
         done = self._side_started(end)
         if done is not None:
             finished = done.is_set() or await _wait_event(done, max(0.0, end - time.monotonic()), loop)
             side_error = self._side_error(finished)
-        return self._report(before, spooled_before, target, started, side_error)
+        return self._report(target, started, side_error)
 
 
 async def _wait_event(event: threading.Event, timeout: float, loop: asyncio.AbstractEventLoop) -> bool:

@@ -1,4 +1,5 @@
-"""Process exit paths: atexit, SIGTERM and SIGINT deliver the queued spans.
+"""Process exit paths: atexit, SIGTERM, SIGINT and multiprocessing's fork children deliver the
+queued spans, under ONE exit deadline.
 
 A default SIGTERM kills the process without running atexit (the seed's lost container-stop
 spans), so we install a handler for SIGTERM and SIGINT that flushes within the configured
@@ -7,45 +8,106 @@ before us (the host's, or Python's KeyboardInterrupt), or re-delivers the signal
 action (so the exit status stays "killed by SIGTERM"). A handler the host installs later replaces
 ours; the atexit flush still runs if that handler exits through ``sys.exit``.
 
-What cannot be flushed: ``os._exit()`` and SIGKILL end the process at once. Per-step flushing
-bounds the loss to the spans of the step in progress; spans that were handed to the spool are
-replayed on the next start.
+One deadline: the first signal starts the exit deadline (the flush timeout); the atexit shutdown
+that follows soon after (Python's SIGINT → KeyboardInterrupt → exit) only gets what is left of it,
+so an endpoint that never answers costs one flush timeout, not two.
+
+``multiprocessing`` children started with fork end with ``os._exit()``, which skips atexit; they do
+run multiprocessing's own exit finalizers, so a child registers one there (through
+``register_after_fork``, because the child clears the finalizers it inherits).
+
+What cannot be flushed: ``os._exit()`` in a plain fork child and SIGKILL end the process at once.
+Per-step flushing bounds the loss to the step in progress; spooled batches are replayed later.
+
+This module knows nothing of the pipeline: :func:`install` takes a getter for the current
+:class:`Exitable` (``otel_basic.runtime`` passes its own), so there is no import cycle.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 _log = logging.getLogger("otel_basic")
+
+_STALE_AFTER = 30.0
+"""An exit that comes this long after a signal's deadline is a new exit (the app went on)."""
+
+
+class Report(Protocol):
+    def __bool__(self) -> bool: ...
+
+    def summary(self) -> str: ...
+
+
+class Exitable(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def flush_timeout(self) -> float: ...
+
+    def flush(self, timeout: float | None = None) -> Report: ...
+
+    def shutdown(self, timeout: float | None = None) -> Report: ...
+
+
+Getter = Callable[[], "Exitable | None"]
+
+_lock = threading.Lock()
+_current: Getter | None = None
 _installed_atexit = False
 _previous: dict[int, Any] = {}
-_lock = threading.Lock()
+_exit_deadline: float | None = None
 
 
-def _flush_all(reason: str) -> None:
-    from otel_basic import runtime
+class _Anchor:
+    """A weak-referenceable owner for multiprocessing's after-fork registry."""
 
-    telemetry = runtime.current()
-    if telemetry is None or not telemetry.enabled:
-        return
-    report = telemetry.flush()
+
+_ANCHOR = _Anchor()
+
+
+def _target() -> Exitable | None:
+    target = _current() if _current is not None else None
+    return target if target is not None and target.enabled else None
+
+
+def _start_exit_deadline(timeout: float) -> float:
+    global _exit_deadline
+    now = time.monotonic()
+    if _exit_deadline is None or now > _exit_deadline + _STALE_AFTER:
+        _exit_deadline = now + timeout
+    return max(0.0, _exit_deadline - now)
+
+
+def _exit_timeout(default: float) -> float:
+    """What is left of a signal's exit deadline, or the full timeout for a plain exit."""
+    now = time.monotonic()
+    if _exit_deadline is None or now > _exit_deadline + _STALE_AFTER:
+        return default
+    return max(0.0, _exit_deadline - now)
+
+
+def _flush_on_signal(target: Exitable, name: str) -> None:
+    report = target.flush(_start_exit_deadline(target.flush_timeout))
     if not report:
-        _log.warning("otel-basic: flush at %s: %s", reason, report.summary())
+        _log.warning("otel-basic: flush at %s: %s", name, report.summary())
 
 
 def _at_exit() -> None:
-    from otel_basic import runtime
-
-    telemetry = runtime.current()
-    if telemetry is None or not telemetry.enabled:
+    target = _target()
+    if target is None:
         return
-    report = telemetry.shutdown()
+    report = target.shutdown(_exit_timeout(target.flush_timeout))
     if not report:
         _log.warning("otel-basic: flush at exit: %s", report.summary())
 
@@ -53,10 +115,13 @@ def _at_exit() -> None:
 def _handler(signum: int, frame: FrameType | None) -> None:
     previous = _previous.get(signum, signal.SIG_DFL)
     try:
-        if callable(previous):
-            _flush_all(signal.Signals(signum).name)  # the process may go on: keep exporting
-        else:
-            _at_exit()  # the default action ends the process: flush, then spool what is left
+        target = _target()
+        if target is not None:
+            if callable(previous):
+                _flush_on_signal(target, signal.Signals(signum).name)  # the process may go on
+            else:
+                _start_exit_deadline(target.flush_timeout)
+                _at_exit()  # the default action ends the process: flush, then spool what is left
     except Exception:  # never turn a signal into a traceback of ours
         _log.debug("flush on signal failed", exc_info=True)
     if callable(previous):
@@ -66,22 +131,32 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         os.kill(os.getpid(), signum)
 
 
-def install(signals: bool = True) -> None:
-    """Register the atexit flush, and (from the main thread) the SIGTERM/SIGINT handlers. Idempotent."""
-    global _installed_atexit
+def _child_after_fork(_anchor: _Anchor) -> None:
+    """In a multiprocessing fork child: run the exit flush from multiprocessing's own finalizers."""
+    global _exit_deadline
+    _exit_deadline = None
+    multiprocessing.util.Finalize(_anchor, _at_exit, exitpriority=100)
+
+
+def install(current: Getter, signals: bool = True) -> None:
+    """Register the atexit flush, the multiprocessing-child flush, and (from the main thread) the
+    SIGTERM/SIGINT handlers for the telemetry ``current()`` returns at exit time. Idempotent."""
+    global _installed_atexit, _current
     with _lock:
+        _current = current
         if not _installed_atexit:
             atexit.register(_at_exit)
+            multiprocessing.util.register_after_fork(_ANCHOR, _child_after_fork)
             _installed_atexit = True
         if not signals or threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
-            current = signal.getsignal(sig)
-            if current is _handler:
+            current_handler = signal.getsignal(sig)
+            if current_handler is _handler:
                 continue
-            if current == signal.SIG_IGN or current is None:
+            if current_handler == signal.SIG_IGN or current_handler is None:
                 continue  # the host chose to ignore it (or it was set outside Python): leave it
-            _previous[sig] = current
+            _previous[sig] = current_handler
             signal.signal(sig, _handler)
 
 

@@ -1,41 +1,36 @@
-"""Builds the export pipeline from Settings: resource, exporter chain, processor, provider.
-
-Exporter chain, outermost first (each a small wrapper with one job)::
-
-    masking -> payload limits -> spool on failure -> split on 413 -> OTLP (http | grpc) | file
-
-Masking comes first so nothing downstream (the spool on disk included) ever sees raw PII.
-"""
+"""Builds one pipeline from Settings: resource, the road (masker, limiter, transport, spool), the
+ledger, the batch processor and the provider. What happens to a span after it ends is
+:mod:`otel_basic.road`'s; this module only wires the parts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_basic.exporters.file import OtlpJsonFileExporter
-from otel_basic.exporters.limits import LimitingExporter
-from otel_basic.exporters.otlp_grpc import OtlpGrpcExporter
-from otel_basic.exporters.otlp_http import OtlpHttpExporter
-from otel_basic.exporters.split import SplittingExporter
-from otel_basic.exporters.spooling import SpoolingExporter, encode_request
-from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker, MaskingExporter
+from otel_basic.ledger import Ledger
+from otel_basic.limits import Limiter
+from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker
 from otel_basic.processor import DeliveryProcessor
+from otel_basic.road import Prepare, Road, Transport
 from otel_basic.settings import Settings
-from otel_basic.spool import Sender, Spool, destination_key
+from otel_basic.spool import Spool, destination_key
+from otel_basic.transports.file import FileTransport
+from otel_basic.transports.otlp_grpc import GrpcTransport
+from otel_basic.transports.otlp_http import HttpTransport
 
 
 @dataclass
 class Pipeline:
     provider: TracerProvider
     processor: DeliveryProcessor
-    exporter: SpanExporter
-    transport: SpanExporter
-    spool: Spool | None = None
-    replay_sender: Sender | None = None
+    road: Road
+    ledger: Ledger
+
+    @property
+    def spool(self) -> Spool | None:
+        return self.road.spool
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -50,23 +45,18 @@ def build_resource(settings: Settings) -> Resource:
     return Resource.create(attrs)
 
 
-def build_transport(settings: Settings) -> SpanExporter:
-    """The exporter that talks to the destination."""
+def build_transport(settings: Settings, *, timeout: float | None = None) -> Transport:
+    """The transport that talks to the destination."""
+    seconds = settings.export_timeout if timeout is None else timeout
     if settings.route == "file":
         assert settings.file_path is not None
-        return OtlpJsonFileExporter(settings.file_path)
+        return FileTransport(settings.file_path)
     if settings.protocol == "grpc":
-        return OtlpGrpcExporter(
-            settings.endpoint,
-            headers=settings.headers,
-            compression=settings.compression,
-            timeout=settings.export_timeout,
+        return GrpcTransport(
+            settings.endpoint, headers=settings.headers, compression=settings.compression, timeout=seconds
         )
-    return OtlpHttpExporter(
-        settings.endpoint,
-        headers=settings.headers,
-        compression=settings.compression,
-        timeout=settings.export_timeout,
+    return HttpTransport(
+        settings.endpoint, headers=settings.headers, compression=settings.compression, timeout=seconds
     )
 
 
@@ -77,19 +67,9 @@ def build_spool(settings: Settings) -> Spool | None:
     return Spool(settings.spool_dir, key, max_bytes=settings.spool_max_bytes)
 
 
-def replay_sender(transport: SpanExporter) -> Sender:
-    """Adapts a transport's ``send_request`` to the spool's replay interface."""
-
-    def send(request: bytes) -> tuple[bool, str | None, bool]:
-        ok = transport.send_request(request) == SpanExportResult.SUCCESS  # type: ignore[attr-defined]
-        failure = getattr(transport, "last_failure", None)
-        message = failure.message if failure is not None else None
-        return ok, message, bool(failure is not None and failure.kind != "transient")
-
-    return send
-
-
-def build_masker(settings: Settings) -> Masker:
+def build_masker(settings: Settings) -> Masker | None:
+    if settings.mask == "off":
+        return None
     allow = tuple(DEFAULT_ALLOW_KEYS) + tuple(settings.mask_allow_keys)
     return Masker(
         level=settings.mask,
@@ -99,61 +79,27 @@ def build_masker(settings: Settings) -> Masker:
     )
 
 
-def build_exporter(settings: Settings, transport: SpanExporter, spool: Spool | None) -> SpanExporter:
-    """Wrap the transport in the chain described in the module docstring."""
-    exporter = transport
-    if spool is not None:
-        exporter = SpoolingExporter(exporter, spool, replay_sender(transport))
-        exporter = SplittingExporter(
-            exporter, give_up=lambda spans, why: spool.reject(encode_request(spans), len(spans), why)
-        )
-    exporter = LimitingExporter(exporter, max_attribute_chars=settings.max_attribute_chars)
-    if settings.mask != "off":
-        exporter = MaskingExporter(exporter, build_masker(settings))
-    return exporter
+def build_road(settings: Settings, *, timeout: float | None = None, spool: bool = True) -> Road:
+    """The road for ``settings``; ``spool=False`` for a probe that must leave no trace on disk."""
+    prepare = Prepare(build_masker(settings), Limiter(max_attribute_chars=settings.max_attribute_chars))
+    return Road(prepare, build_transport(settings, timeout=timeout), build_spool(settings) if spool else None)
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
-    transport = build_transport(settings)
-    spool = build_spool(settings)
-    exporter = build_exporter(settings, transport, spool)
-    spooler = _find(exporter, SpoolingExporter)
-    splitter = _find(exporter, SplittingExporter)
+    road = build_road(settings)
+    ledger = Ledger()
     processor = DeliveryProcessor(
-        exporter,
+        road,
+        ledger,
         schedule_delay=settings.schedule_delay,
         max_queue_size=settings.max_queue_size,
         max_export_batch_size=settings.max_export_batch_size,
         export_timeout=settings.export_timeout,
-        overflow=spooler.keep if spooler is not None else None,
         overflow_policy=settings.overflow,
         max_force_flush=settings.flush_timeout,
         workers=settings.export_workers,
-        idle=spooler.retry_spool if spooler is not None else None,
         idle_interval=settings.spool_retry_interval,
-        failure_probe=lambda: getattr(transport, "last_failure", None),
-        delivered_probe=(lambda: splitter.last_delivered) if splitter is not None else None,
     )
     provider = TracerProvider(resource=build_resource(settings), shutdown_on_exit=False)
     provider.add_span_processor(processor)
-    return Pipeline(
-        provider,
-        processor,
-        exporter,
-        transport,
-        spool,
-        spooler.sender if spooler is not None else None,
-    )
-
-
-T = TypeVar("T")
-
-
-def _find(exporter: SpanExporter, kind: type[T]) -> T | None:
-    """The first wrapper of ``kind`` in the chain."""
-    current: object = exporter
-    while current is not None:
-        if isinstance(current, kind):
-            return current
-        current = getattr(current, "inner", None)
-    return None
+    return Pipeline(provider, processor, road, ledger)

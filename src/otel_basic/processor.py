@@ -1,4 +1,4 @@
-"""The batch span processor: two export workers, counted outcomes, flushes with real deadlines.
+"""The batch span processor: export workers, counted outcomes, flushes with real deadlines.
 
 Why not the SDK's ``BatchSpanProcessor``: its ``force_flush`` ignores its timeout, exports in the
 caller's thread and returns True even when every export failed; a full queue drops the oldest span
@@ -6,12 +6,14 @@ with one warning per 20 s and no count; it cannot be asked to "start exporting n
 blocking. This one keeps the same batching idea with what "nothing lost, nothing hangs" needs:
 
 * every span gets a sequence number; a flush waits until all spans enqueued before it are *done*
-  (delivered, or failed and handed on), or until its deadline, and reports which;
-* :meth:`kick` wakes the workers without waiting (per-step flush); concurrent flushes share the
-  export stream: at most ``workers`` (2) exports are in flight, so a step that ends while one
-  export waits for a slow endpoint is sent at once by the other, not a round trip later;
-* a full queue hands the oldest batch to ``overflow`` (the spool) or, by choice, blocks the caller
-  for a bounded time or drops; every such span is counted.
+  (their batch has a :class:`~otel_basic.road.Tally`), or until its deadline, and reports which;
+* :meth:`kick` wakes the workers without waiting (per-step flush); at most ``workers`` exports are
+  in flight, so a step that ends while one export waits for a slow endpoint is sent by another;
+* a full queue hands the oldest batch to the road's spool entrance (masked first, like every
+  span), or, by choice, blocks the caller for a bounded time or drops; every span is counted.
+
+Everything a batch goes through after it leaves the queue is :class:`~otel_basic.road.Road`'s; the
+processor only records the tally it returns in the :class:`~otel_basic.ledger.Ledger`.
 """
 
 from __future__ import annotations
@@ -24,44 +26,17 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_basic import deadline as _deadline
-from otel_basic.exporters.base import ExportFailure
+from otel_basic.ledger import Ledger
+from otel_basic.road import Road, Tally
 
 _log = logging.getLogger("otel_basic")
 
-Overflow = Callable[[Sequence[ReadableSpan], str], bool]
-"""Receives spans that cannot stay in memory with a reason; returns True when it kept them."""
-
-
-@dataclass
-class Counters:
-    """Running totals since the processor started. Reports are differences of two snapshots."""
-
-    enqueued: int = 0
-    exported: int = 0
-    failed: int = 0
-    dropped: int = 0
-    spilled: int = 0
-    export_requests: int = 0
-    last_error: str | None = None
-
-    def copy(self) -> Counters:
-        return Counters(
-            self.enqueued,
-            self.exported,
-            self.failed,
-            self.dropped,
-            self.spilled,
-            self.export_requests,
-            self.last_error,
-        )
+REPLAY_BATCHES_PER_SUCCESS = 8
 
 
 @dataclass
@@ -77,7 +52,9 @@ class _Waiter:
 class _State:
     queue: deque[tuple[int, ReadableSpan]] = field(default_factory=deque)
     inflight: dict[int, list[ReadableSpan]] = field(default_factory=dict)  # first seq -> batch
+    drained: dict[int, list[str]] = field(default_factory=dict)  # first seq -> spool files (exit drain)
     waiters: list[_Waiter] = field(default_factory=list)
+    enqueued: int = 0
     kicked: bool = False
     shutdown: bool = False
 
@@ -85,40 +62,32 @@ class _State:
 class DeliveryProcessor(SpanProcessor):
     def __init__(
         self,
-        exporter: SpanExporter,
+        road: Road,
+        ledger: Ledger,
         *,
         schedule_delay: float = 1.0,
         max_queue_size: int = 65536,
         max_export_batch_size: int = 512,
         export_timeout: float = 10.0,
-        overflow: Overflow | None = None,
         overflow_policy: str = "spool",
         block_timeout: float = 1.0,
         max_force_flush: float = 5.0,
         workers: int = 2,
-        idle: Callable[[], None] | None = None,
         idle_interval: float = 5.0,
-        failure_probe: Callable[[], ExportFailure | None] | None = None,
-        delivered_probe: Callable[[], int] | None = None,
     ) -> None:
-        self.exporter = exporter
+        self.road = road
+        self.ledger = ledger
         self._delay = schedule_delay
         self._max_queue = max_queue_size
         self._batch = max_export_batch_size
         self._export_timeout = export_timeout
-        self._overflow = overflow
         self._policy = overflow_policy
         self._block_timeout = block_timeout
         self._max_force_flush = max_force_flush
-        self._failure_probe = failure_probe or (lambda: getattr(exporter, "last_failure", None))
-        self._delivered_probe = delivered_probe
         self._cond = threading.Condition()
         self._state = _State()
-        self.counters = Counters()
-        self._overflow_warned = 0
         self._kick_on_end: set[int] = set()
         self._worker_count = max(1, workers)
-        self._idle = idle
         self._idle_interval = idle_interval
         self._workers = self._start_workers()
         if hasattr(os, "register_at_fork"):
@@ -126,9 +95,13 @@ class DeliveryProcessor(SpanProcessor):
             os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
 
     def _after_fork(self) -> None:
-        """The child has no export workers; spans queued before the fork are the parent's to send."""
+        """In a fork child: new locks, sockets and workers; spans queued before the fork are the
+        parent's to send, and the parent's counts are the parent's to report."""
         self._cond = threading.Condition()
         self._state = _State()
+        self._kick_on_end = set()
+        self.ledger.reset()
+        self.road.reopen()
         self._workers = self._start_workers()
 
     def _start_workers(self) -> list[threading.Thread]:
@@ -162,7 +135,8 @@ class DeliveryProcessor(SpanProcessor):
         with self._cond:
             state = self._state
             if state.shutdown:
-                self.counters.dropped += 1
+                self.ledger.created()
+                self.ledger.record(Tally(dropped=1, reasons=["span ended after shutdown"]))
                 return
             if len(state.queue) >= self._max_queue and self._policy == "block":
                 self._cond.notify_all()
@@ -172,8 +146,9 @@ class DeliveryProcessor(SpanProcessor):
             if len(state.queue) >= self._max_queue:
                 take = min(self._batch, len(state.queue))
                 spill = [state.queue.popleft()[1] for _ in range(take)]
-            self.counters.enqueued += 1
-            state.queue.append((self.counters.enqueued, span))
+            state.enqueued += 1
+            self.ledger.created()
+            state.queue.append((state.enqueued, span))
             if kick:
                 state.kicked = True
                 self._cond.notify_all()
@@ -183,29 +158,16 @@ class DeliveryProcessor(SpanProcessor):
                 state.kicked = True
                 self._cond.notify_all()
         if spill:
-            self._handle_overflow(spill)
+            self._overflow(spill)
 
-    def _handle_overflow(self, spans: list[ReadableSpan]) -> None:
-        kept = False
-        if self._overflow is not None and self._policy != "drop":
-            try:
-                kept = self._overflow(spans, "queue full")
-            except Exception:  # the spool must never break the app
-                _log.debug("overflow handler failed", exc_info=True)
+    def _overflow(self, spans: list[ReadableSpan]) -> None:
+        if self._policy == "drop":
+            tally = Tally(dropped=len(spans), reasons=["span queue full (OTEL_BASIC_OVERFLOW=drop)"])
+        else:
+            tally = self.road.keep(spans, "span queue full")
+        self.ledger.record(tally)  # logs the first failure of an episode, with the reason
         with self._cond:
-            if kept:
-                self.counters.spilled += len(spans)
-            else:
-                self.counters.dropped += len(spans)
             self._notify_waiters()
-            warn = self._overflow_warned == 0
-            self._overflow_warned += len(spans)
-        if warn:
-            _log.warning(
-                "otel-basic: span queue full (%d); %s the oldest spans; the flush report has the totals",
-                self._max_queue,
-                "spooling" if kept else "dropping",
-            )
 
     # --- flushing ----------------------------------------------------------------------------
 
@@ -221,30 +183,34 @@ class DeliveryProcessor(SpanProcessor):
         firsts = list(state.inflight)
         if state.queue:
             firsts.append(state.queue[0][0])
-        return (min(firsts) - 1) if firsts else self.counters.enqueued
+        return (min(firsts) - 1) if firsts else state.enqueued
 
-    def flush_until(self, deadline: float) -> tuple[int, int]:
-        """Block until everything enqueued so far is done or ``deadline``; return (target, pending)."""
+    def flush_until(self, deadline: float) -> int:
+        """Block until everything enqueued so far is done or ``deadline``; return the target."""
         with self._cond:
-            target = self.counters.enqueued
+            target = self._state.enqueued
             waiter = _Waiter(target, deadline)
             self._add_waiter(waiter)
             while not waiter.done and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
             self._remove_waiter(waiter)
-            return target, max(0, target - self._done_through())
+            return target
 
     def flush_future(self, deadline: float, loop: asyncio.AbstractEventLoop) -> tuple[int, asyncio.Future[None]]:
         """Like :meth:`flush_until` for async callers: a future resolved by an export worker."""
         future: asyncio.Future[None] = loop.create_future()
         with self._cond:
-            waiter = _Waiter(self.counters.enqueued, deadline, loop, future)
+            waiter = _Waiter(self._state.enqueued, deadline, loop, future)
             self._add_waiter(waiter)
         return waiter.target, future
 
     def pending_after(self, target: int) -> int:
+        """Spans up to ``target`` still in memory (queued or in flight)."""
         with self._cond:
-            return max(0, target - self._done_through())
+            state = self._state
+            queued = sum(1 for seq, _ in state.queue if seq <= target)
+            inflight = sum(len(b) for first, b in state.inflight.items() if first <= target)
+            return queued + inflight
 
     def forget_future(self, future: asyncio.Future[None]) -> None:
         with self._cond:
@@ -286,20 +252,23 @@ class DeliveryProcessor(SpanProcessor):
         self._cond.notify_all()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """OTel's interface (used by ``langfuse.flush()``): True only if everything was delivered."""
-        before = self.counters.copy()
+        """OTel's interface (used by ``langfuse.flush()``): True only if everything enqueued so far
+        was delivered. Does not start a new report period: ``otel_basic.flush`` still reports."""
+        before = self.ledger.totals
         timeout = min(timeout_millis / 1000.0, self._max_force_flush)  # callers pass 30 s by default
-        _, pending = self.flush_until(time.monotonic() + timeout)
-        after = self.counters
-        return pending == 0 and after.failed == before.failed and after.dropped == before.dropped
+        target = self.flush_until(time.monotonic() + timeout)
+        after = self.ledger.totals
+        return self.pending_after(target) == 0 and after.minus(before).rejected == 0 and (
+            after.spooled == before.spooled and after.dropped == before.dropped
+        )
 
-    # --- worker --------------------------------------------------------------------------------
+    # --- workers -------------------------------------------------------------------------------
 
     def _next_batch(self, index: int) -> list[tuple[int, ReadableSpan]] | None:
         """Wait for work; return the next batch (oldest first), or None to stop.
 
-        While there is nothing to send, the first worker runs ``idle`` every ``idle_interval``
-        seconds: the spool is retried even when the app has stopped producing spans.
+        While there is nothing to send, the first worker retries the spool every ``idle_interval``
+        seconds: an outage that ends while the app is idle still drains.
         """
         with self._cond:
             state = self._state
@@ -311,12 +280,12 @@ class DeliveryProcessor(SpanProcessor):
                     return None
                 if not state.queue:
                     state.kicked = False
-                    if self._idle is None or index != 0:
+                    if index != 0 or self.road.spool is None:
                         self._cond.wait()
                     elif not self._cond.wait(self._idle_interval) and not state.queue and not state.shutdown:
                         self._cond.release()
                         try:
-                            self._run_idle()
+                            self._replay(None)
                         finally:
                             self._cond.acquire()
                     timer_end = time.monotonic() + self._delay
@@ -337,64 +306,76 @@ class DeliveryProcessor(SpanProcessor):
                     end = min(end, waiter.deadline)
         return end
 
-    def _run_idle(self) -> None:
+    def _replay(self, max_batches: int | None) -> None:
+        """Retry the spool (after a success, or while idle); the road never raises, this guards bugs."""
         try:
-            if self._idle is not None:
-                self._idle()
-        except Exception:  # a failed retry of the spool must not stop the worker
-            _log.debug("idle task failed", exc_info=True)
+            if self.road.spool_waiting():
+                self.ledger.record(
+                    self.road.replay(deadline=self._export_deadline(), max_batches=max_batches or 64)
+                )
+        except Exception:
+            _log.debug("spool retry failed", exc_info=True)
 
     def _run(self, index: int = 0) -> None:
         while (batch := self._next_batch(index)) is not None:
             spans = [span for _, span in batch]
-            ok = False
             try:
-                with _deadline.export_deadline(self._export_deadline()):
-                    ok = self.exporter.export(spans) == SpanExportResult.SUCCESS
-            except Exception as exc:
-                _log.debug("exporter raised", exc_info=True)
-                self.counters.last_error = f"exporter raised {type(exc).__name__}"
-            failure = None if ok else self._failure_probe()
-            delivered = len(spans) if ok else self._partial(len(spans))
+                tally = self.road.deliver(spans, self._export_deadline())
+            except Exception as exc:  # the road contains its stages' errors; this guards its own bugs
+                _log.debug("delivery raised", exc_info=True)
+                tally = self._keep_after_error(spans, exc)
             with self._cond:
-                self.counters.export_requests += 1
-                self.counters.exported += delivered
-                self.counters.failed += len(spans) - delivered
-                if failure is not None:
-                    self.counters.last_error = failure.message
-                del self._state.inflight[batch[0][0]]
+                # Not in flight any more: the exit drain took this batch meanwhile and spooled it.
+                mine = self._state.inflight.pop(batch[0][0], None) is not None
+                drained = self._state.drained.pop(batch[0][0], [])
                 self._notify_waiters()
+            if mine:
+                self.ledger.record(tally)
+            elif tally.delivered == len(spans):  # it arrived after all: withdraw the drain's copy
+                self.ledger.record(Tally(delivered=self.road.withdraw(drained)))
+            else:  # the drain's copy is the one counted: withdraw what this late attempt kept
+                self.road.withdraw(tally.files)
+            if tally.delivered and not tally.failed:
+                self._replay(REPLAY_BATCHES_PER_SUCCESS)
 
-    def _partial(self, size: int) -> int:
-        """Spans of a failed batch that still arrived (a split batch can half-succeed)."""
-        if self._delivered_probe is None:
-            return 0
+    def _keep_after_error(self, spans: list[ReadableSpan], exc: Exception) -> Tally:
         try:
-            return max(0, min(size, self._delivered_probe()))
+            return self.road.keep(spans, f"delivery failed: {type(exc).__name__}")
         except Exception:
-            _log.debug("delivered-count probe failed; counting the batch as failed", exc_info=True)
-            return 0
+            return Tally(dropped=len(spans), reasons=[f"delivery failed: {type(exc).__name__}"])
 
-    def drain(self) -> list[ReadableSpan]:
-        """Take every span not yet delivered: queued, and in flight (at exit, after the flush
-        deadline: they go to the spool). An in-flight batch may still be accepted by a slow
-        endpoint after all; a duplicate is better than a loss (Langfuse upserts by span id)."""
+    def drain(self) -> Tally:
+        """At exit, after the flush deadline: everything not yet delivered (queued, and in flight)
+        enters the road at the spool. An in-flight batch may still be accepted by a slow endpoint
+        after all; a duplicate is better than a loss (Langfuse upserts by span id)."""
+        reason = "not delivered before the exit deadline"
         with self._cond:
-            spans = [span for batch in self._state.inflight.values() for span in batch]
-            spans += [span for _, span in self._state.queue]
+            inflight = dict(self._state.inflight)
+            queued = [span for _, span in self._state.queue]
             self._state.queue.clear()
+            self._state.inflight.clear()
             self._notify_waiters()
-            return spans
+        tally = self.road.keep(queued, reason) if queued else Tally()
+        for first, spans in inflight.items():
+            kept = self.road.keep(spans, reason)
+            with self._cond:
+                self._state.drained[first] = kept.files
+            tally.add(kept)
+        self.ledger.record(tally)
+        return tally
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Stop the workers. ``Telemetry.shutdown`` has already flushed and drained under the exit
+        deadline; a worker still waiting for a slow endpoint is a daemon thread and is not waited for
+        (its batch was drained to the spool)."""
         end = time.monotonic() + timeout_millis / 1000.0
         self.flush_until(end)
         with self._cond:
             self._state.shutdown = True
             self._cond.notify_all()
+        self.road.close()
         for worker in self._workers:
-            worker.join(max(0.0, end - time.monotonic()))
-        self.exporter.shutdown()
+            worker.join(max(0.0, min(0.1, end - time.monotonic())))
 
     def queued(self) -> int:
         with self._cond:

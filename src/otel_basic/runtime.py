@@ -46,6 +46,10 @@ class Telemetry:
         self._flusher: Flusher | None = None
         self._shutdown = False
 
+    @property
+    def flush_timeout(self) -> float:
+        return self.settings.flush_timeout
+
     def __repr__(self) -> str:
         return f"Telemetry(route={self.settings.route!r}, reason={self.settings.reason!r})"
 
@@ -76,31 +80,27 @@ class Telemetry:
         self._start_replay()
         self._flusher = Flusher(
             self.pipeline.processor,
+            self.pipeline.road,
+            self.pipeline.ledger,
             default_timeout=settings.flush_timeout,
             langfuse_flush=self.langfuse.flush if self.langfuse is not None else None,
-            spool=self.pipeline.spool,
-            replay=self._replay_until,
         )
-
-    def _replay_until(self, deadline: float) -> None:
-        pipeline = self.pipeline
-        if pipeline is not None and pipeline.spool is not None and pipeline.replay_sender is not None:
-            pipeline.spool.replay(pipeline.replay_sender, deadline=deadline)
 
     def _start_replay(self) -> None:
         """Send what earlier runs left in the spool, in the background, once per start."""
         pipeline = self.pipeline
-        if pipeline is None or pipeline.spool is None or pipeline.replay_sender is None:
+        if pipeline is None or pipeline.spool is None:
             return
-        spool, sender = pipeline.spool, pipeline.replay_sender
+        road, ledger, spool = pipeline.road, pipeline.ledger, pipeline.spool
 
         def replay() -> None:
             try:
                 spool.recover_claims()
                 if spool.pending():
-                    result = spool.replay(sender, deadline=time.monotonic() + 60.0)
-                    if result.sent_spans:
-                        _log.info("otel-basic: replayed %d spooled spans", result.sent_spans)
+                    tally = road.replay(deadline=time.monotonic() + 60.0)
+                    ledger.record(tally)
+                    if tally.delivered:
+                        _log.info("otel-basic: replayed %d spooled spans", tally.delivered)
             except Exception:
                 _log.debug("spool replay at start failed", exc_info=True)
 
@@ -120,6 +120,16 @@ class Telemetry:
         started = time.monotonic()
         try:
             return self._flusher.flush(timeout)
+        except Exception as exc:  # a flush never raises: the report carries the failure
+            return _failed_report(exc, started)
+
+    def _final_flush(self, timeout: float | None) -> FlushReport:
+        """Flush, then hand whatever is still in memory to the road's spool entrance; report both."""
+        if self._flusher is None:
+            return DISABLED_REPORT
+        started = time.monotonic()
+        try:
+            return self._flusher.flush(timeout, final=True)
         except Exception as exc:  # a flush never raises: the report carries the failure
             return _failed_report(exc, started)
 
@@ -144,13 +154,8 @@ class Telemetry:
         if self._shutdown or self.pipeline is None:
             self._shutdown = True
             return DISABLED_REPORT
-        report = self.flush(timeout)
+        report = self._final_flush(timeout)
         self._shutdown = True
-        leftover = self.pipeline.processor.drain()
-        if leftover and self.pipeline.spool is not None:  # past the deadline: keep them on disk
-            from otel_basic.exporters.spooling import encode_request
-
-            self.pipeline.spool.write(encode_request(leftover), len(leftover))
         if self._log_handler is not None:
             log_bridge.uninstall(self._log_handler)
         instrumentation.uninstrument()
@@ -213,7 +218,7 @@ def configure(**overrides: Any) -> Telemetry:
                 telemetry = Telemetry(Settings(route="disabled", reason=reason), error=reason)
         _current, _current_args = telemetry, dict(overrides)
         if telemetry.enabled:
-            lifecycle.install(telemetry.settings.install_signal_handlers)
+            lifecycle.install(current, telemetry.settings.install_signal_handlers)
         return telemetry
 
 

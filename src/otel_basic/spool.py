@@ -11,6 +11,11 @@ never corrupts earlier data); mode 0600 in a 0700 directory; total size capped, 
 batches first and counting what was evicted. A batch leaves the spool only after the endpoint
 accepted it; concurrent replayers (threads or processes) claim a file by renaming it, so each
 batch is sent at most once per replay.
+
+The spool only stores and hands out bytes: what to send, and what an answer means, is decided by
+:mod:`otel_basic.road` (the only writer, so the spool holds only masked, size-limited requests). No
+method raises for an unusable directory (a file in its place, no permission, a full disk): writes
+report it and readers see an empty spool.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,17 +53,42 @@ class SpoolState:
 
 
 @dataclass(frozen=True)
-class ReplayResult:
-    sent_batches: int = 0
-    sent_spans: int = 0
-    failed_batches: int = 0
-    rejected_batches: int = 0
-    remaining_batches: int = 0
-    error: str | None = None
+class WriteResult:
+    """A spool write: ``ok`` when the batch is on disk; ``evicted`` spans of older batches were
+    removed to stay under the size cap; ``reason`` says why a write failed (never a secret)."""
+
+    ok: bool
+    evicted: int = 0
+    reason: str | None = None
+    name: str | None = None
 
 
-Sender = Callable[[bytes], tuple[bool, str | None, bool]]
-"""Sends one serialized request; returns (accepted, error message, rejected for good)."""
+class ClaimedBatch:
+    """A spooled batch taken out for one replay attempt; exactly one of :meth:`done`,
+    :meth:`release` or :meth:`reject` must follow (a crash leaves it to :meth:`Spool.recover_claims`)."""
+
+    def __init__(self, spool: Spool, original: Path, claimed: Path, data: bytes) -> None:
+        self._spool = spool
+        self._original = original
+        self._claimed = claimed
+        self.data = data
+        self.spans = _span_count(original)
+
+    def done(self) -> None:
+        """Delivered (or settled elsewhere): remove it."""
+        with contextlib.suppress(OSError):
+            self._claimed.unlink()
+
+    def release(self) -> None:
+        """Not sent: put it back under its own name, so the order is kept."""
+        try:
+            os.rename(self._claimed, self._original)
+        except OSError:
+            _log.debug("could not put back %s", self._original.name, exc_info=True)
+
+    def reject(self, reason: str) -> None:
+        self._spool.reject(self.data, self.spans, reason)
+        self.done()
 
 
 def _span_count(path: Path) -> int:
@@ -88,9 +118,7 @@ class Spool:
     # --- writing -----------------------------------------------------------------------------
 
     def _ensure(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(OSError):
-            os.chmod(directory, 0o700)
+        make_private_dir(directory)
 
     def _write_file(self, directory: Path, name: str, data: bytes) -> Path:
         self._ensure(directory)
@@ -108,64 +136,76 @@ class Spool:
     def _name(self, spans: int) -> str:
         return f"{time.time_ns()}-{os.getpid()}-{next(_seq)}-n{spans}{_SUFFIX}"
 
-    def write(self, request: bytes, spans: int) -> bool:
-        """Keep one batch; returns False (and counts it) if the disk refused."""
+    def write(self, request: bytes, spans: int) -> WriteResult:
+        """Keep one batch, evicting the oldest batches beyond the size cap."""
         try:
             with self._lock:
-                self._write_file(self.dir, self._name(spans), request)
+                path = self._write_file(self.dir, self._name(spans), request)
                 self.spooled += spans
-                self._evict()
-            return True
+                evicted = self._evict()
+            return WriteResult(True, evicted, name=path.name)
         except OSError as exc:
             self.write_errors += spans
-            _log.warning("otel-basic: could not write to the spool %s: %s", self.dir, exc.strerror)
-            return False
+            reason = f"could not write to the spool: {exc.strerror or type(exc).__name__}"
+            _log.warning("otel-basic: %s (%s)", reason, self.dir)
+            return WriteResult(False, 0, reason)
 
-    def reject(self, request: bytes, spans: int, reason: str) -> None:
-        """Keep a batch the endpoint refused for good, with the reason, out of the replay path."""
+    def reject(self, request: bytes, spans: int, reason: str) -> str | None:
+        """Keep a batch the endpoint refused for good, with the reason, out of the replay path.
+        Returns its name relative to the spool directory, or None if the disk refused."""
         try:
             with self._lock:
                 path = self._write_file(self.rejected_dir, self._name(spans), request)
                 self._write_file(
                     self.rejected_dir, path.name + ".reason", json.dumps({"reason": reason}).encode()
                 )
+            return f"{self.rejected_dir.name}/{path.name}"
         except OSError as exc:
             _log.warning(
                 "otel-basic: could not keep rejected spans in %s: %s", self.rejected_dir, exc.strerror
             )
+            return None
 
     def _files(self) -> list[Path]:
         try:
             return sorted(
                 p for p in self.dir.iterdir() if p.name.endswith(_SUFFIX) and not p.name.startswith(".")
             )
-        except FileNotFoundError:
+        except OSError:  # missing, not a directory, no permission: nothing to read
             return []
 
-    def _evict(self) -> None:
+    def _evict(self) -> int:
+        """Remove the oldest batches beyond the cap; returns the spans removed (they are gone)."""
         files = self._files()
-        sizes = {p: p.stat().st_size for p in files}
+        sizes: dict[Path, int] = {}
+        for p in files:
+            with contextlib.suppress(OSError):
+                sizes[p] = p.stat().st_size
         total = sum(sizes.values())
-        for path in files:
+        evicted = 0
+        for path in files[:-1]:  # never the batch just written
             if total <= self.max_bytes:
                 break
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-                total -= sizes[path]
-                self.evicted += _span_count(path)
-                _log.warning(
-                    "otel-basic: spool over %d MB: evicted the oldest batch (%d spans); %d evicted so far",
-                    self.max_bytes // (1024 * 1024),
-                    _span_count(path),
-                    self.evicted,
-                )
+                total -= sizes.get(path, 0)
+                evicted += _span_count(path)
+        if evicted:
+            self.evicted += evicted
+            _log.warning(
+                "otel-basic: spool over %d MB: evicted the oldest %d spans; %d evicted so far",
+                self.max_bytes // (1024 * 1024),
+                evicted,
+                self.evicted,
+            )
+        return evicted
 
     # --- reading -----------------------------------------------------------------------------
 
     def state(self) -> SpoolState:
         files = self._files()
         rejected = []
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             rejected = [p for p in self.rejected_dir.iterdir() if p.name.endswith(_SUFFIX)]
         reasons: dict[str, int] = {}
         for path in rejected:
@@ -181,7 +221,7 @@ class Spool:
         return SpoolState(
             batches=len(files),
             spans=sum(_span_count(p) for p in files),
-            bytes=sum(p.stat().st_size for p in files if p.exists()),
+            bytes=sum(_size(p) for p in files),
             rejected_batches=len(rejected),
             rejected_spans=sum(_span_count(p) for p in rejected),
             rejected_reasons=reasons,
@@ -191,69 +231,75 @@ class Spool:
     def pending(self) -> bool:
         return bool(self._files())
 
+    def waiting_spans(self) -> int:
+        """Spans in batches not yet delivered: waiting, or claimed by a replay in progress."""
+        try:
+            names = [p.name for p in self.dir.iterdir() if _SUFFIX in p.name and not p.name.endswith(".tmp")]
+        except OSError:
+            return 0
+        return sum(_span_count(Path(name.lstrip(".").split(".claimed-")[0])) for name in names)
+
+    def withdraw(self, names: Iterable[str]) -> int:
+        """Delete batches by the names :meth:`write` and :meth:`reject` gave (not claimed ones);
+        returns their spans."""
+        withdrawn = 0
+        for name in names:
+            path = self.dir / name
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            with contextlib.suppress(OSError):
+                path.with_name(path.name + ".reason").unlink()
+            withdrawn += _span_count(path)
+        return withdrawn
+
+    def reopen(self) -> None:
+        """After ``fork()``: the parent's lock may have been held by one of its threads."""
+        self._lock = threading.Lock()
+
     def _claim(self, path: Path) -> Path | None:
         claimed = path.with_name(f".{path.name}.claimed-{os.getpid()}-{threading.get_ident()}")
         try:
             os.rename(path, claimed)
-        except FileNotFoundError:
-            return None  # someone else is sending it
+        except OSError:
+            return None  # someone else is sending it (or the directory went away)
         return claimed
 
     def recover_claims(self) -> None:
         """Put back batches claimed by processes that died mid-replay."""
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             for path in self.dir.iterdir():
                 if ".claimed-" not in path.name:
                     continue
-                pid = int(path.name.rsplit(".claimed-", 1)[1].split("-")[0])
+                try:
+                    pid = int(path.name.rsplit(".claimed-", 1)[1].split("-")[0])
+                except ValueError:
+                    continue
                 if pid != os.getpid() and not _alive(pid):
                     with contextlib.suppress(OSError):
                         os.rename(path, self.dir / path.name[1:].rsplit(".claimed-", 1)[0])
 
-    def replay(
-        self,
-        send: Sender,
-        *,
-        deadline: float | None = None,
-        max_batches: int | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> ReplayResult:
-        """Send spooled batches oldest first until one fails, the deadline, or ``max_batches``."""
-        files = self._files()
-        sent = sent_spans = rejected = 0
-        error = None
-        failed = 0
-        for index, path in enumerate(files):
+    def claim(self, *, max_batches: int | None = None, deadline: float | None = None) -> Iterator[ClaimedBatch]:
+        """Yield spooled batches oldest first, each claimed for this process until settled."""
+        for index, path in enumerate(self._files()):
             if (deadline is not None and time.monotonic() >= deadline) or (
                 max_batches is not None and index >= max_batches
             ):
-                break
+                return
             claimed = self._claim(path)
             if claimed is None:
                 continue
             try:
                 data = claimed.read_bytes()
             except OSError:
+                with contextlib.suppress(OSError):
+                    os.rename(claimed, path)
                 continue
-            ok, message, permanent = send(data)
-            if ok:
-                claimed.unlink(missing_ok=True)
-                sent += 1
-                sent_spans += _span_count(path)
-            elif permanent:
-                self.reject(data, _span_count(path), message or "rejected")
-                claimed.unlink(missing_ok=True)
-                rejected += 1
-            else:
-                os.rename(claimed, path)
-                failed, error = 1, message
-                break
-            if progress is not None:
-                progress(index + 1, len(files))
-        return ReplayResult(sent, sent_spans, failed, rejected, len(self._files()), error)
+            yield ClaimedBatch(self, path, claimed, data)
 
     def iter_rejected(self) -> Iterator[tuple[Path, str]]:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             for path in sorted(self.rejected_dir.iterdir()):
                 if path.name.endswith(_SUFFIX):
                     try:
@@ -271,6 +317,30 @@ class Spool:
                 (path.parent / (path.name + ".reason")).unlink(missing_ok=True)
                 moved += _span_count(path)
         return moved
+
+
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` (and missing parents) readable by this user only, whatever the umask."""
+    missing = []
+    current = directory
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        if not path.is_dir():
+            raise NotADirectoryError(f"{path} is not a directory")
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    if not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is not a directory")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _alive(pid: int) -> bool:

@@ -1,7 +1,7 @@
 """In-process masking of personal data and secrets in exported spans.
 
-``MaskingExporter(inner, Masker(...))`` wraps any span exporter; see :mod:`otel_basic.masking.masker` for
-levels, tokens, the salt and the key allow-list.
+``Masker(...).mask_span(span)`` is the first stage of the road (:mod:`otel_basic.road`); see
+:mod:`otel_basic.masking.masker` for levels, tokens, the salt and the key allow-list.
 """
 
 from otel_basic.masking.detectors import (
@@ -11,7 +11,6 @@ from otel_basic.masking.detectors import (
     iban_valid,
     luhn_valid,
 )
-from otel_basic.masking.exporter import MaskingExporter
 from otel_basic.masking.masker import (
     DEFAULT_ALLOW_KEYS,
     DEFAULT_EVENT_ALLOW_KEYS,
@@ -34,7 +33,6 @@ __all__ = [
     "Detector",
     "Level",
     "Masker",
-    "MaskingExporter",
     "Scanner",
     "iban_valid",
     "luhn_valid",

@@ -55,9 +55,11 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal, cast
 
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AnyValue
 
 from otel_basic.masking.detectors import BUILTIN_DETECTORS, Detector, Hit, Scanner
+from otel_basic.spancopy import copy_span, transform_span
 
 __all__ = [
     "DEFAULT_ALLOW_KEYS",
@@ -302,6 +304,12 @@ class Masker:
             return {}
         masked = self._mask_mapping(attrs, event=True)
         return dict(attrs) if masked is None else masked
+
+    def mask_span(self, span: ReadableSpan) -> ReadableSpan:
+        """A masked copy of ``span`` (``span`` itself if nothing changed); never raises: if the span
+        cannot be processed, a skeleton (same ids, name, timing, status code; no attributes or events)
+        keeps the trace tree."""
+        return _mask_span_with(self, span)
 
     def mask_text(self, text: str) -> str:
         """Run the detectors (and JSON handling) over free text, whatever the level's key rules."""
@@ -649,3 +657,17 @@ def _bare_json_value(text: str, start: int, end: int) -> bool:
 
 def _whole_match(m: re.Match[str]) -> _Span | None:
     return m.start(), m.end(), m.group()
+
+
+def _mask_span_with(masker: Masker, span: ReadableSpan) -> ReadableSpan:
+    try:
+        return transform_span(
+            span,
+            lambda attrs: masker._mask_mapping(attrs, event=False),
+            lambda _name, attrs: masker._mask_mapping(attrs, event=True),
+            lambda attrs: masker._mask_mapping(attrs, event=False),
+            masker._mask_status,
+        )
+    except Exception as exc:
+        masker._failed(f"span {span.name!r}", exc)
+        return copy_span(span, attributes={"otel_basic.masking.error": ERROR_PLACEHOLDER}, events=(), links=())

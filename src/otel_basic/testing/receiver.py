@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
 from otel_basic.otlp_decode import OTLPDecodeError, ReceivedSpan, decode_request
 
 __all__ = ["LANGFUSE_TRACES_PATH", "OTLP_TRACES_PATH", "LangfuseReceiver", "ReceivedRequest"]
@@ -290,6 +292,7 @@ class LangfuseReceiver:
         self._blackhole = False
         self._drops = 0
         self._max_body_bytes: int | None = None
+        self._partial: collections.deque[int | None] = collections.deque()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -467,16 +470,18 @@ class LangfuseReceiver:
         body: bytes | str | Mapping[str, Any] | None = None,
         *,
         headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
     ) -> None:
         """Answer the next ``count`` trace exports with ``status`` (spans not stored).
 
         ``retry_after`` becomes a ``Retry-After`` header. 3xx answers get a
         ``Location`` header pointing at the requested path unless ``headers`` sets one.
+        ``content_type`` overrides the body's (e.g. a 200 ``text/html`` login page).
         """
         if isinstance(body, bytes):
-            payload, ctype = body, "application/octet-stream"
+            payload, ctype = body, content_type or "application/octet-stream"
         elif isinstance(body, str):
-            payload, ctype = body.encode(), "text/plain; charset=utf-8"
+            payload, ctype = body.encode(), content_type or "text/plain; charset=utf-8"
         else:
             message = body if body is not None else {"message": f"injected failure {status}"}
             payload, ctype = json.dumps(dict(message)).encode(), "application/json"
@@ -491,6 +496,12 @@ class LangfuseReceiver:
         )
         with self._cond:
             self._failures.extend([failure] * count)
+
+    def partial_success_next(self, rejected: int | None = None, count: int = 1) -> None:
+        """Answer the next ``count`` trace exports with OTLP ``partial_success``: the last
+        ``rejected`` spans of the request (all of them when None) are refused, the rest stored."""
+        with self._cond:
+            self._partial.extend([rejected] * count)
 
     def set_delay(self, seconds: float) -> None:
         """Sleep this long before answering each trace export (0 disables)."""
@@ -528,6 +539,7 @@ class LangfuseReceiver:
             self._blackhole = False
             self._drops = 0
             self._max_body_bytes = None
+            self._partial.clear()
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ request handling
@@ -697,6 +709,11 @@ class LangfuseReceiver:
             return
 
         with self._cond:
+            partial = self._partial.popleft() if self._partial else -1
+        refused = 0 if partial == -1 else len(spans) if partial is None else min(partial, len(spans))
+        if refused:
+            spans = spans[: len(spans) - refused]
+        with self._cond:
             # If stop() raced us, behave like the connection died: nothing is stored.
             stopped = server.closed
             listeners = list(self._listeners)
@@ -710,8 +727,14 @@ class LangfuseReceiver:
             except Exception:
                 _log.exception("receiver: span listener failed")
         if path == OTLP_TRACES_PATH and "protobuf" in ctype.lower():
-            # An empty ExportTraceServiceResponse, which is what OTLP/HTTP clients expect.
-            handler.send_body(200, b"", "application/x-protobuf")
+            # An ExportTraceServiceResponse, which is what OTLP/HTTP clients expect (empty = all accepted).
+            response = ExportTraceServiceResponse()
+            if refused:
+                response.partial_success.rejected_spans = refused
+                response.partial_success.error_message = "injected partial success"
+            handler.send_body(200, response.SerializeToString(), "application/x-protobuf")
+        elif refused:
+            handler.send_json(200, {"partialSuccess": {"rejectedSpans": str(refused), "errorMessage": "injected"}})
         else:
             handler.send_json(200, {})
 

@@ -1,4 +1,4 @@
-"""``LimitingExporter``: caps attribute sizes so one huge value cannot get a batch rejected (HTTP 413).
+"""``Limiter``: caps attribute sizes so one huge value cannot get a batch rejected (HTTP 413).
 
 A 5 MB e-mail body or a base64 image in a prompt makes Langfuse refuse the whole batch, losing every span
 in it. We keep the span and cut the value instead:
@@ -10,23 +10,21 @@ in it. We keep the span and cut the value instead:
 
 A truncated JSON ``input.value`` is no longer valid JSON; Langfuse then shows it as text, which is
 acceptable for an oversized value. Spans are copied, never dropped; spans within limits pass untouched.
-Put it after masking in the chain, so masking sees whole values (a cut must not split an address in two).
+The road runs it right after masking, so masking sees whole values (a cut must not split an address).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.util.types import AnyValue
 
-from otel_basic.exporters.base import WrappingExporter
 from otel_basic.spancopy import transform_span
 
-__all__ = ["DEFAULT_MAX_ATTRIBUTE_CHARS", "LimitingExporter", "truncation_marker"]
+__all__ = ["DEFAULT_MAX_ATTRIBUTE_CHARS", "Limiter", "truncation_marker"]
 
 DEFAULT_MAX_ATTRIBUTE_CHARS = 16384
 _DATA_URI_MIN_CHARS = 64 + len("data:;base64,")
@@ -47,38 +45,33 @@ def _data_uri_placeholder(m: re.Match[str]) -> str:
     return f"<data-uri:{m.group(1) or 'application/octet-stream'}, {size} bytes omitted>"
 
 
-class LimitingExporter(WrappingExporter):
-    """Passes copies of the spans with oversized string values cut down to ``inner``."""
+class Limiter:
+    """Copies spans with oversized string values cut down; spans within limits are returned as they are."""
 
     def __init__(
         self,
-        inner: SpanExporter,
         max_attribute_chars: int = DEFAULT_MAX_ATTRIBUTE_CHARS,
         replace_data_uris: bool = True,
     ) -> None:
-        super().__init__(inner)
         if max_attribute_chars < 1:
             raise ValueError("max_attribute_chars must be positive")
         self.max_attribute_chars = max_attribute_chars
         self.replace_data_uris = replace_data_uris
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        out: list[ReadableSpan] = []
-        for span in spans:
-            try:
-                out.append(
-                    transform_span(
-                        span,
-                        self._limit_mapping,
-                        lambda _n, a: self._limit_mapping(a),
-                        self._limit_mapping,
-                        self._limit_str_or_none,
-                    )
-                )
-            except Exception:  # never lose a span over a size check (a 413 split still guards the wire)
-                _log.debug("payload limit failed for span %r; exporting it unchanged", span.name, exc_info=True)
-                out.append(span)
-        return self.inner.export(out)
+    def limit_span(self, span: ReadableSpan) -> ReadableSpan:
+        """``span`` within limits. Never raises: a size check must not lose a span (the road's 413
+        split still guards the wire)."""
+        try:
+            return transform_span(
+                span,
+                self._limit_mapping,
+                lambda _n, a: self._limit_mapping(a),
+                self._limit_mapping,
+                self._limit_str_or_none,
+            )
+        except Exception:
+            _log.debug("payload limit failed for span %r; keeping it unchanged", span.name, exc_info=True)
+            return span
 
     def limit_value(self, value: AnyValue) -> AnyValue:
         """``value`` within limits; the same object when nothing had to change."""

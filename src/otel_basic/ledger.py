@@ -1,0 +1,106 @@
+"""Where every span the process made went: one ledger, fed only by the road's tallies.
+
+The processor's workers, the overflow and exit paths and every replay record the :class:`Tally`
+the road returned, so each span is counted once, in one bucket. A flush report is the difference
+between now and the previous report: failures that happened in the background between two flushes
+(a per-step export against a dead endpoint) are reported by the next flush, whoever calls it. They
+are also logged when they happen: once per reason until the next report.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+
+from otel_basic.road import Tally
+
+_log = logging.getLogger("otel_basic")
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Running totals since the pipeline started (or since ``fork()`` in a child)."""
+
+    created: int = 0
+    delivered: int = 0
+    spooled: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    requests: int = 0
+    last_reason: str | None = None
+
+    def minus(self, earlier: Totals) -> Totals:
+        return Totals(
+            self.created - earlier.created,
+            self.delivered - earlier.delivered,
+            self.spooled - earlier.spooled,
+            self.rejected - earlier.rejected,
+            self.dropped - earlier.dropped,
+            self.requests - earlier.requests,
+            self.last_reason,
+        )
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals = Totals()
+        self._reported = Totals()
+        self._reason_since_report: str | None = None
+        self._warned: set[str] = set()
+
+    @property
+    def totals(self) -> Totals:
+        return self._totals
+
+    def created(self, n: int = 1) -> None:
+        with self._lock:
+            self._totals = replace(self._totals, created=self._totals.created + n)
+
+    def record(self, tally: Tally) -> None:
+        """Add one tally; log a failure the first time its reason appears in a report period."""
+        reason = tally.reason
+        with self._lock:
+            t = self._totals
+            self._totals = Totals(
+                t.created,
+                t.delivered + tally.delivered,
+                t.spooled + tally.spooled,
+                t.rejected + tally.rejected,
+                t.dropped + tally.dropped,
+                t.requests + tally.requests,
+                reason if tally.failed and reason else t.last_reason,
+            )
+            warn = False
+            if tally.failed:
+                self._reason_since_report = reason or self._reason_since_report
+                warn = (reason or "") not in self._warned
+                self._warned.add(reason or "")
+        if warn:
+            _log.warning(
+                "otel-basic: spans not delivered (%s): %d spooled, %d rejected, %d dropped; "
+                "the next flush reports the totals",
+                reason or "export failed",
+                tally.spooled,
+                tally.rejected,
+                tally.dropped,
+            )
+
+    def since_report(self) -> tuple[Totals, str | None]:
+        """What changed since the previous report, and the latest failure reason; starts a new period."""
+        with self._lock:
+            now = self._totals
+            diff = now.minus(self._reported)
+            reason = self._reason_since_report
+            self._reported = now
+            self._reason_since_report = None
+            self._warned.clear()
+            return diff, reason
+
+    def reset(self) -> None:
+        """In a fork child: the parent's history is the parent's to report."""
+        self._lock = threading.Lock()
+        self._totals = self._reported = Totals()
+        self._reason_since_report = None
+        self._warned = set()

@@ -1,0 +1,434 @@
+"""The one road out: every span that leaves the process, or reaches the disk, takes it.
+
+Read top to bottom; each stage is a small object or function with a typed result::
+
+    1. PREPARE   mask + size-limit each span, once           -> list[ReadableSpan]  (nothing raw past here)
+    2. ENCODE    one OTLP ExportTraceServiceRequest           -> Batch (message + span count)
+    3. SEND      the transport, instrumentation suppressed    -> SendResult (delivered | partial | rejected
+                                                                  | retryable | too_large), one deadline
+    4. SPLIT     too_large: halve and re-enter 3; a single span is shrunk, then given up as rejected
+    5. SETTLE    what was not delivered: retryable -> spool (masked bytes), rejected -> spool's rejected/,
+                 no spool or a refusing disk -> dropped with a reason    -> Tally (every span, one bucket)
+
+Every path that moves spans enters at a numbered stage, and none has a copy of a stage:
+
+* live export (the processor's workers):   :meth:`Road.deliver`  = 1 → 5
+* queue overflow and the exit drain:        :meth:`Road.keep`     = 1, 2, then the spool (5)
+* spool replay (flush, idle timer, start, ``otel-basic replay``): :meth:`Road.replay` = 3 → 5
+* the doctor's canary:                      :meth:`Road.probe`    = 1 → 4, never spooled
+
+So "masked before disk", "never traced by ourselves" (only :meth:`Road._send` calls a transport, inside
+``suppress_instrumentation``) and "counted exactly once" (every call returns a :class:`Tally` that puts
+each span in one bucket) hold by construction. No stage raises: an exception anywhere is contained,
+the batch is spooled (masked) or counted dropped with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
+
+from otel_basic.limits import Limiter
+from otel_basic.spool import ClaimedBatch, Spool
+
+_log = logging.getLogger("otel_basic")
+
+_SHRINK_ROUNDS = 4
+_SHRINK_MIN_CHARS = 256
+
+
+# --- typed results -------------------------------------------------------------------------------------
+
+
+SendKind = Literal["delivered", "partial", "rejected", "retryable", "too_large"]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one request to the endpoint achieved. ``reason`` is redacted (no credential, no header).
+
+    ``partial``: the endpoint answered with OTLP ``partial_success``; ``rejected_spans`` of the batch
+    were refused for good, the rest arrived.
+    """
+
+    kind: SendKind
+    reason: str | None = None
+    rejected_spans: int = 0
+    status: int | None = None
+
+    @staticmethod
+    def ok() -> SendResult:
+        return _DELIVERED
+
+
+_DELIVERED = SendResult("delivered")
+
+
+@dataclass
+class Tally:
+    """Where the spans of one call went. Each span is in exactly one bucket.
+
+    ``spooled``: written to the spool (masked) to be sent later; ``rejected``: refused for good by the
+    endpoint (kept in the spool's ``rejected/`` when there is one); ``dropped``: gone (counted, with a
+    reason: no spool, a refusing disk, the spool's size cap evicted them). ``requests``: HTTP/gRPC
+    requests made. A replay's ``delivered`` counts spans that were waiting in the spool.
+    """
+
+    delivered: int = 0
+    spooled: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    requests: int = 0
+    reasons: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # spool/rejected files written (see Road.withdraw)
+
+    @property
+    def failed(self) -> int:
+        return self.spooled + self.rejected + self.dropped
+
+    def add(self, other: Tally) -> Tally:
+        self.delivered += other.delivered
+        self.spooled += other.spooled
+        self.rejected += other.rejected
+        self.dropped += other.dropped
+        self.requests += other.requests
+        self.files += other.files
+        for reason in other.reasons:
+            self._reason(reason)
+        return self
+
+    def _reason(self, reason: str) -> None:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self.reasons) if self.reasons else None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """An encoded, already masked request and the number of spans in it."""
+
+    message: ExportTraceServiceRequest
+    spans: int
+
+    @staticmethod
+    def of(message: ExportTraceServiceRequest) -> Batch:
+        return Batch(message, count_spans(message))
+
+
+class Transport(Protocol):
+    """Stage 3's peer: sends one request before ``deadline`` (a ``time.monotonic()`` value).
+
+    Implementations retry what is worth retrying inside the deadline and never raise for a failed
+    send; :meth:`Road._send` still contains anything they raise.
+    """
+
+    endpoint: str
+
+    def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult: ...
+
+    def reopen(self) -> None:
+        """Re-create sockets and locks after ``fork()``: the parent's are not the child's."""
+
+    def close(self) -> None: ...
+
+
+# --- stage 1: prepare ----------------------------------------------------------------------------------
+
+
+class SpanMasker(Protocol):
+    def mask_span(self, span: ReadableSpan) -> ReadableSpan: ...
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """Mask, then size-limit, every span once. Never raises: a span that cannot be processed is
+    replaced by its masker's skeleton (same ids and timing, no attributes)."""
+
+    masker: SpanMasker | None
+    limiter: Limiter
+
+    def __call__(self, spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+        masker, limiter = self.masker, self.limiter
+        if masker is None:
+            return [limiter.limit_span(span) for span in spans]
+        return [limiter.limit_span(masker.mask_span(span)) for span in spans]
+
+
+# --- stage 2: encode -----------------------------------------------------------------------------------
+
+
+def encode(spans: Sequence[ReadableSpan]) -> Batch:
+    return Batch(encode_spans(spans), len(spans))
+
+
+def count_spans(request: ExportTraceServiceRequest) -> int:
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+def split_request(request: ExportTraceServiceRequest) -> tuple[Batch, Batch]:
+    """Two requests with half of the spans each, keeping each span's resource and scope."""
+    flat = [(ri, si, span) for ri, rs in enumerate(request.resource_spans)
+            for si, ss in enumerate(rs.scope_spans) for span in ss.spans]
+    mid = len(flat) // 2
+    return _build(request, flat[:mid]), _build(request, flat[mid:])
+
+
+def _build(request: ExportTraceServiceRequest, part: list[tuple[int, int, object]]) -> Batch:
+    out = ExportTraceServiceRequest()
+    slots: dict[tuple[int, int], object] = {}
+    resources: dict[int, object] = {}
+    for ri, si, span in part:
+        if ri not in resources:
+            source = request.resource_spans[ri]
+            rs = out.resource_spans.add()
+            rs.resource.CopyFrom(source.resource)
+            rs.schema_url = source.schema_url
+            resources[ri] = rs
+        if (ri, si) not in slots:
+            source_ss = request.resource_spans[ri].scope_spans[si]
+            ss = resources[ri].scope_spans.add()  # type: ignore[attr-defined]
+            ss.scope.CopyFrom(source_ss.scope)
+            ss.schema_url = source_ss.schema_url
+            slots[(ri, si)] = ss
+        slots[(ri, si)].spans.add().CopyFrom(span)  # type: ignore[attr-defined]
+    return Batch(out, len(part))
+
+
+def shrink_single(request: ExportTraceServiceRequest) -> ExportTraceServiceRequest | None:
+    """The one span of ``request`` with its longest string attribute cut to a quarter (and a marker);
+    None when nothing long is left to cut."""
+    shrunk = ExportTraceServiceRequest()
+    shrunk.CopyFrom(request)
+    span = shrunk.resource_spans[0].scope_spans[0].spans[0]
+    longest = max(
+        (kv for kv in span.attributes if kv.value.WhichOneof("value") == "string_value"),
+        key=lambda kv: len(kv.value.string_value),
+        default=None,
+    )
+    if longest is None or len(longest.value.string_value) < _SHRINK_MIN_CHARS:
+        return None
+    value = longest.value.string_value
+    longest.value.string_value = (
+        value[: len(value) // 4] + f"…[truncated by otel-basic after HTTP 413: original {len(value)} chars]"
+    )
+    return shrunk
+
+
+# --- the road ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    """Stages 3-4's result for one batch, before settling: what arrived and what is left, by kind."""
+
+    delivered: int = 0
+    requests: int = 0
+    retryable: list[Batch] = field(default_factory=list)
+    rejected: list[tuple[Batch, str]] = field(default_factory=list)
+    partial_rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    last: SendResult | None = None
+
+
+class Road:
+    """Stages 1-5 wired together for one destination. ``spool`` is None on the file route."""
+
+    def __init__(self, prepare: Prepare, transport: Transport, spool: Spool | None) -> None:
+        self.prepare = prepare
+        self.transport = transport
+        self.spool = spool
+        self._replaying = threading.Lock()  # one replay at a time per process: a flush waits for it
+
+    @property
+    def endpoint(self) -> str:
+        return self.transport.endpoint
+
+    # --- entry points ----------------------------------------------------------------------------------
+
+    def deliver(self, spans: Sequence[ReadableSpan], deadline: float) -> Tally:
+        """Live export: stages 1 → 5."""
+        batch = self._prepare(spans)
+        if batch is None:
+            return self._settle_unencodable(spans)
+        return self._settle(self._send_all(batch, deadline))
+
+    def keep(self, spans: Sequence[ReadableSpan], reason: str) -> Tally:
+        """Spans that cannot stay in memory (queue overflow, exit drain): stages 1, 2, then the spool."""
+        batch = self._prepare(spans)
+        if batch is None:
+            return self._settle_unencodable(spans)
+        return self._settle(_Outcome(retryable=[batch], reasons=[reason]))
+
+    def probe(self, spans: Sequence[ReadableSpan], deadline: float) -> tuple[Tally, SendResult | None]:
+        """The doctor's canary: stages 1 → 4, nothing spooled. Returns the tally and the last verdict."""
+        batch = self._prepare(spans)
+        if batch is None:
+            return Tally(dropped=len(spans), reasons=["could not encode the spans"]), None
+        outcome = self._send_all(batch, deadline)
+        tally = Tally(delivered=outcome.delivered, requests=outcome.requests, reasons=list(outcome.reasons))
+        tally.rejected = outcome.partial_rejected + sum(b.spans for b, _ in outcome.rejected)
+        tally.dropped = sum(b.spans for b in outcome.retryable)
+        return tally, outcome.last
+
+    def replay(self, deadline: float | None = None, max_batches: int | None = None,
+               progress: Callable[[int], None] | None = None) -> Tally:
+        """Send spooled batches, oldest first, through stages 3 → 5, until one fails for a retryable
+        reason (the endpoint is still down), ``deadline`` or ``max_batches``."""
+        tally = Tally()
+        if self.spool is None:
+            return tally
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._replaying.acquire(timeout=wait):
+            return tally  # another replay of ours is still at it
+        try:
+            for claimed in self.spool.claim(max_batches=max_batches, deadline=deadline):
+                outcome, still_failing = self._replay_one(claimed, deadline)
+                tally.add(outcome)
+                if progress is not None:
+                    progress(tally.delivered)
+                if still_failing:
+                    break  # the endpoint still fails: leave the rest for later
+        finally:
+            self._replaying.release()
+        return tally
+
+    def withdraw(self, files: Sequence[str]) -> int:
+        """Remove spool files whose spans were delivered after all (an exit drain took a batch that
+        was in flight, and the endpoint accepted it). Returns the spans withdrawn; a file a replay
+        already claimed stays (it will be sent again: a duplicate, never a loss)."""
+        return self.spool.withdraw(files) if self.spool is not None else 0
+
+    def spool_waiting(self) -> int:
+        """Spans waiting in the spool for this destination (all processes')."""
+        return self.spool.waiting_spans() if self.spool is not None else 0
+
+    def reopen(self) -> None:
+        self._replaying = threading.Lock()
+        self.transport.reopen()
+        if self.spool is not None:
+            self.spool.reopen()
+
+    def close(self) -> None:
+        try:
+            self.transport.close()
+        except Exception:
+            _log.debug("closing the transport failed", exc_info=True)
+
+    # --- stages ----------------------------------------------------------------------------------------
+
+    def _prepare(self, spans: Sequence[ReadableSpan]) -> Batch | None:
+        """Stages 1 and 2. None only if even the skeletons cannot be encoded."""
+        try:
+            return encode(self.prepare(spans))
+        except Exception:
+            _log.debug("preparing %d spans failed", len(spans), exc_info=True)
+            return None
+
+    def _send(self, batch: Batch, deadline: float) -> SendResult:
+        """Stage 3: the only place a transport is called, always with instrumentation suppressed."""
+        try:
+            with suppress_instrumentation():
+                result = self.transport.send(batch.message, deadline)
+        except Exception as exc:  # a transport bug or an exotic error: the batch is kept, not lost
+            _log.debug("transport raised", exc_info=True)
+            result = SendResult("retryable", f"sending failed: {type(exc).__name__}")
+        return result
+
+    def _send_all(self, batch: Batch, deadline: float) -> _Outcome:
+        """Stages 3 and 4: send, splitting on too_large, until every part has an outcome."""
+        outcome = _Outcome()
+        work: list[Batch] = [batch]
+        while work:
+            part = work.pop(0)
+            if outcome.retryable and time.monotonic() >= deadline:
+                outcome.retryable.append(part)  # out of time: keep the rest
+                continue
+            result = outcome.last = self._send(part, deadline)
+            outcome.requests += 1
+            if result.reason and result.reason not in outcome.reasons:
+                outcome.reasons.append(result.reason)
+            if result.kind == "delivered":
+                outcome.delivered += part.spans
+            elif result.kind == "partial":
+                refused = min(part.spans, result.rejected_spans)
+                outcome.delivered += part.spans - refused
+                outcome.partial_rejected += refused
+            elif result.kind == "retryable":
+                outcome.retryable.append(part)
+            elif result.kind == "rejected":
+                outcome.rejected.append((part, result.reason or "rejected"))
+            elif part.spans > 1:  # too_large: halve, depth first so order is kept
+                work[:0] = split_request(part.message)
+            else:
+                smaller = shrink_single(part.message)
+                if smaller is None or part.message.ByteSize() <= smaller.ByteSize():
+                    outcome.rejected.append((part, result.reason or "too large"))
+                else:
+                    work.insert(0, Batch(smaller, 1))
+        return outcome
+
+    def _settle(self, outcome: _Outcome) -> Tally:
+        """Stage 5: each span that did not arrive goes to exactly one bucket."""
+        tally = Tally(delivered=outcome.delivered, requests=outcome.requests, reasons=list(outcome.reasons))
+        if outcome.partial_rejected:
+            tally.rejected += outcome.partial_rejected  # which spans is not said: nothing to keep
+        for batch in outcome.retryable:
+            tally.add(self._to_spool(batch))
+        for batch, reason in outcome.rejected:
+            tally.add(self._to_rejected(batch, reason))
+        return tally
+
+    def _to_spool(self, batch: Batch) -> Tally:
+        if self.spool is None:
+            return Tally(dropped=batch.spans, reasons=["no spool to keep undelivered spans"])
+        written = self.spool.write(_serialize(batch), batch.spans)
+        if not written.ok:
+            return Tally(dropped=batch.spans, reasons=[written.reason or "spool write failed"])
+        tally = Tally(spooled=batch.spans, files=[written.name] if written.name else [])
+        if written.evicted:  # older batches evicted by the size cap: gone
+            tally.add(Tally(dropped=written.evicted, reasons=["spool over its size cap: oldest spans evicted"]))
+        return tally
+
+    def _to_rejected(self, batch: Batch, reason: str) -> Tally:
+        name = self.spool.reject(_serialize(batch), batch.spans, reason) if self.spool is not None else None
+        if name is not None:
+            return Tally(rejected=batch.spans, reasons=[reason], files=[name])
+        return Tally(dropped=batch.spans, reasons=[reason])
+
+    def _settle_unencodable(self, spans: Sequence[ReadableSpan]) -> Tally:
+        return Tally(dropped=len(spans), reasons=["could not encode the spans"])
+
+    def _replay_one(self, claimed: ClaimedBatch, deadline: float | None) -> tuple[Tally, bool]:
+        """One spooled batch through stages 3 → 5. Returns its tally and whether the endpoint still
+        fails (retryable), so the replay stops instead of hammering it."""
+        try:
+            message = ExportTraceServiceRequest.FromString(claimed.data)
+        except Exception:
+            claimed.reject("not a valid OTLP request (corrupt spool file)")
+            return Tally(rejected=claimed.spans, reasons=["corrupt spool file"]), False
+        batch = Batch(message, claimed.spans or count_spans(message))
+        outcome = self._send_all(batch, deadline if deadline is not None else time.monotonic() + 30.0)
+        if outcome.delivered == 0 and not outcome.rejected and not outcome.partial_rejected:
+            claimed.release()  # nothing arrived: back in place, same name, same order
+            return Tally(requests=outcome.requests, reasons=list(outcome.reasons)), True
+        tally = self._settle(outcome)
+        tally.spooled = 0  # parts written back were counted as spooled when they first failed
+        claimed.done()
+        return tally, bool(outcome.retryable)
+
+
+def _serialize(batch: Batch) -> bytes:
+    data: bytes = batch.message.SerializeToString()
+    return data

@@ -1,0 +1,213 @@
+"""OTLP/HTTP transport (protobuf or JSON) that tells the truth about delivery.
+
+Why not the stock ``OTLPSpanExporter``: it counts any 2xx-3xx as success (a redirect, an SSO page or
+an OTLP ``partial_success`` lose spans silently), hides the status code, and its timeout knows
+nothing of a flush's deadline. Here only an OTLP answer is a success: 2xx with an empty body, a
+protobuf ``ExportTraceServiceResponse`` or a JSON object; ``partial_success.rejected_spans`` is
+reported as such; 408/429/5xx and connection errors are retried with backoff (``Retry-After``
+honoured) inside ONE deadline given by the caller; a connection that fails is retried once, then the
+road spools the batch at once instead of holding it in memory, where a kill would lose it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import threading
+import time
+import zlib
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import httpx
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from otel_basic.otlp_json import request_to_json_line
+from otel_basic.redact import redact_url
+from otel_basic.road import SendResult
+
+_RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+_USER_AGENT = "otel-basic"
+_TRANSPORT_ATTEMPTS = 2
+
+Encoding = Literal["protobuf", "json"]
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse ``Retry-After`` (seconds or HTTP date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return max(0.0, seconds) if seconds == seconds else None  # NaN is not a wait
+
+
+class HttpTransport:
+    """POSTs one ``ExportTraceServiceRequest`` per call; see the module docstring for why."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        compression: str = "gzip",
+        timeout: float = 10.0,
+        encoding: Encoding = "protobuf",
+        client_options: Mapping[str, Any] | None = None,
+        max_attempts: int = 6,
+    ) -> None:
+        self.endpoint = endpoint
+        self._where = redact_url(endpoint)
+        self._timeout = timeout
+        self._compression = compression
+        self._encoding = encoding
+        self._max_attempts = max_attempts
+        base_headers = {
+            "content-type": "application/json" if encoding == "json" else "application/x-protobuf",
+            "user-agent": _USER_AGENT,
+        }
+        if compression in ("gzip", "deflate"):
+            base_headers["content-encoding"] = compression
+        base_headers.update(headers or {})
+        self._headers = base_headers
+        self._client_options = dict(client_options or {"trust_env": False})
+        self._client = self._new_client()
+        self._stop = threading.Event()
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(headers=self._headers, follow_redirects=False, **self._client_options)
+
+    def __repr__(self) -> str:  # never show headers: they carry credentials
+        return f"HttpTransport(endpoint={self._where!r})"
+
+    def body(self, request: ExportTraceServiceRequest) -> bytes:
+        raw = (
+            request_to_json_line(request).encode()
+            if self._encoding == "json"
+            else request.SerializeToString()
+        )
+        if self._compression == "gzip":
+            return gzip.compress(raw, compresslevel=5)
+        if self._compression == "deflate":
+            return zlib.compress(raw, 5)
+        return raw
+
+    def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult:
+        try:
+            body = self.body(request)
+        except Exception as exc:  # an attribute the encoder cannot take: retrying will not help
+            return SendResult("rejected", f"could not encode spans: {type(exc).__name__}")
+        return self._post(body, deadline)
+
+    def _post(self, body: bytes, deadline: float) -> SendResult:
+        end = min(deadline, time.monotonic() + self._timeout)
+        attempt = 0
+        result = SendResult("retryable", "deadline reached before sending")
+        while True:
+            attempt += 1
+            left = end - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                return result
+            wait: float | None
+            try:
+                response = self._client.post(self.endpoint, content=body, timeout=max(left, 0.001))
+            except Exception as exc:  # httpx errors, and anything exotic (OverflowError, ssl, ...)
+                result = SendResult("retryable", f"{type(exc).__name__} sending to {self._where}")
+                if attempt >= _TRANSPORT_ATTEMPTS:
+                    return result
+                wait = 0.1
+            else:
+                result = classify(response, self._where)
+                if result.kind != "retryable":
+                    return result
+                wait = retry_after_seconds(response.headers.get("retry-after"))
+            if attempt >= self._max_attempts:
+                return result
+            backoff = wait if wait is not None else min(8.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+            if backoff > end - time.monotonic() or self._stop.wait(backoff):
+                return result
+
+    def reopen(self) -> None:
+        self._client = self._new_client()
+        self._stop = threading.Event()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._client.close()
+
+
+def classify(response: httpx.Response, where: str) -> SendResult:
+    """What an HTTP answer means for the batch."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return _otlp_success(response, where)
+    if status in _RETRYABLE:
+        return SendResult("retryable", f"HTTP {status} from {where}", status=status)
+    if status == 413:
+        return SendResult("too_large", f"HTTP 413 (body too large) from {where}", status=status)
+    if 300 <= status < 400:
+        target = redact_url(response.headers.get("location", "?"))[:200]
+        reason = f"HTTP {status} redirect from {where} to {target}: fix the endpoint URL"
+        return SendResult("rejected", reason, status=status)
+    hint = {
+        401: "wrong LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY for this LANGFUSE_BASE_URL (another region?)",
+        403: "the key has no ingestion access, or ingestion is suspended",
+        404: "no OTLP traces endpoint at this URL",
+    }.get(status, "the endpoint rejected the batch")
+    return SendResult("rejected", f"HTTP {status} from {where}: {hint}", status=status)
+
+
+def _otlp_success(response: httpx.Response, where: str) -> SendResult:
+    """A 2xx is a success only if it is an OTLP answer; partial success is reported as such."""
+    body = response.content
+    if not body.strip():
+        return SendResult.ok()
+    ctype = response.headers.get("content-type", "").lower()
+    rejected, message = 0, ""
+    if "protobuf" in ctype:
+        try:
+            parsed = ExportTraceServiceResponse.FromString(body)
+        except DecodeError:
+            return _not_otlp(response.status_code, ctype, where)
+        rejected = parsed.partial_success.rejected_spans
+        message = parsed.partial_success.error_message
+    elif "json" in ctype:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return _not_otlp(response.status_code, ctype, where)
+        if not isinstance(payload, dict):
+            return _not_otlp(response.status_code, ctype, where)
+        partial = payload.get("partialSuccess") or payload.get("partial_success") or {}
+        if isinstance(partial, dict):
+            try:
+                rejected = int(partial.get("rejectedSpans", partial.get("rejected_spans", 0)) or 0)
+            except (TypeError, ValueError):
+                rejected = 0
+            message = str(partial.get("errorMessage", partial.get("error_message", "")) or "")
+    else:
+        return _not_otlp(response.status_code, ctype, where)
+    if rejected > 0:
+        detail = f": {message[:200]}" if message else ""
+        return SendResult("partial", f"{where} rejected {rejected} spans (partial success){detail}", rejected)
+    return SendResult.ok()
+
+
+def _not_otlp(status: int, ctype: str, where: str) -> SendResult:
+    shown = ctype.split(";")[0].strip() or "no content type"
+    return SendResult(
+        "retryable",
+        f"HTTP {status} from {where} was not an OTLP answer ({shown}): a proxy, login or captive-portal page?",
+        status=status,
+    )
