@@ -212,3 +212,19 @@ async def test_a_finished_runs_state_reused_by_a_new_run_starts_a_new_trace(
     assert saved_trace(finished) is None, "a finished run's state does not pull a new run into its trace"
     restored = Context.from_dict(ApprovalEmailWorkflow(), finished)
     assert saved_trace(restored) is None
+
+
+async def test_an_unanswered_approval_fails_the_run_and_the_wait_shows_as_an_error(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    workflow = ApprovalEmailWorkflow(llm=RejectingVerifier(), approval_timeout=0.3)
+    with pytest.raises(TimeoutError):
+        await workflow.run(email_data=sample_email("question"))
+    assert await otel_basic.aflush()
+    [trace] = langfuse_env.traces().values()
+    wait = _one(trace, "wait_for_approval")
+    assert wait.parent_span_id == _one(trace, "ApprovalEmailWorkflow.run").span_id
+    assert wait.attributes["approval.timed_out"] is True and wait.attributes["wait.seconds"] >= 0.3
+    shown = langfuse_view(langfuse_env.spans).traces[wait.trace_id]
+    observation = next(o for o in shown.observations if o.name == "wait_for_approval")
+    assert (observation.level, observation.status_message) == ("ERROR", "no answer in time")

@@ -85,16 +85,20 @@ class ApprovalEmailWorkflow(EmailWorkflow):
             return await self._send(ctx, ev)
         await remember_trace(ctx)
         await wait_started(ctx, WAIT_SPAN)
-        answer = await ctx.wait_for_event(
-            ApprovalResponseEvent,
-            waiter_event=ApprovalRequiredEvent(
-                thread_id=ev.email.thread_id,
-                draft=ev.draft,
-                issues=ev.verification.issues,
-            ),
-            waiter_id=WAITER_ID,
-            timeout=self.approval_timeout,
-        )
+        try:
+            answer = await ctx.wait_for_event(
+                ApprovalResponseEvent,
+                waiter_event=ApprovalRequiredEvent(
+                    thread_id=ev.email.thread_id,
+                    draft=ev.draft,
+                    issues=ev.verification.issues,
+                ),
+                waiter_id=WAITER_ID,
+                timeout=self.approval_timeout,
+            )
+        except TimeoutError:  # nobody answered: the run fails, and the trace shows how long it waited
+            await wait_ended(ctx, WAIT_SPAN, {"approval.timed_out": True}, error="no answer in time")
+            raise
         decision: dict[str, AttributeValue] = {
             "approval.approved": answer.approved,
             "approval.edited": bool(answer.draft),

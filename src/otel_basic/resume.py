@@ -160,12 +160,15 @@ async def wait_started(ctx: Any, name: str) -> None:
         _log.debug("could not record the start of a wait", exc_info=True)
 
 
-async def wait_ended(ctx: Any, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
+async def wait_ended(
+    ctx: Any, name: str, attributes: Mapping[str, AttributeValue] | None = None, *, error: str | None = None
+) -> None:
     """Add the span ``name`` for the wait recorded by :func:`wait_started`, ending now.
 
     Its parent is the run span saved by :func:`remember_trace` (the original run, when resumed),
     else the current run. ``wait.seconds`` holds the duration; ``attributes`` are added (say, the
-    decision). Without a recorded start nothing is added. Never raises."""
+    decision). ``error`` (a wait that timed out, say) marks the span as failed with that message,
+    which Langfuse shows as an ERROR level. Without a recorded start nothing is added. Never raises."""
     try:
         state = await _state(ctx)
         waits = dict(state.get("waits") or {})
@@ -189,7 +192,7 @@ async def wait_ended(ctx: Any, name: str, attributes: Mapping[str, AttributeValu
                 **(attributes or {}),
             },
         )
-        span.set_status(Status(StatusCode.OK))
+        span.set_status(Status(StatusCode.ERROR, error) if error else Status(StatusCode.OK))
         span.end(end_time=max(now, started))
     except Exception:
         _log.debug("could not record a wait span", exc_info=True)
