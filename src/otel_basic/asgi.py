@@ -24,10 +24,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from opentelemetry import context as context_api
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext
 
 from otel_basic import runtime
-from otel_basic.propagation import extract_headers, traceresponse
+from otel_basic.propagation import CallerContext, extract_headers, traceresponse
 from otel_basic.run_span import observe_run_spans
 from otel_basic.workflows import trace_attributes
 
@@ -91,7 +92,11 @@ class TraceContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        caller = extract_headers(scope.get("headers") or [])
+        try:
+            caller = extract_headers(scope.get("headers") or [])
+        except Exception:  # a header we cannot read is a request without a trace, never an error
+            _log.debug("could not read the request's trace headers", exc_info=True)
+            caller = CallerContext(Context())
         token = context_api.attach(caller.context)
         try:
             with (
