@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from openinference.instrumentation import get_attributes_from_context
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context as OtelContext
@@ -45,7 +46,8 @@ __all__ = ["STATE_KEY", "continued_trace", "remember_trace", "saved_trace", "wai
 _log = logging.getLogger("otel_basic")
 
 STATE_KEY = "otel_basic_trace"
-"""Key in the workflow context's store: ``{"traceparent", "tracestate"?, "waits": {name: start_ns}}``."""
+"""Key in the workflow context's store: ``{"traceparent", "tracestate"?, "attributes": {session.id,
+user.id}, "waits": {name: start_ns}}``."""
 TRACER_NAME = "otel_basic.resume"
 
 
@@ -86,10 +88,8 @@ async def remember_trace(ctx: Any) -> None:
 def _run_attributes() -> dict[str, str]:
     """session.id / user.id of the run (OpenInference's context attributes), kept for the resumed run."""
     try:
-        from openinference.instrumentation import get_attributes_from_context  # a dependency of otel_basic
-
         found = dict(get_attributes_from_context())
-    except Exception:
+    except Exception:  # a resumed run without session/user beats a failed step
         return {}
     return {k: str(found[k]) for k in ("session.id", "user.id") if found.get(k)}
 
