@@ -422,13 +422,12 @@ def _extract_model_parameters(attrs: Mapping[str, Any]) -> dict[str, Any]:
             parsed = parse_json_value(attrs[key])
             if isinstance(parsed, dict):
                 return _sanitize_params(parsed)
-    return _sanitize_params(
-        {
-            k[len("gen_ai.request.") :]: v
-            for k, v in attrs.items()
-            if k.startswith("gen_ai.request.") and k != "gen_ai.request.model"
-        }
-    )
+    flattened: dict[str, Any] = {}
+    for prefix in ("gen_ai.request.", "llm.invocation_parameters."):
+        for key, value in attrs.items():
+            if key.startswith(prefix) and key[len(prefix) :] != "model":
+                flattened[key[len(prefix) :]] = value
+    return _sanitize_params(flattened)
 
 
 def _extract_usage(attrs: Mapping[str, Any]) -> dict[str, float]:
