@@ -9,16 +9,20 @@ the reviewer's answer and finishes the run. Both processes export to the same re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from llama_agents.server import SqliteWorkflowStore, WorkflowServer
 from llama_index.core.llms import CompletionResponse
 from workflows import Context
+from workflows.context.serializers import JsonSerializer
 from workflows.errors import WorkflowCancelledByUser
 
 import otel_basic
@@ -26,6 +30,7 @@ from basic.approval import ApprovalEmailWorkflow, ApprovalRequiredEvent, Approva
 from basic.llm import OfflineLLM, detect_task
 from basic.models import EmailResult
 from basic.samples import sample_email
+from otel_basic.asgi import TraceContextMiddleware
 from otel_basic.resume import saved_trace
 from otel_basic.testing import LangfuseReceiver, ReceivedSpan
 from otel_basic.testing.langfuse_view import langfuse_view
@@ -228,3 +233,68 @@ async def test_an_unanswered_approval_fails_the_run_and_the_wait_shows_as_an_err
     shown = langfuse_view(langfuse_env.spans).traces[wait.trace_id]
     observation = next(o for o in shown.observations if o.name == "wait_for_approval")
     assert (observation.level, observation.status_message) == ("ERROR", "no answer in time")
+
+
+@pytest.mark.slow
+async def test_workflow_server_reloading_an_idle_run_from_its_store_continues_the_trace(
+    tmp_path: Path, telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """WorkflowServer releases a run that waits (idle), keeps it in its store, and reloads it when
+    the answer comes; here the answer reaches a NEW server over the same Sqlite store (a restart).
+    That store keeps the context's state outside the snapshot: the trace travels in the waiter."""
+    store_path = tmp_path / "workflows.db"
+
+    def server(workflow: ApprovalEmailWorkflow) -> WorkflowServer:
+        built = WorkflowServer(
+            workflow_store=SqliteWorkflowStore(str(store_path)), idle_timeout=0.2, serializer=JsonSerializer()
+        )
+        built.add_workflow("email-approval", workflow, additional_events=[ApprovalResponseEvent])
+        built.app.add_middleware(TraceContextMiddleware)
+        return built
+
+    email = sample_email("question")
+    first = server(ApprovalEmailWorkflow(llm=RejectingVerifier()))
+    async with first.contextmanager(), _client(first) as client:
+        started = await client.post("/workflows/email-approval/run-nowait", json={"start_event": {"email_data": email}})
+        assert started.status_code == 200, started.text
+        handler_id, trace_id = started.json()["handler_id"], started.headers["x-trace-id"]
+        for _ in range(200):  # until the run waits for the answer (its last step paused)
+            if any(s.name == "ApprovalEmailWorkflow.send_results" for s in langfuse_env.spans):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the run never asked for approval")
+        await asyncio.sleep(0.5)  # idle: released to the store
+    assert await otel_basic.aflush()
+
+    second = server(ApprovalEmailWorkflow())
+    async with second.contextmanager(), _client(second) as client:
+        answer = {"type": "ApprovalResponseEvent", "value": {"approved": True, "reviewer": "ops-2"}}
+        sent = await client.post(f"/events/{handler_id}", json={"event": answer})
+        assert sent.status_code == 200, sent.text
+        for _ in range(100):
+            result = await client.get(f"/results/{handler_id}")
+            if result.status_code == 200 and result.json().get("status") == "completed":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"no result: {result.text}")
+    assert await otel_basic.aflush()
+
+    assert set(langfuse_env.traces()) == {trace_id}, "one trace, before and after the restart"
+    spans = langfuse_env.traces()[trace_id]
+    runs = [s for s in spans if s.name == "ApprovalEmailWorkflow.run"]
+    original = next(s for s in runs if s.parent_span_id is None)
+    [continued] = [s for s in runs if s is not original]
+    assert continued.parent_span_id == original.span_id
+    wait = _one(spans, "wait_for_approval")
+    assert wait.parent_span_id == original.span_id and wait.attributes["approval.reviewer"] == "ops-2"
+    shown = langfuse_view(langfuse_env.spans).traces[trace_id]
+    assert shown.name == "ApprovalEmailWorkflow" and isinstance(shown.output, dict)
+    assert shown.output["thread_id"] == email["thread_id"]
+
+
+@contextlib.asynccontextmanager
+async def _client(server: WorkflowServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=server.app), base_url="http://server") as client:
+        yield client

@@ -27,7 +27,7 @@ from workflows.handler import WorkflowHandler
 
 from basic.email_workflow import EmailErrorEvent, EmailWorkflow, VerifiedEvent
 from basic.models import Delivery, EmailResult, Verification
-from otel_basic.resume import continued_trace, remember_trace, wait_ended, wait_started
+from otel_basic.resume import continued_trace, wait_ended, wait_started, waiter_id
 from otel_basic.workflows import flush_after_step
 
 WAIT_SPAN = "wait_for_approval"
@@ -83,7 +83,7 @@ class ApprovalEmailWorkflow(EmailWorkflow):
         # Replayed from the top when the answer arrives: nothing before the wait has side effects.
         if not needs_approval(ev.verification):
             return await self._send(ctx, ev)
-        await remember_trace(ctx)
+        waiter = await waiter_id(ctx, WAITER_ID)  # remembers the trace, and carries it in the waiter
         await wait_started(ctx, WAIT_SPAN)
         try:
             answer = await ctx.wait_for_event(
@@ -93,7 +93,7 @@ class ApprovalEmailWorkflow(EmailWorkflow):
                     draft=ev.draft,
                     issues=ev.verification.issues,
                 ),
-                waiter_id=WAITER_ID,
+                waiter_id=waiter,
                 timeout=self.approval_timeout,
             )
         except TimeoutError:  # nobody answered: the run fails, and the trace shows how long it waited

@@ -15,10 +15,12 @@ state store, so it is saved and restored with everything else:
   began and, once the event arrived, add a span covering the wait (Langfuse ignores span events,
   so the wait is a span: start = when the wait began, end = when the run went on).
 
-The state lives under the key :data:`STATE_KEY` of the default ``DictState`` store. It must be in
-the context's snapshot (``ctx.to_dict()``), as with the default in-memory state: a WorkflowServer
-with an external state store (Sqlite, Postgres) reloads an idle run with its state kept outside the
-context, readable only asynchronously once the run span exists, so that run starts a new trace.
+* :func:`waiter_id` (as ``ctx.wait_for_event(..., waiter_id=...)``) also carries the trace in the
+  pending waiter, which is in the context's snapshot even when the state is not: WorkflowServer
+  with a Sqlite or Postgres store keeps state outside the context it hands to ``Workflow.run()``
+  when it reloads an idle run (after an idle timeout or a restart).
+
+The state lives under the key :data:`STATE_KEY` of the default ``DictState`` store.
 """
 
 from __future__ import annotations
@@ -41,7 +43,15 @@ from otel_basic import runtime
 from otel_basic.propagation import context_from_carrier, span_context_of, traceparent_of
 from otel_basic.workflows import trace_attributes
 
-__all__ = ["STATE_KEY", "continued_trace", "remember_trace", "saved_trace", "wait_ended", "wait_started"]
+__all__ = [
+    "STATE_KEY",
+    "continued_trace",
+    "remember_trace",
+    "saved_trace",
+    "wait_ended",
+    "wait_started",
+    "waiter_id",
+]
 
 _log = logging.getLogger("otel_basic")
 
@@ -49,6 +59,7 @@ STATE_KEY = "otel_basic_trace"
 """Key in the workflow context's store: ``{"traceparent", "tracestate"?, "attributes": {session.id,
 user.id}, "waits": {name: start_ns}}``."""
 TRACER_NAME = "otel_basic.resume"
+WAITER_MARK = "@otel:"
 
 
 def _run_span_context() -> SpanContext | None:
@@ -96,7 +107,10 @@ def _run_attributes() -> dict[str, str]:
 
 def _saved_state(ctx_or_data: Any) -> dict[str, Any] | None:
     """Our state from a ``Context`` or its ``to_dict()`` payload, if it is a snapshot of a run that
-    was still running (a finished run's state reused by a new run belongs to a new trace)."""
+    was still running (a finished run's state reused by a new run belongs to a new trace).
+
+    First the state store's copy; else (a WorkflowServer state store kept outside the snapshot)
+    the ``traceparent`` carried by the id of a pending waiter (:func:`waiter_id`)."""
     data = ctx_or_data if isinstance(ctx_or_data, Mapping) else ctx_or_data.to_dict()
     if not data.get("is_running"):
         return None
@@ -106,7 +120,14 @@ def _saved_state(ctx_or_data: Any) -> dict[str, Any] | None:
     value = values.get(STATE_KEY) if isinstance(values, Mapping) else None
     if isinstance(value, str):  # the JSON serializer stores each value as a JSON string
         value = json.loads(value)
-    return dict(value) if isinstance(value, Mapping) else None
+    if isinstance(value, Mapping) and "traceparent" in value:
+        return dict(value)
+    for worker in (data.get("workers") or {}).values():
+        for waiter in (worker.get("collected_waiters") or []) if isinstance(worker, Mapping) else []:
+            marked = str(waiter.get("waiter_id") or "") if isinstance(waiter, Mapping) else ""
+            if WAITER_MARK in marked:
+                return {"traceparent": marked.rsplit(WAITER_MARK, 1)[1]}
+    return None
 
 
 def saved_trace(ctx_or_data: Any) -> OtelContext | None:
@@ -143,6 +164,23 @@ def continued_trace(ctx: Any) -> Iterator[None]:
             yield
     finally:
         context_api.detach(token)
+
+
+async def waiter_id(ctx: Any, name: str) -> str:
+    """A ``waiter_id`` for ``ctx.wait_for_event`` that carries the run's ``traceparent``.
+
+    Remembers the trace (:func:`remember_trace`) and returns ``name@otel:<traceparent>``. Pending
+    waiters are part of the context's snapshot even where the state store is not (WorkflowServer
+    with a Sqlite or Postgres store reloading an idle run), so :func:`continued_trace` finds the
+    trace there too. Stable across the step's replay (the remembered traceparent does not change
+    within a trace). Without a trace, ``name`` itself."""
+    await remember_trace(ctx)
+    try:
+        traceparent = (await _state(ctx)).get("traceparent")
+    except Exception:
+        _log.debug("could not read the remembered trace", exc_info=True)
+        traceparent = None
+    return f"{name}{WAITER_MARK}{traceparent}" if isinstance(traceparent, str) else name
 
 
 async def wait_started(ctx: Any, name: str) -> None:
