@@ -12,6 +12,9 @@ import pytest
 import otel_basic
 from otel_basic.testing import LangfuseReceiver
 
+# The plugin is opt-in (no pytest11 entry point): it does not load in every pytest run of a user's env.
+pytest_plugins = ["otel_basic.testing.pytest_plugin"]
+
 SECRET = "sk-lf-test"  # the receiver's default secret key: tests search output for it
 
 _OUR_ENV_PREFIXES = ("OTEL_", "LANGFUSE_", "OPENINFERENCE_", "OPENAI_")

@@ -1,4 +1,4 @@
-"""The `otel-basic` command as users run it: demo (offline and to Langfuse), replay, trees."""
+"""The commands as users run them: the app's demo (offline and to Langfuse), `otel-basic` replay, trees."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def _run(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess
     )
 
 
+def _demo(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "basic.demo", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def _trace_ids(text: str) -> set[str]:
     return set(re.findall(r"trace ([0-9a-f]{32})", text))
 
@@ -42,7 +48,7 @@ def _trace_ids(text: str) -> set[str]:
 
 
 def test_demo_offline_writes_the_file_and_prints_the_trees(tmp_path: Path) -> None:
-    proc = _run("demo", "--count", "2", env=subprocess_env(), cwd=tmp_path)
+    proc = _demo("--count", "2", env=subprocess_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     for name in STEPS:
@@ -79,7 +85,7 @@ def test_demo_out_option_and_python_m(tmp_path: Path) -> None:
 
 def test_demo_to_langfuse_delivers_and_prints_trace_urls(tmp_path: Path) -> None:
     with LangfuseReceiver() as receiver:
-        proc = _run("demo", "--count", "2", env=subprocess_env(**receiver.env()), cwd=tmp_path)
+        proc = _demo("--count", "2", env=subprocess_env(**receiver.env()), cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         spans = receiver.spans
     assert spans, "nothing arrived at the receiver"
@@ -133,7 +139,7 @@ def test_replay_sends_the_spool_exactly_once() -> None:
 
 def test_replay_keeps_the_spool_when_the_endpoint_is_down() -> None:
     with LangfuseReceiver() as receiver:
-        env = subprocess_env(**receiver.env(), OTEL_EXPORTER_OTLP_TIMEOUT="1")
+        env = subprocess_env(**receiver.env(), OTEL_EXPORTER_OTLP_TIMEOUT="1000")
     # the receiver is stopped now: connection refused
     spool = _spool(env)
     spool.write(encode(_spans(["c-0"])).message.SerializeToString(), 1)
@@ -228,7 +234,32 @@ def test_collector_command_is_wired() -> None:
     assert "--http-port" in proc.stdout and "--grpc-port" in proc.stdout
 
 
-def test_help_lists_demo_first() -> None:
+def test_help_lists_doctor_first_and_the_layer_never_imports_the_app() -> None:
     proc = _run("--help", env=subprocess_env())
     commands = [line.split()[0] for line in proc.stdout.split("Commands:")[1].strip().splitlines()]
-    assert commands == ["demo", "doctor", "replay", "collector"]
+    assert commands == ["doctor", "replay", "collector"]
+    code = (
+        "import sys, pkgutil, importlib, otel_basic\n"
+        "for m in pkgutil.walk_packages(otel_basic.__path__, 'otel_basic.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(n for n in sys.modules if n == 'basic' or n.startswith('basic.'))\n"
+        "assert not bad, bad\n"
+    )
+    check = subprocess.run([PYTHON, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+
+
+def test_replay_output_never_shows_credentials_in_the_endpoint_url() -> None:
+    password = "pw-in-url-98765"
+    with LangfuseReceiver() as receiver:
+        port = receiver.port
+    # the receiver is stopped now: connection refused, with the credentials in the URL
+    env = subprocess_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://user:{password}@127.0.0.1:{port}", OTEL_EXPORTER_OTLP_TIMEOUT="1000"
+    )
+    spool = _spool(env)
+    spool.write(encode(_spans(["d-0"])).message.SerializeToString(), 1)
+    proc = _run("replay", env=env)
+    assert proc.returncode == 1
+    assert password not in proc.stdout + proc.stderr
+    assert "****@127.0.0.1" in proc.stdout

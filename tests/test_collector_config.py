@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import itertools
 import re
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,7 @@ def test_compose_collector_service(compose: dict[str, Any], config: dict[str, An
     assert image.startswith("otel/opentelemetry-collector-contrib:")
     tag = image.rsplit(":", 1)[1]
     assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"pin a version tag, not {tag!r}"
-    assert tuple(int(p) for p in tag.split(".")) >= (0, 108, 0), "${env:X:-default} needs otelcol >= 0.108"
+    assert tuple(int(p) for p in tag.split(".")) >= (0, 110, 0), "${env:X:-default} needs otelcol >= 0.110.0"
 
     # config mounted read-only where --config points
     mounts = [str(v) for v in service["volumes"]]
@@ -378,3 +379,40 @@ def test_free_port_is_bindable() -> None:
     port = col.free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_compose_refuses_a_trailing_slash_and_defaults_an_empty_base_url(compose: dict[str, Any]) -> None:
+    check = compose["services"]["config-check"]
+    assert compose["services"]["otel-collector"]["depends_on"]["config-check"]["condition"] == (
+        "service_completed_successfully"
+    )
+    # compose's `:-` (unlike otelcol's) also replaces a set-but-empty value
+    assert check["environment"]["LANGFUSE_BASE_URL"] == "${LANGFUSE_BASE_URL:-https://cloud.langfuse.com}"
+    assert compose["services"]["otel-collector"]["environment"]["LANGFUSE_BASE_URL"] == (
+        "${LANGFUSE_BASE_URL:-https://cloud.langfuse.com}"
+    )
+    script = check["command"][2].replace("$$", "$")  # compose unescapes $$
+    for value, ok in (
+        ("https://cloud.langfuse.com", True),
+        ("http://localhost:3000", True),
+        ("https://cloud.langfuse.com/", False),
+        ("cloud.langfuse.com", False),
+    ):
+        proc = subprocess.run(["sh", "-c", script], env={"LANGFUSE_BASE_URL": value}, capture_output=True, text=True)
+        assert (proc.returncode == 0) is ok, (value, proc.stderr)
+        if not ok:
+            assert "LANGFUSE_BASE_URL" in proc.stderr
+
+
+def test_batch_size_stays_under_langfuses_body_limit(config: dict[str, Any]) -> None:
+    batch = config["processors"]["batch"]
+    max_span_bytes = 4 * 16384 * 1  # ~4 content attributes cut at OTEL_BASIC_MAX_ATTRIBUTE_CHARS (ASCII)
+    assert batch["send_batch_max_size"] * max_span_bytes <= 16 * 1024 * 1024
+    assert batch["send_batch_size"] <= batch["send_batch_max_size"]
+
+
+def test_collector_comments_state_what_the_route_does_not_guarantee() -> None:
+    text = CONFIG_PATH.read_text(encoding="utf-8")
+    for fact in ("429, 502, 503, 504", "a 500", "413 drops the", "v0.110.0", "localhost:8888"):
+        assert fact in text, fact
+    assert "429/5xx" not in text and "0.108" not in text

@@ -387,8 +387,8 @@ async def test_email_workflow_run_arrives_once_through_the_collector(
     await otel_basic.run_with_flush(email_workflow, email_data=sample_email("urgent"))
     processor = tel.processor
     assert processor is not None
-    created = processor.counters.enqueued
-    assert processor.counters.exported == created
+    created = processor.ledger.totals.created
+    assert processor.ledger.totals.delivered == created
     spans = receiver.wait_for_spans(created, timeout=15)
     time.sleep(0.5)  # a duplicate would show up here
     assert len(receiver.spans) == created == len({s.span_id for s in spans})

@@ -249,6 +249,7 @@ def test_logging_records_become_span_events(
     telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
 ) -> None:
     log = logging.getLogger("app.billing")
+    log.setLevel(logging.INFO)  # the app enables INFO on its logger: otel-basic never lowers levels
     with telemetry.tracer("t").start_as_current_span("with-logs"):
         log.info("charging card")
         log.debug("too chatty")  # below INFO: not bridged

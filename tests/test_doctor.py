@@ -299,3 +299,29 @@ def test_cli_nothing_configured_exit_1() -> None:
     assert proc.returncode == 1
     assert proc.stdout.rstrip().splitlines()[-1] == NOTHING_CONFIGURED
     assert os.environ.get("OTEL_BASIC_SPOOL_DIR")  # the conftest isolation is in place
+
+
+def test_credentials_in_an_endpoint_url_never_show_in_text_or_json() -> None:
+    password = "pw-in-the-url-123456"
+    url = f"http://user:{password}@127.0.0.1:{_closed_port()}"
+    env = subprocess_env(OTEL_EXPORTER_OTLP_ENDPOINT=url)
+    text, js = _doctor(env=env), _doctor("--json", env=env)
+    assert text.returncode == 1 and js.returncode == 1
+    for out in (text, js):
+        assert password not in out.stdout + out.stderr
+    assert "****@127.0.0.1" in text.stdout
+    data = json.loads(js.stdout)
+    assert any(row["variable"] == "OTEL_EXPORTER_OTLP_ENDPOINT" for row in data["settings"])
+
+
+def test_the_configuration_table_and_value_warnings(receiver: LangfuseReceiver) -> None:
+    env = subprocess_env(**receiver.env(), OTEL_BSP_SCHEDULE_DELAY="1e308")
+    proc = _doctor(env=env)
+    assert proc.returncode == 1  # a value not used as written is a finding
+    last = proc.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("OTEL_BSP_SCHEDULE_DELAY:") and "accepted: 1 – 3600000" in last
+    data = json.loads(_doctor("--json", env=env).stdout)
+    rows = {row["variable"]: row for row in data["settings"]}
+    assert rows["OTEL_BSP_SCHEDULE_DELAY"]["source"] == "OTEL_BSP_SCHEDULE_DELAY"
+    assert rows["OTEL_BSP_MAX_QUEUE_SIZE"]["source"] == "default"
+    assert rows["LANGFUSE_SECRET_KEY"]["value"] != receiver.env()["LANGFUSE_SECRET_KEY"]

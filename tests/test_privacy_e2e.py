@@ -23,6 +23,7 @@ from .conftest import PYTHON, SECRET, subprocess_env
 
 CORPUS = json.loads((Path(__file__).parent / "data" / "pii_emails.json").read_text())["emails"]
 log = logging.getLogger("app.inbox")
+log.setLevel(logging.INFO)  # the app enables INFO on its logger: otel-basic never lowers levels
 
 
 def _address(sender: str) -> str:

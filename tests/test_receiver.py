@@ -318,9 +318,13 @@ def test_projects_scores_and_health(langfuse_receiver: LangfuseReceiver, client:
     bad = {"Authorization": "Basic " + base64.b64encode(b"pk-lf-test:nope").decode()}
     assert client.get(langfuse_receiver.base_url + "/api/public/projects", headers=bad).status_code == 401
 
-    resp = client.post(langfuse_receiver.base_url + "/api/public/scores", headers=auth, json=[{"name": "q"}])
+    score = {"name": "q", "value": 1.0, "traceId": "ab" * 16}
+    resp = client.post(langfuse_receiver.base_url + "/api/public/scores", headers=auth, json=[score])
     assert (resp.status_code, resp.json()) == (202, {"message": "Accepted"})
-    assert langfuse_receiver.requests[-1].json() == [{"name": "q"}]
+    assert langfuse_receiver.requests[-1].json() == [score]
+    assert langfuse_receiver.scores == [score]
+    no_value = client.post(langfuse_receiver.base_url + "/api/public/scores", headers=auth, json=[{"name": "q"}])
+    assert no_value.status_code == 400 and langfuse_receiver.scores == [score]  # rejected: not recorded
     assert client.post(langfuse_receiver.base_url + "/api/public/scores", json=[]).status_code == 401
 
     assert client.get(langfuse_receiver.base_url + "/health").status_code == 200

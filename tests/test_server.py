@@ -38,7 +38,7 @@ from .conftest import PYTHON, subprocess_env
 READY_PREFIX = "basic.server listening on "  # the startup line is part of the CLI's contract
 EMAIL_STEPS = ["triage_email", "execute_plan", "verify_response", "send_results"]
 STOP_TIMEOUT = 30.0
-_FLUSHED = re.compile(r"telemetry flushed at exit: exported=(\d+) failed=0 dropped=0 spooled=0 pending=0")
+_FLUSHED = re.compile(r"telemetry flushed at exit: exported=(\d+) rejected=0 dropped=0 spooled=0 pending=0 in_spool=0")
 
 
 # ------------------------------------------------------------------------------------- helpers

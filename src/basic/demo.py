@@ -1,4 +1,4 @@
-"""``otel-basic demo`` / ``python -m basic.demo``: the newcomer's first command.
+"""``python -m basic.demo`` (``scripts/demo.sh``): the newcomer's first command.
 
 Runs the email workflow on the bundled sample emails and shows, for each run, the result and the
 trace it produced, then where the spans went. It works offline with nothing configured: the spans
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rich.console import Console
 from rich.panel import Panel
@@ -27,7 +29,9 @@ from rich.text import Text
 import otel_basic
 from otel_basic.flush import FlushReport
 from otel_basic.otlp_decode import OTLPDecodeError, ReceivedSpan, decode_otlp_json_lines
+from otel_basic.pipeline import build_prepare
 from otel_basic.settings import ConfigError, Settings, basic_auth, load_settings
+from otel_basic.testing.langfuse_view import TraceView, langfuse_view, scores_from_span_events
 from otel_basic.trace_tree import format_duration, from_readable, group_traces, render_trace, trace_stats
 
 DEFAULT_OUT = Path("otel-basic-traces.jsonl")
@@ -114,6 +118,84 @@ def render_result(result: Any) -> Table:
         delivery = Text(f"✗ {d.error or 'failed'}", style="red")
     table.add_row("delivery", delivery)
     return table
+
+
+# --- what Langfuse will show ------------------------------------------------------------------
+
+
+def _value(value: Any, limit: int = 100) -> Text:
+    if value is None or value == "" or value == {}:
+        return Text("(none)", style="dim")
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return Text(_excerpt(text, limit))
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def render_langfuse(trace: TraceView) -> Table:
+    """One trace as a Langfuse user will see it: the fields of the trace list and trace page.
+
+    Built by :func:`otel_basic.testing.langfuse_view.langfuse_view` from the spans as exported
+    (masked), applying Langfuse's ingestion rules; scores are the run's ``score_current_trace``
+    calls (from their span events, so they show on every route).
+    """
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold magenta", no_wrap=True)
+    table.add_column()
+    title = Text.assemble(("trace ", "dim"), (str(trace.name), "bold"), (f"  (environment {trace.environment})", "dim"))
+    table.add_row("Langfuse", title)
+    table.add_row("user", _value(trace.user_id))
+    table.add_row("session", _value(trace.session_id))
+    if trace.tags:
+        table.add_row("tags", Text(", ".join(trace.tags)))
+    table.add_row("input", _value(trace.input))
+    table.add_row("output", _value(trace.output))
+    generations = Text()
+    for i, gen in enumerate(trace.generations):
+        if i:
+            generations.append("\n")
+        usage = gen.usage
+        tokens = f"{_number(usage.get('input', 0))} in / {_number(usage.get('output', 0))} out" if usage else "no usage"
+        generations.append(f"{gen.name}", style="magenta")
+        generations.append(f"  {gen.model or '(no model)'}, {tokens}", style="dim")
+    table.add_row("generations", generations if trace.generations else Text("(none)", style="dim"))
+    flagged = [o for o in trace.observations if o.level in ("WARNING", "ERROR")]
+    if flagged:
+        levels = Text()
+        for i, obs in enumerate(flagged):
+            if i:
+                levels.append("\n")
+            levels.append(obs.level, style="red" if obs.level == "ERROR" else "yellow")
+            levels.append(f" {obs.name}: {_excerpt(obs.status_message or '', 90)}")
+        table.add_row("levels", levels)
+    else:
+        table.add_row("levels", Text(f"all {len(trace.observations)} observations DEFAULT", style="green"))
+    scores = Text()
+    for i, score in enumerate(trace.scores):
+        if i:
+            scores.append("  ")
+        scores.append(f"{score.name} = {_number(score.value)}", style="bold")
+        scores.append(f" ({(score.data_type or 'NUMERIC').lower()})", style="dim")
+    table.add_row("scores", scores if trace.scores else Text("(none)", style="dim"))
+    return table
+
+
+class _AsExported(SpanExporter):
+    """Keeps a copy of each span as the road prepares it for export (Langfuse fields, masking,
+    limits: the same stage, not a copy of it), so the demo's Langfuse view on the Langfuse and OTLP
+    routes shows what was sent, not raw data."""
+
+    def __init__(self, capture: InMemorySpanExporter, settings: Settings) -> None:
+        self._inner = capture
+        self._prepare = build_prepare(settings)
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return self._inner.export(self._prepare(spans))
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
 
 
 # --- where the spans went ----------------------------------------------------------------------
@@ -246,7 +328,7 @@ def run_demo(
 
     capture = InMemorySpanExporter()
     if telemetry.provider is not None:
-        telemetry.provider.add_span_processor(SimpleSpanProcessor(capture))
+        telemetry.provider.add_span_processor(SimpleSpanProcessor(_AsExported(capture, settings)))
 
     emails = list(SAMPLE_EMAILS)[: count if count is not None else None]
     if not quiet:
@@ -254,7 +336,7 @@ def run_demo(
         console.print(
             Panel.fit(
                 Text.assemble(
-                    ("otel-basic demo", "bold"),
+                    ("python -m basic.demo", "bold"),
                     f": the email workflow on {_plural(len(emails), 'sample email')}\n",
                     ("LLM: ", "dim"),
                     _llm_name(),
@@ -274,6 +356,7 @@ def run_demo(
     else:
         spans = from_readable(capture.get_finished_spans())
     traces = group_traces(spans)
+    shown = langfuse_view(spans, scores=scores_from_span_events(spans))
     project_id = langfuse_project_id(settings) if settings.route == "langfuse" and not quiet else None
 
     for outcome in outcomes:
@@ -299,6 +382,8 @@ def run_demo(
                 (f", {stats.errors} error{'s' if stats.errors != 1 else ''}" if stats.errors else "", "red"),
             )
             console.print(render_trace(trace_spans, title=title))
+            if trace_id in shown.traces:
+                console.print(render_langfuse(shown.traces[trace_id]))
             if settings.route == "langfuse":
                 url = trace_url(settings, project_id, trace_id)
                 console.print(Text.assemble(("Langfuse: ", "bold"), url), soft_wrap=True)
@@ -356,18 +441,40 @@ def _summary(
         console.print(
             Text(
                 "Next: set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (and LANGFUSE_BASE_URL for US or "
-                "self-hosted) and run `otel-basic demo` again; `otel-basic doctor` checks the setup.",
+                "self-hosted) and run `scripts/demo.sh` again; `otel-basic doctor` checks the setup.",
                 style="dim",
             )
         )
     return 0 if ok else 1
 
 
-def main() -> None:
-    """``python -m basic.demo``: the same command as ``otel-basic demo``."""
-    from otel_basic.cli import demo
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--count", "-n", type=click.IntRange(min=1), default=None, help="How many sample emails (default: all 5)."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Spans file when nothing is configured (default ./otel-basic-traces.jsonl).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="One line per run and the summary; no trees.")
+@click.option("--agent", is_flag=True, help="Run a FunctionAgent with tools on an OpenAI-compatible model instead.")
+def main(count: int | None, out: Path | None, quiet: bool, agent: bool) -> None:
+    """Run the email workflow on the sample emails and show each result and its trace.
 
-    demo(prog_name="python -m basic.demo")
+    Offline by default: the spans go to a local OTLP JSON lines file. With LANGFUSE_* or
+    OTEL_EXPORTER_OTLP_ENDPOINT set, they go there and the Langfuse trace URLs are printed.
+    With --agent: a FunctionAgent on OPENAI_BASE_URL (or a local stand-in server), showing each
+    generation's tokens, timing and cost as Langfuse will.
+    """
+    if agent:
+        # Imported on use: the agent needs the optional [openai] extra, the email demo does not.
+        from basic.agent_demo import main as agent_main
+
+        agent_main(["--out", str(out)] if out else [])
+        return
+    sys.exit(run_demo(count=count, out=out, quiet=quiet, console=Console()))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from basic.tools import (
     run_tool,
 )
 from otel_basic.propagation import inject_headers
+from otel_basic.scores import score_current_trace
 from otel_basic.workflows import TracedWorkflow, flush_after_step
 
 logger = logging.getLogger(__name__)
@@ -295,6 +296,16 @@ def run_attributes(email_data: Any) -> dict[str, str | None]:
     }
 
 
+def _score_verification(verification: Verification) -> None:
+    """The verifier's judgement as Langfuse scores on the run's trace (no email text in them:
+    scores skip the span pipeline's masking). An unusable verifier gave no verdict: no scores."""
+    if verification.skipped:
+        return
+    issues = len(verification.issues)
+    score_current_trace("verification_passed", verification.ok, comment=f"{issues} issue(s) left")
+    score_current_trace("revision_rounds", 1 if verification.revised else 0, data_type="NUMERIC")
+
+
 def _check_callback(callback: Any) -> Callback | None:
     if callback is None or (isinstance(callback, str) and not callback.strip()):
         return None
@@ -454,6 +465,7 @@ class EmailWorkflow(TracedWorkflow):
                 verification = Verification(
                     ok=second.ok, issues=second.issues, revised=True, initial_issues=first.issues
                 )
+            _score_verification(verification)
             if not verification.ok:
                 ctx.write_event_to_stream(
                     EmailErrorEvent(

@@ -511,6 +511,8 @@ def _openai_llm(*, api_key: str, model: str, base_url: str | None) -> LLM:
                 api_key=api_key,
                 api_base=base_url,
                 is_chat_model=True,
+                # Tool calling, so the same model also drives a FunctionAgent (basic.agent).
+                is_function_calling_model=True,
                 context_window=128_000,
                 timeout=30.0,
                 max_retries=2,

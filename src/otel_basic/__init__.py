@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Tracer
 
+# First, before anything imports the OpenTelemetry SDK (which crashes on one bad variable).
+from otel_basic import sdk_env  # noqa: F401
 from otel_basic.flush import FlushReport
 from otel_basic.runtime import Telemetry, configure, current, reset
 from otel_basic.runtime import shutdown as _shutdown
 from otel_basic.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:  # loaded lazily at run time (see __getattr__), typed for checkers
+    from otel_basic.scores import score_current_trace
     from otel_basic.workflows import (
         TracedWorkflow,
         flush_after_step,
@@ -45,6 +48,7 @@ __all__ = [
     "load_settings",
     "reset",
     "run_with_flush",
+    "score_current_trace",
     "shutdown",
     "trace_attributes",
     "under_current_span",
@@ -94,6 +98,10 @@ _LAZY = {"TracedWorkflow", "flush_after_step", "run_with_flush", "trace_attribut
 def __getattr__(name: str) -> Any:
     # The workflow helpers import llama-index-workflows: load them on first use only, so that
     # importing otel_basic (e.g. its pytest plugin) stays light.
+    if name == "score_current_trace":
+        from otel_basic import scores
+
+        return scores.score_current_trace
     if name in _LAZY:
         from otel_basic import workflows
 

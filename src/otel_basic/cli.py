@@ -1,15 +1,16 @@
-"""The ``otel-basic`` command: ``demo``, ``doctor``, ``replay`` and ``collector``.
+"""The ``otel-basic`` command: ``doctor``, ``replay`` and ``collector`` (the ``[cli]`` extra).
 
-Each command is a thin wrapper: the work lives in :mod:`basic.demo`, :mod:`otel_basic.doctor`,
-:mod:`otel_basic.spool` and :mod:`otel_basic.collector`, imported lazily so that ``doctor`` and
-``replay`` start fast (``demo`` needs LlamaIndex, which takes a second or two to import).
+Each command is a thin wrapper: the work lives in :mod:`otel_basic.doctor`, :mod:`otel_basic.spool`
+and :mod:`otel_basic.collector`, imported when the command runs so that ``--help`` starts fast.
+The example app's demo is the app's own entry point (``python -m basic.demo``, ``scripts/demo.sh``):
+the reusable layer never imports the app. The console script enters through
+:mod:`otel_basic.console`, which explains a missing ``[cli]`` extra in one line.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -17,11 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from otel_basic.settings import ConfigError, load_settings
+from otel_basic.settings import ConfigError, load_settings, redact_urls_in
 
 
 class _InOrder(click.Group):
-    """Lists commands in the order a newcomer needs them (demo first), not alphabetically."""
+    """Lists commands in the order a newcomer needs them (doctor first), not alphabetically."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
@@ -31,30 +32,8 @@ class _InOrder(click.Group):
 def main() -> None:
     """otel-basic: LlamaIndex Workflow traces that arrive in Langfuse, every time.
 
-    Start with `otel-basic demo`; when traces are missing, run `otel-basic doctor`.
+    When traces are missing, run `otel-basic doctor`.
     """
-
-
-@main.command()
-@click.option(
-    "--count", "-n", type=click.IntRange(min=1), default=None, help="How many sample emails (default: all 5)."
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Spans file when nothing is configured (default ./otel-basic-traces.jsonl).",
-)
-@click.option("--quiet", "-q", is_flag=True, help="One line per run and the summary; no trees.")
-def demo(count: int | None, out: Path | None, quiet: bool) -> None:
-    """Run the email workflow on the sample emails and show each result and its trace.
-
-    Offline by default: the spans go to a local OTLP JSON lines file. With LANGFUSE_* or
-    OTEL_EXPORTER_OTLP_ENDPOINT set, they go there and the Langfuse trace URLs are printed.
-    """
-    from basic.demo import run_demo
-
-    sys.exit(run_demo(count=count, out=out, quiet=quiet, console=Console()))
 
 
 @main.command()
@@ -95,7 +74,7 @@ def replay(rejected: bool) -> None:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        console.print(Text(f"configuration error: {exc}", style="bold red"))
+        console.print(Text(f"configuration error: {redact_urls_in(str(exc))}", style="bold red"))
         sys.exit(2)
     if settings.route in ("disabled", "file"):
         why = "the file route has no spool" if settings.route == "file" else settings.reason
@@ -153,7 +132,7 @@ def replay(rejected: bool) -> None:
     table.add_row("remaining", f"{_n(after.batches, 'batch')}, {_n(after.spans, 'span')}")
     console.print(table)
     if after.batches and result.reason:
-        console.print(Text(f"stopped: {result.reason}; run `otel-basic doctor`", style="red"))
+        console.print(Text(f"stopped: {redact_urls_in(result.reason)}; run `otel-basic doctor`", style="red"))
     if result.rejected:
         console.print(Text("rejected batches are kept aside: `otel-basic doctor` shows why", style="red"))
     else:

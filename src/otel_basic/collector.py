@@ -36,13 +36,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Literal, TypedDict, Unpack
+from urllib.parse import urlsplit
 
 from otel_basic.settings import (
     LANGFUSE_OTLP_PATH,
     ConfigError,
     basic_auth,
+    environ_snapshot,
     is_loopback,
     load_settings,
+    parse_langfuse_base_url,
     parse_url,
 )
 
@@ -248,7 +251,7 @@ class RotelCollector:
         cls, base_url: str, public_key: str, secret_key: str, **options: Unpack[CollectorOptions]
     ) -> RotelCollector:
         """A collector exporting to Langfuse's OTLP endpoint (``{base_url}/api/public/otel/v1/traces``)."""
-        base = parse_url("LANGFUSE_BASE_URL", base_url)
+        base = parse_langfuse_base_url("LANGFUSE_BASE_URL", base_url)
         if not public_key or not secret_key:
             raise ConfigError("LANGFUSE_PUBLIC_KEY", "the public and the secret key are both required")
         return cls(base + LANGFUSE_OTLP_PATH, langfuse_exporter_headers(public_key, secret_key), **options)
@@ -268,7 +271,7 @@ class RotelCollector:
             missing = [n for n, v in (("LANGFUSE_PUBLIC_KEY", pk), ("LANGFUSE_SECRET_KEY", sk)) if not v]
             raise ConfigError(missing[0], f"{' and '.join(missing)} must be set for the collector to export")
         base = settings.langfuse_base_url
-        if base.startswith("http://") and not is_loopback(base) and not settings.insecure_ok:
+        if urlsplit(base).scheme == "http" and not is_loopback(base) and not settings.insecure_ok:
             raise ConfigError(
                 "LANGFUSE_BASE_URL",
                 "refusing to send credentials over plain http:// to a non-loopback host; use https:// "
@@ -354,7 +357,7 @@ class RotelCollector:
     def child_env(self) -> dict[str, str]:
         """Our environment minus stray ROTEL_* settings and Langfuse keys, plus the headers."""
         env = {
-            k: v for k, v in os.environ.items()
+            k: v for k, v in environ_snapshot().items()
             if not k.startswith("ROTEL_") and k not in ("LANGFUSE_SECRET_KEY", "LANGFUSE_PUBLIC_KEY")
         }
         env["NO_COLOR"] = "1"

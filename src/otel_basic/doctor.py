@@ -6,8 +6,12 @@ is found by a different manual check. The doctor runs them in the order the data
 at the first broken link with the exact fix. Every check has a short timeout (2 s by default) so
 the doctor itself never hangs.
 
+The configuration table comes from the settings' declared table (:func:`effective_rows`: one row
+per variable with its value, default and source), the same table the README shows.
+
 Secrets: the configuration comes from :meth:`Settings.describe` (masked), and everything the
-report holds is scrubbed of the secret key, header values and the Basic token before it is shown.
+report holds is scrubbed of the secret key, header values, the Basic token and credentials in
+URLs (:func:`redact_url`) before it is shown, in text and in ``--json``.
 """
 
 from __future__ import annotations
@@ -32,8 +36,17 @@ from rich.table import Table
 from rich.text import Text
 
 from otel_basic.pipeline import build_resource, build_road, build_spool
-from otel_basic.redact import redact_url
-from otel_basic.settings import ConfigError, Settings, basic_auth, load_settings
+from otel_basic.settings import (
+    ConfigError,
+    Settings,
+    basic_auth,
+    effective_rows,
+    environ_snapshot,
+    load_settings,
+    redact_url,
+    redact_urls_in,
+)
+from otel_basic.transport_options import httpx_client_options, ssl_context
 
 CANARY_SPAN_NAME = "otel-basic.doctor.canary"
 HEALTHY = "healthy"
@@ -45,7 +58,12 @@ LANGFUSE_REGIONS = {
     "https://us.cloud.langfuse.com": "US",
     "https://hipaa.cloud.langfuse.com": "HIPAA",
 }
-_NOT_SECRET_HEADERS = {"x-langfuse-ingestion-version", "x-langfuse-public-key", "x-langfuse-sdk-name"}
+_NOT_SECRET_HEADERS = {
+    "x-langfuse-ingestion-version",
+    "x-langfuse-public-key",
+    "x-langfuse-sdk-name",
+    "x-langfuse-sdk-version",
+}
 _ENV_PREFIXES = ("OTEL_", "LANGFUSE_")
 
 
@@ -72,6 +90,8 @@ class DoctorReport:
     variables_set: list[str]
     checks: list[Check] = field(default_factory=list)
     spool: dict[str, Any] | None = None
+    settings_table: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def fix(self) -> str | None:
@@ -101,6 +121,8 @@ class DoctorReport:
             "variables_set": self.variables_set,
             "checks": [c.to_json() for c in self.checks],
             "spool": self.spool,
+            "settings": self.settings_table,
+            "warnings": self.warnings,
             "verdict": self.verdict,
             "fix": self.fix,
         }
@@ -144,6 +166,7 @@ def _secrets(env: Mapping[str, str], settings: Settings | None) -> list[str]:
 def scrub(value: Any, secrets: list[str]) -> Any:
     """``value`` with every secret replaced by ``****`` (recursively through dicts and lists)."""
     if isinstance(value, str):
+        value = redact_urls_in(value)
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, "****")
@@ -165,6 +188,8 @@ def _scrubbed(report: DoctorReport, secrets: list[str]) -> DoctorReport:
             for c in report.checks
         ],
         spool=scrub(report.spool, secrets),
+        settings_table=scrub(report.settings_table, secrets),
+        warnings=scrub(report.warnings, secrets),
     )
 
 
@@ -299,9 +324,9 @@ def _check_tcp(host: str, port: int, addrs: list[Any], route: str, var: str, tim
     return Check("tcp", False, f"{where}: {why}", f"cannot connect to {where} ({why}): check {var}")
 
 
-def _check_tls(host: str, port: int, var: str, timeout: float) -> Check:
-    # The same trust store as the exporter (httpx: certifi, environment ignored).
-    context = httpx.create_ssl_context()
+def _check_tls(settings: Settings, host: str, port: int, var: str, timeout: float) -> Check:
+    # The same trust as the exporter (transport_options: the OTLP certificate, SSL_CERT_FILE, ...).
+    context = ssl_context(settings)
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
             raw.settimeout(timeout)
@@ -332,9 +357,8 @@ def _check_credentials(settings: Settings, timeout: float) -> Check:
     auth = basic_auth(settings.langfuse_public_key, settings.langfuse_secret_key)
     url = base + "/api/public/projects"
     try:
-        response = httpx.get(
-            url, headers={"authorization": auth}, timeout=timeout, follow_redirects=False, trust_env=False
-        )
+        with httpx.Client(**httpx_client_options(settings)) as client:  # the exporter's trust and proxies
+            response = client.get(url, headers={"authorization": auth}, timeout=timeout)
     except httpx.HTTPError as exc:
         why = f"{type(exc).__name__} calling {url}"
         return Check("credentials", False, why, f"cannot reach the Langfuse API at {base}: {why}")
@@ -452,8 +476,8 @@ def _spool_check(settings: Settings) -> tuple[Check, dict[str, Any] | None]:
 
 
 def run_doctor(env: Mapping[str, str] | None = None, *, timeout: float = 2.0) -> DoctorReport:
-    """Run every check for the configuration in ``env`` (default ``os.environ``); never raises."""
-    env = dict(os.environ if env is None else env)
+    """Run every check for the configuration in ``env`` (default: the process environment); never raises."""
+    env = environ_snapshot() if env is None else dict(env)
     variables = sorted(k for k, v in env.items() if k.startswith(_ENV_PREFIXES) and v.strip())
     try:
         settings = load_settings(env)
@@ -466,6 +490,8 @@ def run_doctor(env: Mapping[str, str] | None = None, *, timeout: float = 2.0) ->
     if isinstance(pk, str) and not pk.startswith("pk-"):
         config["langfuse_public_key"] = pk[:3] + "****" if pk.startswith("sk-") else pk
     report = DoctorReport(settings.route, settings.reason, config, variables)
+    report.settings_table = effective_rows(settings, env)
+    report.warnings = list(settings.warnings)
     try:
         _diagnose(report, settings, env, timeout)
     except Exception as exc:  # a doctor that crashes is no help: report the crash as a finding
@@ -492,6 +518,9 @@ def _diagnose(report: DoctorReport, settings: Settings, env: Mapping[str, str], 
     if settings.route == "otlp" and settings.langfuse_public_key:
         detail += "; the LANGFUSE_* keys are not used: the OTLP endpoint wins (the collector holds the keys)"
     checks.append(Check("configuration", True, detail))
+    if settings.warnings:  # a value not used as written: the app runs, but not as configured
+        more = f" (and {len(settings.warnings) - 1} more)" if len(settings.warnings) > 1 else ""
+        checks.append(Check("values", False, "; ".join(settings.warnings), settings.warnings[0] + more))
 
     if settings.route == "file":
         checks.append(_check_file(settings))
@@ -516,7 +545,7 @@ def _diagnose(report: DoctorReport, settings: Settings, env: Mapping[str, str], 
     else:
         network_ok = False
     if network_ok and parts.scheme == "https":
-        checks.append(_check_tls(host, port, var, timeout))
+        checks.append(_check_tls(settings, host, port, var, timeout))
         network_ok = checks[-1].ok is True
     elif parts.scheme != "https":
         checks.append(Check("tls", None, "plain http:// (no TLS)"))
@@ -538,26 +567,21 @@ def _diagnose(report: DoctorReport, settings: Settings, env: Mapping[str, str], 
 # --- output --------------------------------------------------------------------------------------
 
 
-def _value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-    if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value) or "-"
-    return str(value)
-
-
 def render(report: DoctorReport, console: Console) -> None:
     """The human report; the caller prints :attr:`DoctorReport.line` last, as one plain line."""
     console.print(Text("otel-basic doctor", style="bold"))
-    if report.config is not None:
+    if report.settings_table:
         table = Table(title="effective configuration (secrets masked)", title_justify="left", show_edge=False)
-        table.add_column("setting", style="bold", no_wrap=True)
+        table.add_column("variable", style="bold", no_wrap=True)
         table.add_column("value", overflow="fold")
-        for key, value in report.config.items():
-            table.add_row(key, Text(_value(value)))
+        table.add_column("from", style="dim", no_wrap=True)
+        for row in report.settings_table:
+            if row["source"] != "default" or row["variable"].startswith(("LANGFUSE_", "OTEL_EXPORTER_OTLP_")):
+                table.add_row(row["variable"], Text(row["value"]), row["source"])
         console.print(table)
+        console.print(Text("(unset variables keep the defaults of the README's configuration table)", style="dim"))
+        for warning in report.warnings:
+            console.print(Text(f"warning: {warning}", style="yellow"))
     else:
         names = ", ".join(report.variables_set) or "none"
         console.print(Text.assemble(("variables set: ", "bold"), names))

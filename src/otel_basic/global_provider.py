@@ -8,20 +8,90 @@ or shut down) the tracers are no-ops.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from opentelemetry.util.types import Attributes
 
 
+class _Kept(SpanProcessor):
+    """A processor the host added to the global provider: it follows every pipeline otel-basic
+    builds, and a pipeline's shutdown (a reconfigure) does not shut it down."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner = inner
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        self.inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.inner.on_end(span)
+
+    def shutdown(self) -> None:
+        pass  # the host's processor ends with ForwardingTracerProvider.shutdown, not with our pipeline
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
 class ForwardingTracerProvider(trace.TracerProvider):
+    """Forwards to the current pipeline's provider, and behaves like the SDK's TracerProvider for
+    the common idioms: ``add_span_processor``, ``force_flush``, ``shutdown``, ``resource``."""
+
     def __init__(self) -> None:
-        self.target: TracerProvider | None = None
+        self._target: TracerProvider | None = None
+        self._added: list[_Kept] = []
+        self._lock = threading.Lock()
+
+    @property
+    def target(self) -> TracerProvider | None:
+        return self._target
+
+    @target.setter
+    def target(self, provider: TracerProvider | None) -> None:
+        with self._lock:
+            self._target = provider
+            if provider is not None:
+                for kept in self._added:
+                    provider.add_span_processor(kept)
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        """Add a processor to the current pipeline and to every later one (as on the SDK provider)."""
+        kept = _Kept(span_processor)
+        with self._lock:
+            self._added.append(kept)
+            target = self._target
+        if target is not None:
+            target.add_span_processor(kept)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the current pipeline (and the processors added here) within the timeout."""
+        target = self._target
+        ok = target.force_flush(timeout_millis) if target is not None else True
+        for kept in list(self._added):
+            if target is None:
+                ok = kept.inner.force_flush(timeout_millis) and ok
+        return ok
+
+    def shutdown(self) -> None:
+        """Shut down the processors added here; the pipeline itself ends with ``otel_basic.shutdown()``."""
+        with self._lock:
+            added, self._added = self._added, []
+        for kept in added:
+            kept.inner.shutdown()
+
+    def __getattr__(self, name: str) -> Any:
+        # resource, sampler, id_generator...: the current pipeline's, as the SDK provider has them
+        target = self.__dict__.get("_target")
+        if target is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(target, name)
 
     def get_tracer(
         self,

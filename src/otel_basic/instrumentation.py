@@ -1,5 +1,8 @@
 """OpenInference's LlamaIndex instrumentor on our provider, plus a fast path for LLM spans.
 
+``instrument()`` also installs the generation fixes (:mod:`otel_basic.genai`), the workflow
+input/output handler and automatic per-step flushing (:mod:`otel_basic.step_flush`).
+
 Fast path: OpenInference calls ``_detect_llm_provider`` / ``_detect_llm_system`` on every LLM span;
 each tries up to four ``import llama_index.llms.*`` and a failed import is not cached by Python,
 so ~40% of an LLM span's cost is retried failed imports. The answer depends only on the
@@ -121,9 +124,12 @@ def instrument(provider: TracerProvider, *, fast_path: bool = True) -> Any:
         _instrumentor = inst
     if fast_path:
         enable_fast_path()
+    from otel_basic import genai, step_flush
     from otel_basic.workflows import install_io_handler
 
     install_io_handler()
+    genai.install()  # one right generation per LLM call (see otel_basic.genai)
+    step_flush.install()  # after OpenInference's handler: steps flush as they end
     return inst
 
 
@@ -132,4 +138,8 @@ def uninstrument() -> None:
     with _lock:
         if _instrumentor is not None and _instrumentor.is_instrumented_by_opentelemetry:
             _instrumentor.uninstrument()
+            from otel_basic import genai, step_flush
+
+            genai.uninstall()
+            step_flush.uninstall()
         _instrumentor = None

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import TELEMETRY_SDK_LANGUAGE, TELEMETRY_SDK_NAME, TELEMETRY_SDK_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.version import __version__ as _sdk_version
 
 from otel_basic.ledger import Ledger
 from otel_basic.limits import Limiter
@@ -16,8 +17,9 @@ from otel_basic.processor import DeliveryProcessor
 from otel_basic.road import Prepare, Road, Transport
 from otel_basic.settings import Settings
 from otel_basic.spool import Spool, destination_key
+from otel_basic.transport_options import httpx_client_options
+from otel_basic.transports.console import ConsoleTransport
 from otel_basic.transports.file import FileTransport
-from otel_basic.transports.otlp_grpc import GrpcTransport
 from otel_basic.transports.otlp_http import HttpTransport
 
 
@@ -42,26 +44,39 @@ def build_resource(settings: Settings) -> Resource:
     if settings.release:
         attrs["service.version"] = settings.release
         attrs["langfuse.release"] = settings.release
-    return Resource.create(attrs)
+    # Not Resource.create: it would read OTEL_RESOURCE_ATTRIBUTES again (Settings already did, once).
+    sdk = {TELEMETRY_SDK_LANGUAGE: "python", TELEMETRY_SDK_NAME: "opentelemetry", TELEMETRY_SDK_VERSION: _sdk_version}
+    return Resource({**sdk, **attrs})
 
 
 def build_transport(settings: Settings, *, timeout: float | None = None) -> Transport:
-    """The transport that talks to the destination."""
+    """The transport that talks to the destination; ``timeout`` bounds one request."""
     seconds = settings.export_timeout if timeout is None else timeout
     if settings.route == "file":
         assert settings.file_path is not None
         return FileTransport(settings.file_path)
+    if settings.route == "console":  # OTEL_TRACES_EXPORTER=console (spec): print each request
+        return ConsoleTransport()
     if settings.protocol == "grpc":
+        # grpcio is the optional [grpc] extra (settings checks it is installed): import on use.
+        from otel_basic.transport_options import grpc_channel
+        from otel_basic.transports.otlp_grpc import GrpcTransport
+
         return GrpcTransport(
-            settings.endpoint, headers=settings.headers, compression=settings.compression, timeout=seconds
+            settings.endpoint, headers=settings.headers, channel=lambda: grpc_channel(settings), timeout=seconds
         )
     return HttpTransport(
-        settings.endpoint, headers=settings.headers, compression=settings.compression, timeout=seconds
+        settings.endpoint,
+        headers=settings.headers,
+        compression=settings.compression,
+        timeout=seconds,
+        encoding="json" if settings.protocol == "http/json" else "protobuf",
+        client_options=httpx_client_options(settings),
     )
 
 
 def build_spool(settings: Settings) -> Spool | None:
-    if settings.spool_dir is None or settings.route == "file":
+    if settings.spool_dir is None or settings.route in ("file", "console"):
         return None
     key = destination_key(settings.endpoint, settings.langfuse_public_key)
     return Spool(settings.spool_dir, key, max_bytes=settings.spool_max_bytes)
@@ -79,10 +94,15 @@ def build_masker(settings: Settings) -> Masker | None:
     )
 
 
+def build_prepare(settings: Settings) -> Prepare:
+    """The road's first stage alone: what any span looks like when it leaves (the demo shows it)."""
+    return Prepare(build_masker(settings), Limiter(max_attribute_chars=settings.max_attribute_chars))
+
+
 def build_road(settings: Settings, *, timeout: float | None = None, spool: bool = True) -> Road:
     """The road for ``settings``; ``spool=False`` for a probe that must leave no trace on disk."""
-    prepare = Prepare(build_masker(settings), Limiter(max_attribute_chars=settings.max_attribute_chars))
-    return Road(prepare, build_transport(settings, timeout=timeout), build_spool(settings) if spool else None)
+    transport = build_transport(settings, timeout=timeout)
+    return Road(build_prepare(settings), transport, build_spool(settings) if spool else None)
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -94,12 +114,17 @@ def build_pipeline(settings: Settings) -> Pipeline:
         schedule_delay=settings.schedule_delay,
         max_queue_size=settings.max_queue_size,
         max_export_batch_size=settings.max_export_batch_size,
-        export_timeout=settings.export_timeout,
+        export_timeout=settings.batch_export_timeout,  # OTEL_BSP_EXPORT_TIMEOUT: one batch export
         overflow_policy=settings.overflow,
         max_force_flush=settings.flush_timeout,
         workers=settings.export_workers,
         idle_interval=settings.spool_retry_interval,
     )
-    provider = TracerProvider(resource=build_resource(settings), shutdown_on_exit=False)
+    provider = TracerProvider(
+        resource=build_resource(settings),
+        shutdown_on_exit=False,
+        sampler=settings.sampler(),
+        span_limits=settings.span_limits(),
+    )
     provider.add_span_processor(processor)
     return Pipeline(provider, processor, road, ledger)

@@ -2,7 +2,7 @@
 
 Read top to bottom; each stage is a small object or function with a typed result::
 
-    1. PREPARE   mask + size-limit each span, once           -> list[ReadableSpan]  (nothing raw past here)
+    1. PREPARE   Langfuse fields, mask, size-limit each span, once  -> list[ReadableSpan] (nothing raw past here)
     2. ENCODE    one OTLP ExportTraceServiceRequest           -> Batch (message + span count)
     3. SEND      the transport, instrumentation suppressed    -> SendResult (delivered | partial | rejected
                                                                   | retryable | too_large), one deadline
@@ -37,6 +37,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 
+from otel_basic.langfuse_fields import langfuse_visible
 from otel_basic.limits import Limiter
 from otel_basic.spool import ClaimedBatch, Spool
 
@@ -153,17 +154,25 @@ class SpanMasker(Protocol):
 
 @dataclass(frozen=True)
 class Prepare:
-    """Mask, then size-limit, every span once. Never raises: a span that cannot be processed is
-    replaced by its masker's skeleton (same ids and timing, no attributes)."""
+    """Make each span's facts visible to Langfuse (:func:`~otel_basic.langfuse_fields.langfuse_visible`:
+    stack traces, failure location, metadata; before masking, so what it copies is masked too),
+    then mask, then size-limit: every span once. Never raises: a span the masker cannot process
+    becomes its skeleton (same ids and timing, no attributes)."""
 
     masker: SpanMasker | None
     limiter: Limiter
 
     def __call__(self, spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
-        masker, limiter = self.masker, self.limiter
-        if masker is None:
-            return [limiter.limit_span(span) for span in spans]
-        return [limiter.limit_span(masker.mask_span(span)) for span in spans]
+        return [self.one(span) for span in spans]
+
+    def one(self, span: ReadableSpan) -> ReadableSpan:
+        try:
+            span = langfuse_visible(span) or span
+        except Exception:  # a presentation step must never cost a span
+            _log.debug("langfuse_visible failed for %r", span.name, exc_info=True)
+        if self.masker is not None:
+            span = self.masker.mask_span(span)
+        return self.limiter.limit_span(span)
 
 
 # --- stage 2: encode -----------------------------------------------------------------------------------

@@ -76,7 +76,9 @@ class Telemetry:
         self.langfuse = _langfuse.create_client(settings, provider)
         self.instrumentor = instrumentation.instrument(provider)
         if settings.log_level is not None:
-            self._log_handler = log_bridge.install(provider.get_tracer("otel_basic.logging"), settings.log_level)
+            self._log_handler = log_bridge.install(
+                provider.get_tracer("otel_basic.logging"), settings.log_level, trace_level=settings.log_trace_level
+            )
         self._start_replay()
         self._flusher = Flusher(
             self.pipeline.processor,

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from otel_basic.redact import make_private_dir
+
 _log = logging.getLogger("otel_basic")
 _SUFFIX = ".otlp"
 _seq = itertools.count()
@@ -317,23 +319,6 @@ class Spool:
                 (path.parent / (path.name + ".reason")).unlink(missing_ok=True)
                 moved += _span_count(path)
         return moved
-
-
-def make_private_dir(directory: Path) -> None:
-    """Create ``directory`` (and missing parents) readable by this user only, whatever the umask."""
-    missing = []
-    current = directory
-    while not current.exists() and current != current.parent:
-        missing.append(current)
-        current = current.parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700)
-        if not path.is_dir():
-            raise NotADirectoryError(f"{path} is not a directory")
-        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
-    if not directory.is_dir():
-        raise NotADirectoryError(f"{directory} is not a directory")
 
 
 def _size(path: Path) -> int:

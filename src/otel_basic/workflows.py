@@ -1,9 +1,9 @@
 """LlamaIndex Workflows: per-step flushing, clean run input/output, session/user, run-and-flush.
 
-* :func:`flush_after_step` (under ``@step``): when the step ends, normally or by an exception, its
-  spans are sent. ``OTEL_BASIC_STEP_FLUSH=background`` (default) asks the export worker to send
-  as soon as the step's own span has ended, without blocking the event loop or the step;
-  ``wait`` also awaits delivery of the step's child spans before the step returns (off the loop);
+* Every workflow step's spans are sent as the step ends (:mod:`otel_basic.step_flush`), with no
+  decorator. :func:`flush_after_step` (under ``@step``) stays for explicit use: with
+  ``OTEL_BASIC_STEP_FLUSH=wait`` it also awaits delivery of the step's child spans before the step
+  returns (off the loop); in ``background`` (default) the automatic kick is the only one;
   ``off`` leaves it to the batch timer and the final flush.
 * :class:`WorkflowIOSpanHandler`: OpenInference puts the workflow's internal state dump on the
   run span's ``input.value`` and a ``StopEvent(...)`` repr on its ``output.value``; Langfuse shows
@@ -11,7 +11,8 @@
   and the result, as JSON, before the span ends, and names the trace after the workflow.
 * :class:`TracedWorkflow`: a Workflow whose ``run()`` puts ``session.id`` / ``user.id`` (from
   :meth:`TracedWorkflow.trace_attributes`) on every span of the run.
-* :func:`run_with_flush`: run, then flush in ``finally`` (awaiting delivery off the event loop).
+* :func:`run_with_flush`: run any workflow with session/user/tags/metadata on every span (trace
+  fields, never run input), then flush in ``finally`` (awaiting delivery off the event loop).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from otel_basic import runtime
+from otel_basic import runtime, step_flush
 
 _log = logging.getLogger("otel_basic")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -47,11 +48,13 @@ async def _step_finished(span: trace.Span) -> None:
     mode = telemetry.settings.step_flush
     if mode == "off":
         return
-    ctx = span.get_span_context()
-    if span.is_recording() and ctx.is_valid:
-        telemetry.processor.kick_when_ended(ctx.span_id)
-    else:
-        telemetry.kick()
+    if not step_flush.installed():  # no automatic per-step kick: kick when this step's span ends
+        ctx = span.get_span_context()
+        kick_when_ended = getattr(telemetry.processor, "kick_when_ended", None)
+        if kick_when_ended is not None and span.is_recording() and ctx.is_valid:
+            kick_when_ended(ctx.span_id)
+        else:
+            telemetry.kick()
     if mode == "wait":
         report = await telemetry.aflush()
         if not report:
@@ -144,11 +147,27 @@ class TracedWorkflow(_Workflow):
             attrs = self.trace_attributes(**run_kwargs)
         except Exception:  # bad input is the workflow's to report, not ours
             attrs = {}
+        kwargs = self._without_trace_fields(kwargs)
         with trace_attributes(**{k: v for k, v in attrs.items() if k in _ATTR_KEYS and v}):
             return super().run(*args, **kwargs)
 
+    def _without_trace_fields(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Drop ``session_id``/``user_id`` run arguments the default mapping made trace fields.
+
+        They are not input (issue 11): unless the start event declares such a field, or a subclass
+        maps its own arguments, they do not reach the start event and the trace input.
+        """
+        if type(self).trace_attributes is not TracedWorkflow.trace_attributes:
+            return kwargs
+        try:
+            declared = set(getattr(self.start_event_class, "model_fields", {}))
+        except Exception:
+            return kwargs
+        return {k: v for k, v in kwargs.items() if k not in _DEFAULT_KEYS or k in declared}
+
 
 _ATTR_KEYS = {"session_id", "user_id", "metadata", "tags"}
+_DEFAULT_KEYS = {"session_id", "user_id"}
 
 
 # --- run input / output on the run span ------------------------------------------------------
@@ -194,6 +213,31 @@ def _dumps(value: Any) -> str:
     return json.dumps(_jsonable(value), default=default, ensure_ascii=False)
 
 
+_AGENT_CLASSES = frozenset({"BaseWorkflowAgent", "AgentWorkflow"})
+
+
+def _is_agent(instance: Any) -> bool:
+    """A LlamaIndex agent workflow (``FunctionAgent``, ``ReActAgent``, ``AgentWorkflow``...)."""
+    return any(
+        c.__name__ in _AGENT_CLASSES and c.__module__.startswith("llama_index.core.agent")
+        for c in type(instance).__mro__
+    )
+
+
+def _agent_answer(value: Any) -> Any:
+    """An agent's result (``AgentOutput``) as its answer: the final assistant message's text.
+
+    The whole ``AgentOutput`` dump (message blocks, tool calls, retry messages) is what the
+    generations and tool spans already show; the trace's output is the answer a user got.
+    """
+    response = getattr(value, "response", None)
+    if isinstance(value, BaseModel) and hasattr(value, "tool_calls") and isinstance(response, BaseModel):
+        content = getattr(response, "content", None)
+        if isinstance(content, str):
+            return content
+    return value
+
+
 def _io_handler_class() -> type:
     from llama_index_instrumentation.span.base import BaseSpan
     from llama_index_instrumentation.span_handlers.base import BaseSpanHandler
@@ -228,10 +272,12 @@ def _io_handler_class() -> type:
             span["input.mime_type"] = "application/json"
             output: str | None = None
             if has_result:
-                value = getattr(result, "result", result)
+                value = _agent_answer(getattr(result, "result", result))
                 output = value if isinstance(value, str) else _dumps(value)
                 span["output.value"] = output
                 span["output.mime_type"] = "text/plain" if isinstance(value, str) else "application/json"
+            if "start_event" in args and _is_agent(instance):
+                span._span_kind = "AGENT"  # Langfuse shows the run as an agent (its agent graph)
             otel_span = getattr(span, "_otel_span", None)
             parent = getattr(otel_span, "parent", 1) if otel_span is not None else 1
             if "start_event" in args and parent is None:
@@ -303,14 +349,29 @@ def install_io_handler() -> None:
 # --- run and flush -------------------------------------------------------------------------
 
 
-async def run_with_flush(workflow: Any, *args: Any, flush_timeout: float | None = None, **kwargs: Any) -> Any:
+async def run_with_flush(
+    workflow: Any,
+    *args: Any,
+    flush_timeout: float | None = None,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    tags: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
     """Run ``workflow`` with ``args``/``kwargs``, return its result; flush in ``finally``.
 
-    The workflow's exception is re-raised unchanged; a flush problem is one warning, never an
-    exception. The flush awaits delivery without blocking the event loop.
+    ``session_id``, ``user_id``, ``tags`` and ``metadata`` are trace fields: they go on every span
+    of the run, for any workflow (an agent too), and are not passed to the workflow, so they are
+    not part of its input. (A workflow whose start event needs them gets them as fields of an
+    explicit ``start_event``.) The workflow's exception is re-raised unchanged; a flush problem is
+    one warning, never an exception. The flush awaits delivery without blocking the event loop.
     """
     try:
-        return await workflow.run(*args, **kwargs)
+        # The run's task is created inside the block, so every span of the run carries the fields.
+        with trace_attributes(session_id=session_id, user_id=user_id, metadata=metadata, tags=tags):
+            handler = workflow.run(*args, **kwargs)
+        return await handler
     finally:
         telemetry = runtime.current()
         if telemetry is not None and telemetry.enabled:

@@ -1,4 +1,10 @@
-"""pytest plugin (entry point ``pytest11``): fixtures backed by a real local receiver."""
+"""pytest fixtures backed by a real local receiver. Opt-in: add to your ``conftest.py``::
+
+    pytest_plugins = ["otel_basic.testing.pytest_plugin"]
+
+It is not registered as a ``pytest11`` entry point, so installing otel-basic never makes every
+pytest run in that environment import the SDK, httpx and the receiver.
+"""
 
 from __future__ import annotations
 

@@ -411,6 +411,26 @@ class LangfuseReceiver:
         with self._cond:
             return list(self._spans)
 
+    @property
+    def scores(self) -> list[dict[str, Any]]:
+        """Score bodies from accepted ``POST /api/public/scores`` requests, arrival order.
+
+        The Langfuse SDK posts a JSON array of scores (camelCase fields: id, traceId,
+        observationId, name, value, dataType, comment, ...); a single object is accepted too.
+        Duplicates are kept, so tests can check that nothing was sent twice.
+        """
+        out: list[dict[str, Any]] = []
+        for request in self.requests:
+            if request.path != SCORES_PATH or not request.accepted:
+                continue
+            raw = request.body
+            if raw[:2] == b"\x1f\x8b":  # gzip magic: the request was sent compressed
+                raw = gzip.decompress(raw)
+            body = json.loads(raw)
+            items = body if isinstance(body, list) else [body]
+            out.extend(item for item in items if isinstance(item, dict))
+        return out
+
     def span_names(self) -> list[str]:
         """Names of accepted spans in arrival order."""
         with self._cond:
@@ -616,7 +636,7 @@ class LangfuseReceiver:
         if path == PROJECTS_PATH:
             status, payload = 200, _PROJECTS_BODY
         elif path == SCORES_PATH:
-            status, payload = 202, {"message": "Accepted"}
+            status, payload = _score_answer(raw, headers)
         elif path == LANGFUSE_METRICS_PATH:
             status, payload = 200, {}  # Langfuse authenticates metrics, then discards them
         else:
@@ -737,6 +757,28 @@ class LangfuseReceiver:
             handler.send_json(200, {"partialSuccess": {"rejectedSpans": str(refused), "errorMessage": "injected"}})
         else:
             handler.send_json(200, {})
+
+
+def _score_answer(raw: bytes, headers: Mapping[str, str]) -> tuple[int, Any]:
+    """202 for a JSON score (or list of scores) each with a name and a value, else 400.
+
+    Like Langfuse, a score without a name or value is rejected; the body is kept on the
+    recorded request either way.
+    """
+    body = raw
+    if "gzip" in headers.get("content-encoding", "").lower():
+        try:
+            body = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error):
+            return 400, {"message": "Failed to decompress gzip body"}
+    try:
+        parsed = json.loads(body or b"null")
+    except ValueError:
+        return 400, {"message": "Invalid JSON body"}
+    items = parsed if isinstance(parsed, list) else [parsed]
+    if not items or not all(isinstance(i, dict) and "name" in i and "value" in i for i in items):
+        return 400, {"message": "Each score needs a name and a value"}
+    return 202, {"message": "Accepted"}
 
 
 def _decode_traces_body(

@@ -11,8 +11,8 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_basic.otlp_json import request_to_json_line
+from otel_basic.redact import make_private_dir
 from otel_basic.road import SendResult
-from otel_basic.spool import make_private_dir
 
 
 class FileTransport:

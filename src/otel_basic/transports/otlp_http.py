@@ -81,12 +81,12 @@ class HttpTransport:
             base_headers["content-encoding"] = compression
         base_headers.update(headers or {})
         self._headers = base_headers
-        self._client_options = dict(client_options or {"trust_env": False})
+        self._client_options = {"trust_env": False, **(client_options or {}), "follow_redirects": False}
         self._client = self._new_client()
         self._stop = threading.Event()
 
     def _new_client(self) -> httpx.Client:
-        return httpx.Client(headers=self._headers, follow_redirects=False, **self._client_options)
+        return httpx.Client(headers=self._headers, **self._client_options)
 
     def __repr__(self) -> str:  # never show headers: they carry credentials
         return f"HttpTransport(endpoint={self._where!r})"

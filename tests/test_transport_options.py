@@ -1,0 +1,376 @@
+"""transport_options against real servers on 127.0.0.1: a private CA, TLS, mTLS, a proxy, gRPC.
+
+Everything is generated here (a CA, a server and a client certificate) and served for real: what
+the functions return must make a real handshake succeed, and the same client without them fail.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from otel_basic.settings import Settings, load_settings
+from otel_basic.transport_options import grpc_channel, grpc_target, httpx_client_options
+
+# --- certificates ---------------------------------------------------------------------------
+
+
+@dataclass
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return path
+
+
+def _cert(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Certificate, Any] | None, *, ca: bool = False
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    else:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    signer = issuer[1] if issuer else key
+    return builder.sign(signer, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    ca_key = _key()
+    ca = _cert("otel-basic test CA", ca_key, None, ca=True)
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    out = {}
+    for who in ("server", "client"):
+        key = _key()
+        cert = _cert(f"{who}.test", key, (ca, ca_key))
+        (d / f"{who}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[who] = (d / f"{who}.pem", _write_key(key, d / f"{who}.key"))
+    return Pki(d / "ca.pem", out["server"][0], out["server"][1], out["client"][0], out["client"][1])
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+
+@pytest.fixture
+def https_server(pki: Pki, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An HTTPS server with the private CA's certificate; ``indirect=True`` with True = mTLS."""
+    mtls = getattr(request, "param", False)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    if mtls:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(pki.ca)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def plain_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class Proxy:
+    """A forward proxy on 127.0.0.1: CONNECT tunnels and absolute-URI requests, each recorded."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.seen: list[str] = []
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            line = head.split(b"\r\n", 1)[0].decode()
+            method, target, _ = line.split(" ", 2)
+            self.seen.append(f"{method} {target}")
+            if method == "CONNECT":
+                host, port = target.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)))
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                rest = b""
+            else:  # absolute URI: forward as is (the origin server ignores the scheme/host part)
+                parts = httpx.URL(target)
+                upstream = socket.create_connection((parts.host, parts.port or 80))
+                rest = head.replace(target.encode(), parts.raw_path, 1)
+            with upstream:
+                if rest:
+                    upstream.sendall(rest)
+                _pipe(conn, upstream)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _pipe(a: socket.socket, b: socket.socket) -> None:
+    while True:
+        ready, _, _ = select.select([a, b], [], [], 5)
+        if not ready:
+            return
+        for s in ready:
+            data = s.recv(65536)
+            if not data:
+                return
+            (b if s is a else a).sendall(data)
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    p = Proxy()
+    yield p
+    p.close()
+
+
+def _settings(env: dict[str, str], endpoint: str) -> Settings:
+    return load_settings({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint, "OTEL_BASIC_SPOOL_DIR": "off", **env})
+
+
+def _post(settings: Settings) -> int:
+    with httpx.Client(**httpx_client_options(settings)) as client:
+        return client.post(settings.endpoint, content=b"x", timeout=5).status_code
+
+
+# --- HTTP: trust and mTLS -------------------------------------------------------------------
+
+
+def test_private_ca_from_the_otel_certificate_variable(pki: Pki, https_server: str) -> None:
+    with pytest.raises(httpx.ConnectError):  # the default trust store does not know our CA
+        _post(_settings({}, https_server))
+    assert _post(_settings({"OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.ca)}, https_server)) == 200
+    assert _post(_settings({"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": str(pki.ca)}, https_server)) == 200
+
+
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"])
+def test_ca_bundle_variables_of_other_python_clients_are_honoured(
+    pki: Pki, https_server: str, variable: str
+) -> None:
+    assert _post(_settings({variable: str(pki.ca)}, https_server)) == 200
+    with pytest.raises(httpx.ConnectError):  # unless the user opts out of the environment
+        _post(_settings({variable: str(pki.ca), "OTEL_BASIC_TRUST_ENV": "false"}, https_server))
+
+
+@pytest.mark.parametrize("https_server", [True], indirect=True)
+def test_mutual_tls(pki: Pki, https_server: str) -> None:
+    ca = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.ca)}
+    with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+        _post(_settings(ca, https_server))  # the server wants a client certificate
+    mtls = {
+        **ca,
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(pki.client_cert),
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(pki.client_key),
+    }
+    assert _post(_settings(mtls, https_server)) == 200
+
+
+# --- HTTP: proxies --------------------------------------------------------------------------
+
+
+def test_http_proxy_is_used_and_no_proxy_bypasses_it(
+    plain_server: str, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    settings = _settings(dict(HTTP_PROXY=proxy.url), plain_server)
+    assert _post(settings) == 200
+    assert proxy.seen and proxy.seen[-1].startswith("POST http://127.0.0.1:")
+    count = len(proxy.seen)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the usual NO_PROXY: direct
+    assert _post(_settings(dict(HTTP_PROXY=proxy.url, NO_PROXY="127.0.0.1,localhost"), plain_server)) == 200
+    assert len(proxy.seen) == count
+    monkeypatch.setenv("NO_PROXY", "")
+    assert _post(_settings(dict(HTTP_PROXY=proxy.url, OTEL_BASIC_TRUST_ENV="false"), plain_server)) == 200
+    assert len(proxy.seen) == count  # opted out: direct
+
+
+def test_https_goes_through_a_connect_proxy_with_the_private_ca(
+    pki: Pki, https_server: str, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    env = {"HTTPS_PROXY": proxy.url, "OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.ca)}
+    assert _post(_settings(env, https_server)) == 200
+    assert any(s.startswith("CONNECT 127.0.0.1:") for s in proxy.seen)
+
+
+def test_a_change_of_proxy_variables_changes_the_settings() -> None:
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example"}
+    assert load_settings(base) != load_settings({**base, "HTTPS_PROXY": "http://proxy:3128"})
+    secret = load_settings({**base, "HTTPS_PROXY": "http://user:hunter2-secret@proxy:3128"})
+    assert "hunter2-secret" not in repr(secret) and "hunter2-secret" not in str(secret.describe())
+
+
+# --- gRPC -----------------------------------------------------------------------------------
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def Export(self, request: Any, context: Any) -> Any:
+        self.calls += 1
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest.fixture
+def grpc_server(pki: Pki, request: pytest.FixtureRequest) -> Iterator[tuple[int, _TraceService]]:
+    """param: "plain", "tls" or "mtls"."""
+    mode = getattr(request, "param", "plain")
+    service = _TraceService()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    if mode == "plain":
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        creds = grpc.ssl_server_credentials(
+            [(pki.server_key.read_bytes(), pki.server_cert.read_bytes())],
+            root_certificates=pki.ca.read_bytes() if mode == "mtls" else None,
+            require_client_auth=mode == "mtls",
+        )
+        port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    yield port, service
+    server.stop(0)
+
+
+def _export(settings: Settings) -> None:
+    channel = grpc_channel(settings)
+    try:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub.Export(trace_service_pb2.ExportTraceServiceRequest(), timeout=5)
+    finally:
+        channel.close()
+
+
+def _grpc_settings(endpoint: str, **env: str) -> Settings:
+    return load_settings(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_BASIC_SPOOL_DIR": "off",
+         **env}
+    )
+
+
+def test_grpc_scheme_less_endpoint_plaintext_with_insecure(grpc_server: tuple[int, _TraceService]) -> None:
+    port, service = grpc_server
+    settings = _grpc_settings(f"127.0.0.1:{port}", OTEL_EXPORTER_OTLP_INSECURE="true")
+    assert grpc_target(settings) == (f"127.0.0.1:{port}", False)
+    _export(settings)
+    _export(_grpc_settings(f"http://127.0.0.1:{port}"))
+    assert service.calls == 2
+
+
+@pytest.mark.parametrize("grpc_server", ["tls"], indirect=True)
+def test_grpc_scheme_less_endpoint_is_tls_by_default_with_the_private_ca(
+    pki: Pki, grpc_server: tuple[int, _TraceService]
+) -> None:
+    port, service = grpc_server
+    settings = _grpc_settings(f"localhost:{port}", OTEL_EXPORTER_OTLP_CERTIFICATE=str(pki.ca))
+    assert grpc_target(settings) == (f"localhost:{port}", True)
+    _export(settings)
+    assert service.calls == 1
+    with pytest.raises(grpc.RpcError):  # without the CA the handshake fails
+        _export(_grpc_settings(f"localhost:{port}", OTEL_BASIC_TRUST_ENV="false"))
+
+
+@pytest.mark.parametrize("grpc_server", ["mtls"], indirect=True)
+def test_grpc_mutual_tls(pki: Pki, grpc_server: tuple[int, _TraceService]) -> None:
+    port, service = grpc_server
+    ca = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.ca)}
+    with pytest.raises(grpc.RpcError):
+        _export(_grpc_settings(f"https://localhost:{port}", **ca))
+    _export(
+        _grpc_settings(
+            f"https://localhost:{port}",
+            **ca,
+            OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE=str(pki.client_cert),
+            OTEL_EXPORTER_OTLP_CLIENT_KEY=str(pki.client_key),
+        )
+    )
+    assert service.calls == 1
