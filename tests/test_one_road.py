@@ -225,11 +225,23 @@ def test_an_unusable_spool_path_is_a_clear_failure_not_a_crash(
 def test_spans_evicted_by_the_spool_cap_count_as_dropped(
     langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OTEL_BASIC_SPOOL_MAX_MB", "0.002")
+    monkeypatch.setenv("OTEL_BASIC_SPOOL_MAX_MB", "1")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
+    monkeypatch.setenv("OTEL_BASIC_MAX_ATTRIBUTE_CHARS", "100000")
     otel_basic.configure()
     langfuse_env.stop()
-    _spans("evict", 40, set())
+    tracer = otel_basic.get_tracer("evict")
+    for _ in range(40):  # 50 KB each: 2 MB in all, twice the cap
+        tracer.start_span("evict", attributes={"blob": os.urandom(25_000).hex()}).end()
     report = otel_basic.flush(timeout=2)
     assert report.dropped > 0 and "evicted" in (report.error or ""), report.summary()
     assert report.spooled == 40 and report.in_spool + report.dropped == 40, report.summary()
+
+
+def test_doctor_is_not_healthy_behind_a_login_page(langfuse_env: LangfuseReceiver) -> None:
+    from otel_basic.doctor import run_doctor
+
+    langfuse_env.fail_next(200, count=100, body="<html>Sign in</html>", content_type="text/html")
+    report = run_doctor(langfuse_env.env())
+    canary = next(c for c in report.checks if c.name == "canary")
+    assert canary.ok is False and "not an OTLP answer" in canary.detail, canary

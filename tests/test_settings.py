@@ -472,4 +472,4 @@ def test_console_exporter_prints_spans() -> None:
     env = subprocess_env(OTEL_TRACES_EXPORTER="console")
     proc = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert '"name": "printed-span"' in proc.stdout and "flushed True" in proc.stdout
+    assert '"name":"printed-span"' in proc.stdout and "flushed True" in proc.stdout  # OTLP/JSON lines

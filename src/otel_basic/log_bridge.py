@@ -30,9 +30,9 @@ from the bridge (a filter on your handlers still decides what they print).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -51,7 +51,8 @@ TRACE_TAGS_ATTR = "langfuse.trace.tags"
 LEVEL_ORDER = ("DEBUG", "DEFAULT", "WARNING", "ERROR")
 
 _SKIP = ("otel_basic", "opentelemetry", "httpx", "httpcore", "urllib3", "langfuse", "grpc", "asyncio")
-_guard = threading.local()  # set while a record is being bridged: what the bridge itself logs is not bridged
+# True while a record is being bridged (per thread and task): what the bridge itself logs is not bridged.
+_bridging: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_basic_bridging", default=False)
 
 
 def langfuse_level(levelno: int) -> str:
@@ -130,9 +131,9 @@ class SpanEventHandler(logging.Handler):
         self._previous: Callable[..., logging.LogRecord] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self.active or record.name.startswith(_SKIP) or getattr(_guard, "busy", False):
+        if not self.active or record.name.startswith(_SKIP) or _bridging.get():
             return  # our own and the exporters' records: bridging them could loop
-        _guard.busy = True
+        token = _bridging.set(True)
         try:
             message = record.getMessage()
             span = trace.get_current_span()
@@ -143,7 +144,7 @@ class SpanEventHandler(logging.Handler):
         except Exception:  # a log call must never fail because of telemetry
             self.handleError(record)
         finally:
-            _guard.busy = False
+            _bridging.reset(token)
 
     def _inside(self, span: Span, record: logging.LogRecord, message: str) -> None:
         span.add_event("log", attributes=_details(record, message))

@@ -1078,6 +1078,7 @@ _NULLABLE = {
     "spool_dir",
     "file_path",
     "log_level",
+    "log_trace_level",
     "certificate",
     "client_certificate",
     "client_key",
