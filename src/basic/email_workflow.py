@@ -58,6 +58,7 @@ from basic.tools import (
     normalise_args,
     run_tool,
 )
+from otel_basic.propagation import inject_headers
 from otel_basic.scores import score_current_trace
 from otel_basic.workflows import TracedWorkflow, flush_after_step
 
@@ -560,7 +561,8 @@ class EmailWorkflow(TracedWorkflow):
 
     async def _post(self, span: Span, url: str, result: EmailResult) -> tuple[Delivery, Exception | None]:
         payload = result.model_dump(mode="json", exclude={"delivery"})
-        headers = {"Idempotency-Key": uuid.uuid4().hex, "User-Agent": "otel-basic-email-workflow"}
+        # traceparent of the delivery span (current here): the receiving service can join the trace.
+        headers = inject_headers({"Idempotency-Key": uuid.uuid4().hex, "User-Agent": "otel-basic-email-workflow"})
         safe = _safe_url(url)
         error: Exception | None = None
         message = "not attempted"

@@ -28,10 +28,12 @@ import math
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, cast
 
@@ -41,10 +43,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from workflows import Workflow
 
 import otel_basic
+from basic import workers
 from basic.email_workflow import _check_callback, email_workflow
 from basic.models import EmailData, InvalidEmailError
 from basic.workflow import workflow as hello_workflow
 from otel_basic import lifecycle, runtime
+from otel_basic.asgi import TraceContextMiddleware
 
 _log = logging.getLogger("basic.server")
 
@@ -309,7 +313,50 @@ def _build(
     period = GracePeriod(grace)
     server.app.add_middleware(RejectInvalidInput, validators={"email": check_email_start})
     server.app.add_middleware(FinishRunsBeforeStop, store=store, grace=period)
+    server.app.add_middleware(TraceContextMiddleware)  # outermost: the caller's trace for everything inside
     return server, period
+
+
+class FlushWhenLifespanEnds:
+    """ASGI middleware: flush the telemetry once the app's lifespan shutdown is complete.
+
+    For servers that run the app in worker processes of their own (gunicorn with uvicorn workers):
+    their worker re-raises the stop signal with its default action when it stops serving, which
+    ends the process before any exit handler could flush. The lifespan shutdown is the last point
+    that runs, after the runs finished (or were cancelled and ended their spans).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def flush_then_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                report = await otel_basic.aflush()
+                if report.enabled:
+                    level = logging.INFO if report else logging.WARNING
+                    _log.log(level, "telemetry flushed at shutdown (pid %d): %s", os.getpid(), report.summary())
+            await send(message)
+
+        await self.app(scope, receive, flush_then_send)
+
+
+def create_app() -> ASGIApp:
+    """The ASGI app for another server's workers: ``gunicorn 'basic.server:create_app()' -k
+    uvicorn_worker.UvicornWorker -w N``. Each worker process imports this module, so it configures
+    its own telemetry; runs get ``BASIC_SERVER_GRACE`` seconds to finish at shutdown, then the
+    telemetry is flushed (:class:`FlushWhenLifespanEnds`)."""
+    try:
+        grace = _seconds(os.environ.get("BASIC_SERVER_GRACE") or str(DEFAULT_GRACE))
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"BASIC_SERVER_GRACE: {exc}") from None
+    server = build_server(grace)
+    app: ASGIApp = FlushWhenLifespanEnds(server.app)
+    return app
 
 
 def build_server(
@@ -331,10 +378,14 @@ def _listening_url(server: uvicorn.Server) -> str:
     return f"http://{shown}:{port}"
 
 
-async def _announce(server: uvicorn.Server) -> None:
+def _print_ready(url: str) -> None:
+    print(READY_PREFIX + url, flush=True)
+
+
+async def _announce(server: uvicorn.Server, ready: Callable[[str], None]) -> None:
     while not server.started:
         await asyncio.sleep(0.02)
-    print(READY_PREFIX + _listening_url(server), flush=True)
+    ready(_listening_url(server))
 
 
 async def _serve(
@@ -344,6 +395,8 @@ async def _serve(
     *,
     log_level: str = "info",
     signals: _StopSignals | None = None,
+    sockets: list[socket.socket] | None = None,
+    ready: Callable[[str], None] = _print_ready,
 ) -> bool:
     """Serve until stopped (SIGTERM / SIGINT); return False if the server could not start.
 
@@ -364,9 +417,9 @@ async def _serve(
     if signals is not None:
         signals.attach(server)
         signals.serving = True
-    announcer = asyncio.create_task(_announce(server))
+    announcer = asyncio.create_task(_announce(server, ready))
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         announcer.cancel()
         if signals is not None:
@@ -412,6 +465,13 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _workers(value: str) -> int:
+    try:
+        return workers.worker_count(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     env = os.environ
     parser = argparse.ArgumentParser(
@@ -437,6 +497,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"(env BASIC_SERVER_GRACE, default {DEFAULT_GRACE:g})",
     )
     parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=env.get("BASIC_SERVER_WORKERS") or "1",
+        help="worker processes sharing the port, each with its own telemetry pipeline "
+        "(env BASIC_SERVER_WORKERS, default 1, at most 64)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["critical", "error", "warning", "info", "debug"],
         default=(env.get("BASIC_SERVER_LOG_LEVEL") or "info").lower(),
@@ -445,8 +512,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _configure_logging(level_name: str) -> None:
-    """Print our records (and otel_basic's) to stderr like uvicorn's, at ``level_name``.
+def _configure_logging(level_name: str, *, worker: bool = False) -> None:
+    """Print our records (and otel_basic's) to stderr like uvicorn's, at ``level_name``
+    (a worker's lines carry its pid).
 
     The process is ours, so this replaces otel_basic's WARNING-only last-resort handler; the span
     bridge handler stays, and the root level is only ever lowered so it keeps seeing its records.
@@ -458,33 +526,93 @@ def _configure_logging(level_name: str) -> None:
             root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(level)
-    console.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    pid = "[worker %(process)d] " if worker else ""
+    console.setFormatter(logging.Formatter(f"%(levelname)s:     {pid}%(name)s: %(message)s"))
     root.addHandler(console)
     root.setLevel(min(level, root.level if root.level != logging.NOTSET else logging.WARNING))
     # httpx logs every request URL at INFO; a callback URL may carry a token in its query string.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def _final_flush() -> None:
+    report = otel_basic.shutdown()  # one deadline (OTEL_BASIC_FLUSH_TIMEOUT); leftovers are spooled
+    if not report.enabled:
+        _log.debug("telemetry disabled: nothing to flush")
+    elif report:
+        _log.info("telemetry flushed at exit: %s", report.summary())
+    else:
+        _log.warning("telemetry flush at exit incomplete: %s", report.summary())
+
+
+def _serve_until_stopped(
+    args: argparse.Namespace,
+    sockets: list[socket.socket] | None = None,
+    ready: Callable[[str], None] = _print_ready,
+) -> bool:
+    """Serve (this process) until SIGTERM/SIGINT, then flush the telemetry; False if it never started."""
+    lifecycle.install(runtime.current, signals=False)  # the atexit flush: the fallback for any other exit
+    signals = _StopSignals()
+    signals.install()
+    try:
+        return asyncio.run(
+            _serve(
+                args.host,
+                args.port,
+                args.grace,
+                log_level=args.log_level,
+                signals=signals,
+                sockets=sockets,
+                ready=ready,
+            )
+        )
+    finally:
+        _final_flush()
+        signals.restore()
+
+
+def _worker_main(args: argparse.Namespace, sock: socket.socket, ready: Connection) -> None:
+    """One worker process of ``--workers N``: what a single-process server does, on the shared socket.
+
+    Telemetry was configured when this (spawned) process imported the module: its own pipeline."""
+    _configure_logging(args.log_level, worker=True)
+
+    def say_ready(url: str) -> None:
+        ready.send(os.getpid())
+        ready.close()
+
+    started = _serve_until_stopped(args, sockets=[sock], ready=say_ready)
+    sys.exit(0 if started else STARTUP_FAILURE)
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    try:
+        sock = workers.bind(args.host, args.port)
+    except OSError as exc:
+        _log.error("could not bind %s:%s: %s", args.host, args.port, exc)
+        return STARTUP_FAILURE
+    # A worker needs the grace period, then its flush (one deadline), to stop cleanly.
+    telemetry = otel_basic.current()
+    flush_timeout = telemetry.settings.flush_timeout if telemetry is not None else 5.0
+    supervisor = workers.Supervisor(
+        args.workers, _worker_main, args, sock, stop_timeout=args.grace + flush_timeout + 15.0
+    )
+    try:
+        _log.info("starting %d workers (pid %d supervises)", args.workers, os.getpid())
+        return supervisor.run(on_ready=lambda: _print_ready(workers.listening_url(sock)))
+    finally:
+        sock.close()
+        report = otel_basic.shutdown()  # the supervisor makes no spans; it may have replayed the spool
+        if report.enabled and not report:
+            _log.warning("telemetry flush at exit incomplete: %s", report.summary())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT, then flush telemetry; 0 on a clean stop."""
     args = _parse_args(argv)
     _configure_logging(args.log_level)
-    lifecycle.install(runtime.current, signals=False)  # the atexit flush: the fallback for any other exit
-    signals = _StopSignals()
-    signals.install()
-    started = False
-    try:
-        started = asyncio.run(_serve(args.host, args.port, args.grace, log_level=args.log_level, signals=signals))
-    finally:
-        report = otel_basic.shutdown()  # one deadline (OTEL_BASIC_FLUSH_TIMEOUT); leftovers are spooled
-        if not report.enabled:
-            _log.debug("telemetry disabled: nothing to flush")
-        elif report:
-            _log.info("telemetry flushed at exit: %s", report.summary())
-        else:
-            _log.warning("telemetry flush at exit incomplete: %s", report.summary())
-        signals.restore()
-    return 0 if started else STARTUP_FAILURE
+    if args.workers > 1:
+        return _supervise(args)
+    return 0 if _serve_until_stopped(args) else STARTUP_FAILURE
 
 
 if __name__ == "__main__":

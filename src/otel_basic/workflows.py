@@ -267,17 +267,29 @@ def _io_handler_class() -> type:
             span = self._oi_span(id_)
             if span is None:
                 return
-            span["input.value"] = _dumps(event_fields(event))
+            fields = event_fields(event)
+            span["input.value"] = _dumps(fields)
             span["input.mime_type"] = "application/json"
+            output: str | None = None
             if has_result:
                 value = _agent_answer(getattr(result, "result", result))
-                span["output.value"] = value if isinstance(value, str) else _dumps(value)
+                output = value if isinstance(value, str) else _dumps(value)
+                span["output.value"] = output
                 span["output.mime_type"] = "text/plain" if isinstance(value, str) else "application/json"
             if "start_event" in args and _is_agent(instance):
                 span._span_kind = "AGENT"  # Langfuse shows the run as an agent (its agent graph)
             otel_span = getattr(span, "_otel_span", None)
-            if "start_event" in args and otel_span is not None and getattr(otel_span, "parent", 1) is None:
+            parent = getattr(otel_span, "parent", 1) if otel_span is not None else 1
+            if "start_event" in args and parent is None:
                 span["langfuse.trace.name"] = type(instance).__name__
+            elif "start_event" in args and getattr(parent, "is_remote", False):
+                # First span of this process in a trace begun elsewhere (an HTTP caller, a resumed
+                # run): Langfuse takes the trace's name/input/output from trace-level attributes.
+                span["langfuse.trace.name"] = type(instance).__name__
+                if fields:  # a resumed run has no start event: keep the trace's original input
+                    span["langfuse.trace.input"] = _dumps(fields)
+                if output is not None:
+                    span["langfuse.trace.output"] = output
 
         def span_enter(
             self,
