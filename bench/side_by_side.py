@@ -125,9 +125,7 @@ def _setup_ours(base_url: str) -> Flush:
     knob = os.environ.get("BENCH_LANGFUSE", "")
     if knob == "off":  # private SDK attribute: a measurement knob, not a supported setting
         multi = telemetry.provider._active_span_processor
-        multi._span_processors = tuple(
-            p for p in multi._span_processors if type(p).__name__ != "LangfuseSpanProcessor"
-        )
+        multi._span_processors = tuple(p for p in multi._span_processors if type(p).__name__ != "LangfuseSpanProcessor")
     elif knob == "eager":
         from otel_basic import langfuse as lf
 
@@ -280,7 +278,9 @@ async def child_profile(mode: str, base_url: str, runs: int) -> None:
             value = s.ttot if key == "ttot" else s.tsub
             if len(rows) >= 45 or value / cpu < 0.01:
                 break
-            rows.append([f"{s.name} ({_short(s.module)}:{s.lineno})", f"{value * 1000 / runs:.3f}", f"{value / cpu:.0%}"])
+            rows.append(
+                [f"{s.name} ({_short(s.module)}:{s.lineno})", f"{value * 1000 / runs:.3f}", f"{value / cpu:.0%}"]
+            )
         print(f"### Top functions by {title} CPU (summed over threads; recursion counted once by yappi)")
         print()
         print_table(["function", "ms/run", "share of CPU"], rows)
@@ -407,7 +407,13 @@ def _ms(seconds: float) -> str:
 
 
 def _added_ms(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:+.3f} ms" if abs(seconds) < 0.001 else f"{seconds * 1000:+.2f} ms"
+    return (
+        "n/a"
+        if math.isnan(seconds)
+        else f"{seconds * 1000:+.3f} ms"
+        if abs(seconds) < 0.001
+        else f"{seconds * 1000:+.2f} ms"
+    )
 
 
 Summary = dict[Key, tuple[float, float, float]]  # added median, min, max (seconds)
@@ -497,7 +503,9 @@ def report(
         )
     print("### Headline: CPU added per run (median of per-round differences to off)")
     print()
-    print_table(["workload", "telemetry off", "added by stock", "added by ours", "ours / stock", "target", "verdict"], trows)
+    print_table(
+        ["workload", "telemetry off", "added by stock", "added by ours", "ours / stock", "target", "verdict"], trows
+    )
     print(
         "CPU = user+sys of the whole child process (export threads included) per run, over blocks that\n"
         "end with a flush. Lag rows show the max event-loop lag per batch (median), not CPU. On a shared\n"
@@ -507,7 +515,9 @@ def report(
     return summary
 
 
-def plot(path: Path, modes: Sequence[str], workloads: Sequence[str], concurrency: int, summary: Summary, rounds: int) -> None:
+def plot(
+    path: Path, modes: Sequence[str], workloads: Sequence[str], concurrency: int, summary: Summary, rounds: int
+) -> None:
     """One panel per workload: added CPU per run per variant, error bars = range over rounds."""
     import matplotlib
 
