@@ -125,7 +125,9 @@ def _setup_ours(base_url: str) -> Flush:
     knob = os.environ.get("BENCH_LANGFUSE", "")
     if knob == "off":  # private SDK attribute: a measurement knob, not a supported setting
         multi = telemetry.provider._active_span_processor
-        multi._span_processors = tuple(p for p in multi._span_processors if type(p).__name__ != "LangfuseSpanProcessor")
+        multi._span_processors = tuple(
+            p for p in multi._span_processors if type(p).__name__ not in ("LangfuseSpanProcessor", "LangfuseGate")
+        )
     elif knob == "eager":
         from otel_basic import langfuse as lf
 
