@@ -31,7 +31,8 @@ how late it wakes; the max per batch. Export requests per run are counted by the
     .venv/bin/python bench/side_by_side.py                      # 3 rounds, ~6 min on 2 shared cores
     .venv/bin/python bench/side_by_side.py --quick              # smoke run (numbers mean nothing)
     .venv/bin/python bench/side_by_side.py --rounds 5 --variant one_worker=OTEL_BASIC_EXPORT_WORKERS=1
-    .venv/bin/python bench/side_by_side.py --profile ours       # yappi, all threads, email workload
+
+Where the added CPU goes: ``bench/profile_cpu.py`` (py-spy, all threads, same child processes).
 """
 
 from __future__ import annotations
@@ -245,54 +246,6 @@ async def child(mode: str, workload: str, base_url: str, runs: int, blocks: int,
         "wall": median(b.wall_per_run for b in measured),
         "lag": median(b.max_lag for b in measured),
     }
-
-
-async def child_profile(mode: str, base_url: str, runs: int) -> None:
-    """yappi, CPU clock, every thread: where the email workload's CPU goes in ``mode``."""
-    import yappi
-
-    flush = setup(mode, base_url)
-    work = Workload("email", 1)
-    for _ in range(10):
-        await work.one()
-    await flush()
-    yappi.set_clock_type("cpu")
-    yappi.start(builtins=False, profile_threads=True)
-    cpu0 = time.process_time()
-    for _ in range(runs):
-        await work.one()
-    await flush()
-    cpu = time.process_time() - cpu0
-    yappi.stop()
-    print_header(f"Profile ({mode}): email workload, {runs} runs, yappi CPU clock, all threads")
-    print(f"process CPU {cpu * 1000 / runs:.2f} ms per run (profiler overhead included)")
-    print()
-    threads = sorted(yappi.get_thread_stats(), key=lambda t: -t.ttot)
-    print_table(
-        ["thread", "CPU ms/run", "share"],
-        [[t.name, f"{t.ttot * 1000 / runs:.2f}", f"{t.ttot / cpu:.0%}"] for t in threads if t.ttot / cpu >= 0.005],
-    )
-    stats = yappi.get_func_stats()
-    for key, title in (("ttot", "inclusive"), ("tsub", "self")):
-        stats.sort(key, "desc")
-        rows = []
-        for s in stats:
-            value = s.ttot if key == "ttot" else s.tsub
-            if len(rows) >= 70 or value / cpu < 0.005:
-                break
-            rows.append(
-                [f"{s.name} ({_short(s.module)}:{s.lineno})", f"{value * 1000 / runs:.3f}", f"{value / cpu:.0%}"]
-            )
-        print(f"### Top functions by {title} CPU (summed over threads; recursion counted once by yappi)")
-        print()
-        print_table(["function", "ms/run", "share of CPU"], rows)
-
-
-def _short(path: str) -> str:
-    for marker in ("site-packages/", "/src/", "/lib/python3"):
-        if marker in path:
-            return path.split(marker, 1)[1]
-    return path.rsplit("/", 1)[-1]
 
 
 # --- parent -----------------------------------------------------------------------------------
@@ -565,7 +518,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workloads", nargs="*", choices=WORKLOADS, help="only these workloads")
     parser.add_argument("--png", default=str(Path(__file__).with_suffix(".png")), help="plot path, or 'none'")
-    parser.add_argument("--profile", choices=("stock", "ours"), help="yappi profile of the email workload instead")
     parser.add_argument("--child", choices=BASE_MODES, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", choices=WORKLOADS, help=argparse.SUPPRESS)
@@ -574,40 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        if args.profile:
-            asyncio.run(child_profile(args.child, args.url, args.runs or 60))
-            return 0
         emit(asyncio.run(child(args.child, args.workload, args.url, args.runs, args.blocks, args.concurrency)))
         return 0
-    if args.profile:
-        return main_profile(args)
     return main_parent(args)
-
-
-def main_profile(args: argparse.Namespace) -> int:
-    """Runs the profiling child against a receiver here and passes its report through."""
-    import subprocess
-
-    from common import child_env
-
-    from otel_basic.testing import LangfuseReceiver
-
-    receiver_without_nagle()
-    with LangfuseReceiver() as receiver:
-        env = {k: v for k, v in receiver.env().items() if k != "LANGFUSE_BASE_URL"}
-        spool = tempfile.mkdtemp(prefix="otel-basic-bench-spool-")
-        if args.profile == "ours":
-            env |= {"OTEL_BASIC_SPOOL_DIR": spool, "OTEL_BASIC_LOG_LEVEL": "info"}
-            for _, extra in args.variant or []:
-                env |= extra
-        cmd = [sys.executable, __file__, "--child", args.profile, "--profile", args.profile, "--url", receiver.base_url]
-        cmd += ["--runs", str(args.runs or (10 if args.quick else 60))]
-        proc = subprocess.run(cmd, env=child_env(env), text=True, capture_output=True, timeout=600)
-        shutil.rmtree(spool, ignore_errors=True)
-    sys.stdout.write(proc.stdout)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
-    return proc.returncode
 
 
 if __name__ == "__main__":

@@ -85,3 +85,20 @@ def test_side_by_side_rejects_a_bad_variant() -> None:
     proc = _run([str(BENCH / "side_by_side.py"), "--quick", "--variant", "no-equals-sign"])
     assert proc.returncode == 2
     assert "--variant" in proc.stderr and "NAME=KEY=VALUE" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profiler", ["py-spy", "yappi"])
+def test_profile_cpu_quick(profiler: str) -> None:
+    """The profile script: a category (or function) table for one mode; py-spy may lack ptrace rights here."""
+    proc = _run([str(BENCH / "profile_cpu.py"), "--quick", "--modes", "ours", "--profiler", profiler])
+    if (
+        profiler == "py-spy"
+        and proc.returncode != 0
+        and ("py-spy not found" in proc.stderr or "ermission" in proc.stderr)
+    ):
+        pytest.skip("py-spy unavailable or not allowed to trace here")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("## Where the CPU goes") and _has_table(proc.stdout)
+    if profiler == "py-spy":
+        assert "export: " in proc.stdout and "**total**" in proc.stdout
