@@ -340,8 +340,9 @@ def main_parent(args: argparse.Namespace) -> int:
         shutil.rmtree(spool_root, ignore_errors=True)
     print()
     summary = report(modes, workloads, concurrency, cpu, wall, lag, requests)
-    if args.png != "none":
-        path = Path(args.png)
+    png = args.png or ("none" if quick else str(Path(__file__).with_suffix(".png")))
+    if png != "none":
+        path = Path(png)
         try:
             plot(path, modes, workloads, concurrency, summary, rounds)
             print(f"plot: {path}")
@@ -517,7 +518,9 @@ def main(argv: list[str] | None = None) -> int:
         help="an extra variant: ours with these environment variables (repeatable)",
     )
     parser.add_argument("--workloads", nargs="*", choices=WORKLOADS, help="only these workloads")
-    parser.add_argument("--png", default=str(Path(__file__).with_suffix(".png")), help="plot path, or 'none'")
+    parser.add_argument(
+        "--png", help="plot path, or 'none' (default: bench/side_by_side.png; none with --quick, so smoke runs keep it)"
+    )
     parser.add_argument("--child", choices=BASE_MODES, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", choices=WORKLOADS, help=argparse.SUPPRESS)
