@@ -28,7 +28,7 @@ blocks of runs that each end with a flush (so the export work the runs caused is
 added cost = mode - off, paired per round. Event-loop lag (hello50): a task sleeping 1 ms measures
 how late it wakes; the max per batch. Export requests per run are counted by the receiver.
 
-    .venv/bin/python bench/side_by_side.py                      # 3 rounds, ~6 min on 2 shared cores
+    .venv/bin/python bench/side_by_side.py                      # 3 rounds: ~4 min, +1 min per --variant
     .venv/bin/python bench/side_by_side.py --quick              # smoke run (numbers mean nothing)
     .venv/bin/python bench/side_by_side.py --rounds 5 --variant one_worker=OTEL_BASIC_EXPORT_WORKERS=1
 
