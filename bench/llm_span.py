@@ -12,6 +12,8 @@ on the calling thread and nothing else runs:
 * ``none``   no instrumentor (LlamaIndex's own dispatcher still runs)
 * ``stock``  ``LlamaIndexInstrumentor().instrument(tracer_provider=tp)``, no fast path
 * ``ours``   ``otel_basic.instrumentation.instrument(tp)``: the same + the fast path (+ the run-span IO handler)
+* ``lean``   prototype (issue 14): no OpenInference instrumentor; ``bench/lean_llm.py``'s handler makes the
+             LLM span from OpenInference's own attribute helpers with one dict per span (``--lean`` adds it)
 
 Target: ours' *added* cost (ours - none) <= 0.4x stock's (stock - none). The raw per-call ratio is shown too.
 ``--profile stock|ours`` prints the top hot spots per LLM span (pyinstrument if installed, else cProfile).
@@ -49,8 +51,13 @@ from common import (
     verdict,
 )
 
-VARIANTS = ("none", "stock", "ours")
-LABELS = {"none": "no instrumentation", "stock": "stock OpenInference", "ours": "ours (fast path)"}
+VARIANTS = ("none", "stock", "ours", "lean")
+LABELS = {
+    "none": "no instrumentation",
+    "stock": "stock OpenInference",
+    "ours": "ours (fast path)",
+    "lean": "lean LLM handler (prototype)",
+}
 METHODS = ("complete", "acomplete")
 TARGET = 0.4
 
@@ -64,7 +71,7 @@ def _setup(variant: str) -> Any:
     from basic.samples import SAMPLE_EMAILS
 
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(NoOpExporter()))
+    provider.add_span_processor(SimpleSpanProcessor(LAST))
     if variant == "stock":
         from openinference.instrumentation.llama_index import LlamaIndexInstrumentor
 
@@ -76,9 +83,33 @@ def _setup(variant: str) -> Any:
         from otel_basic.instrumentation import instrument
 
         instrument(provider, fast_path=True)
+    elif variant == "lean":
+        from importlib.metadata import version
+
+        from lean_llm import install
+
+        from otel_basic.instrumentation import enable_fast_path
+
+        enable_fast_path()
+        name = "openinference.instrumentation.llama_index"
+        install(provider.get_tracer(name, version("openinference-instrumentation-llama-index")))
     email = SAMPLE_EMAILS[0]
     prompt = triage_prompt(format_email(email["sender"], email["subject"], email["body"]))
     return OfflineLLM(), prompt
+
+
+class LastSpan(NoOpExporter):
+    """The no-op exporter that also keeps the last span's attributes (to compare variants)."""
+
+    attributes: dict[str, Any] | None = None
+
+    def export(self, spans: Any) -> Any:
+        if spans:
+            self.attributes = dict(spans[-1].attributes or {})
+        return super().export(spans)
+
+
+LAST = LastSpan()
 
 
 def _measure(llm: Any, prompt: str, calls: int, blocks: int) -> dict[str, list[float]]:
@@ -111,7 +142,9 @@ def _measure(llm: Any, prompt: str, calls: int, blocks: int) -> dict[str, list[f
 def child(variant: str, calls: int, blocks: int) -> dict[str, Any]:
     llm, prompt = _setup(variant)
     _measure(llm, prompt, max(20, calls // 5), 1)  # warm-up
-    return {"variant": variant, "per_call": _measure(llm, prompt, calls, blocks)}
+    per_call = _measure(llm, prompt, calls, blocks)
+    attrs = {k: v if isinstance(v, str | int | float | bool) else list(v) for k, v in (LAST.attributes or {}).items()}
+    return {"variant": variant, "per_call": per_call, "attributes": attrs}
 
 
 def profile(variant: str, calls: int) -> None:
@@ -195,6 +228,7 @@ def main_parent(args: argparse.Namespace) -> int:
         "triage prompt (~1 kB).",
     )
     per_round: dict[tuple[str, str], list[float]] = defaultdict(list)  # (variant, method) -> round medians
+    attributes: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     for r in range(rounds):
         for variant in rotation(VARIANTS, r):
@@ -202,6 +236,7 @@ def main_parent(args: argparse.Namespace) -> int:
             result = run_child(Path(__file__), ["--variant", variant, "--json", *extra])
             for method, values in result["per_call"].items():
                 per_round[(variant, method)].append(median(values))
+            attributes[variant] = result["attributes"]
         progress(f"  round {r + 1}/{rounds} done ({time.monotonic() - started:.0f} s)")
     print()
 
@@ -224,23 +259,28 @@ def main_parent(args: argparse.Namespace) -> int:
     print_table(["method", "variant", "CPU per call (median)", "rounds range", "added vs none", "vs none"], rows)
 
     trows = []
-    for method in METHODS:
-        n, s, o = (per_round[(v, method)] for v in VARIANTS)
-        added = [ratio(oi - ni, si - ni) for ni, si, oi in zip(n, s, o, strict=True)]
-        raw = [ratio(oi, si) for si, oi in zip(s, o, strict=True)]
-        a = ratio(median(o) - median(n), median(s) - median(n))
-        w = ratio(median(o), median(s))
-        trows.append(
-            [
-                method,
-                "added cost (headline)",
-                f"≤ {TARGET}×",
-                fmt_x(a),
-                spread(added, fmt_x),
-                verdict(a, TARGET),
-            ]
-        )
-        trows.append([method, "raw per call", f"≤ {TARGET}×", fmt_x(w), spread(raw, fmt_x), verdict(w, TARGET)])
+    for variant in ("ours", "lean"):
+        for method in METHODS:
+            n, s, o = (per_round[(v, method)] for v in ("none", "stock", variant))
+            added = [ratio(oi - ni, si - ni) for ni, si, oi in zip(n, s, o, strict=True)]
+            raw = [ratio(oi, si) for si, oi in zip(s, o, strict=True)]
+            a = ratio(median(o) - median(n), median(s) - median(n))
+            w = ratio(median(o), median(s))
+            label = LABELS[variant]
+            trows.append(
+                [
+                    method,
+                    label,
+                    "added cost (headline)",
+                    f"≤ {TARGET}×",
+                    fmt_x(a),
+                    spread(added, fmt_x),
+                    verdict(a, TARGET),
+                ]
+            )
+            trows.append(
+                [method, label, "raw per call", f"≤ {TARGET}×", fmt_x(w), spread(raw, fmt_x), verdict(w, TARGET)]
+            )
     print("### Target: LLM span cost ≤ 0.4× stock OpenInference")
     print()
     print(
@@ -248,7 +288,14 @@ def main_parent(args: argparse.Namespace) -> int:
         "on top of the LLM call itself. The raw per-call ratio ours / stock is shown for completeness."
     )
     print()
-    print_table(["method", "ratio", "bound", "ours / stock", "rounds range", "verdict"], trows)
+    print_table(["method", "variant", "ratio", "bound", "variant / stock", "rounds range", "verdict"], trows)
+    stock_attrs = attributes.get("stock", {})
+    for variant in ("ours", "lean"):
+        other = attributes.get(variant, {})
+        diff = sorted(k for k in set(stock_attrs) | set(other) if stock_attrs.get(k) != other.get(k))
+        same = "identical" if not diff else f"DIFFERENT ({', '.join(diff)})"
+        print(f"LLM span attributes, {LABELS[variant]} vs stock: {same} ({len(other)} attributes)")
+    print()
     print(f"total {time.monotonic() - started:.0f} s")
     return 0
 

@@ -3,7 +3,7 @@
 Why one after another: on 2 cores, two benchmarks at once would measure each other. Each script
 already interleaves its own variants; this only strings them together (and tees to ``--out``).
 
-    .venv/bin/python bench/run_all.py                 # ~6-7 min
+    .venv/bin/python bench/run_all.py                 # ~12 min (side_by_side alone ~6 min)
     .venv/bin/python bench/run_all.py --quick         # smoke run of every script
     .venv/bin/python bench/run_all.py --only llm_span,throughput --out bench-results.md
 """
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, child_env, machine_line
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("step_flush", "llm_span", "throughput", "memory", "masking")  # masking.py: if present
+SCRIPTS = ("step_flush", "llm_span", "throughput", "memory", "masking", "side_by_side")  # masking.py: if present
 
 
 def main(argv: list[str] | None = None) -> int:

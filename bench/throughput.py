@@ -11,7 +11,9 @@ Variants (fresh child process each, interleaved round-robin across rounds):
 * ``ours``        ``otel_basic.configure()`` defaults (masking on) -> ``otel_basic.flush()``
 * ``ours_nomask`` ``otel_basic.configure(mask="off")``: what the masking costs
 * ``ours_no_lf_proc`` diagnostic: ours with the Langfuse client's span processor (which exports
-                  nothing, but runs on_start/on_end for every span) taken off the provider
+                  nothing) taken off the provider
+* ``ours_lf_eager`` diagnostic: ours with that processor's gate opened (``otel_basic.langfuse.ungate``):
+                  on_start/on_end for every span, as before the gate (issue 14)
 
 spans/s = spans delivered (counted by the receiver) / (first span start -> flush returned).
 Target: ours >= 0.9x raw OTel (the zero-drop ``raw_queue``; ``raw_default`` is shown too), zero drops.
@@ -47,13 +49,14 @@ from common import (
     verdict,
 )
 
-VARIANTS = ("raw_default", "raw_queue", "ours", "ours_nomask", "ours_no_lf_proc")
+VARIANTS = ("raw_default", "raw_queue", "ours", "ours_nomask", "ours_no_lf_proc", "ours_lf_eager")
 LABELS = {
     "raw_default": "raw OTel BSP, defaults",
     "raw_queue": "raw OTel BSP, queue 65536",
     "ours": "ours (configure() defaults)",
     "ours_nomask": "ours, mask=off",
     "ours_no_lf_proc": "ours, LangfuseSpanProcessor detached (diagnostic)",
+    "ours_lf_eager": "ours, LangfuseSpanProcessor ungated (diagnostic)",
 }
 TARGET = 0.9
 ATTRIBUTES = {
@@ -97,10 +100,14 @@ def child(variant: str, spans: int, base_url: str) -> dict[str, Any]:
         telemetry = otel_basic.configure(langfuse_base_url=base_url, **overrides)
         if not telemetry.enabled or telemetry.provider is None:
             raise RuntimeError(telemetry.settings.reason)
+        if variant == "ours_lf_eager":
+            from otel_basic.langfuse import ungate
+
+            ungate(telemetry.provider)
         if variant == "ours_no_lf_proc":  # private SDK attribute: diagnostic only
             multi = telemetry.provider._active_span_processor
             multi._span_processors = tuple(
-                p for p in multi._span_processors if type(p).__name__ != "LangfuseSpanProcessor"
+                p for p in multi._span_processors if type(p).__name__ not in ("LangfuseSpanProcessor", "LangfuseGate")
             )
         tracer = otel_basic.get_tracer("bench.throughput")
 
@@ -216,7 +223,7 @@ def main_parent(args: argparse.Namespace) -> int:
         rows,
     )
     trows = []
-    for v in ("ours", "ours_nomask", "ours_no_lf_proc"):
+    for v in ("ours", "ours_nomask", "ours_no_lf_proc", "ours_lf_eager"):
         per_round = [ratio(a, b) for a, b in zip(rate[v], rate["raw_queue"], strict=True)]
         r = ratio(median(rate[v]), base)
         lost = max(spans - d for d in delivered[v])

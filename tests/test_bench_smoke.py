@@ -50,3 +50,55 @@ def test_run_all_quick_subset() -> None:
     assert proc.stdout.startswith("# otel-basic benchmarks")
     assert "## LLM span cost" in proc.stdout
     assert _has_table(proc.stdout)
+
+
+@pytest.mark.slow
+def test_side_by_side_quick(tmp_path: Path) -> None:
+    """The side-by-side script: every mode x workload cell, the headline rows, an extra variant, the plot."""
+    png = tmp_path / "side.png"
+    proc = _run(
+        [
+            str(BENCH / "side_by_side.py"),
+            "--quick",
+            "--png",
+            str(png),
+            "--variant",
+            "one_worker=OTEL_BASIC_EXPORT_WORKERS=1",
+            "--workloads",
+            "hello",
+            "llm",
+        ]
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.startswith("## Side by side") and "machine: " in out and _has_table(out)
+    cells = [line for line in out.splitlines() if line.startswith("| hello, sequential ") or line.startswith("| LLM")]
+    for workload in ("hello, sequential", "LLM span"):
+        modes = [c.split("|")[2].strip() for c in cells if workload in c]
+        assert {"off", "stock", "ours", "one_worker"} <= set(modes), cells
+    assert "ours / stock" in out and "verdict" in out
+    if "plot: skipped" not in out:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_side_by_side_rejects_a_bad_variant() -> None:
+    proc = _run([str(BENCH / "side_by_side.py"), "--quick", "--variant", "no-equals-sign"])
+    assert proc.returncode == 2
+    assert "--variant" in proc.stderr and "NAME=KEY=VALUE" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profiler", ["py-spy", "yappi"])
+def test_profile_cpu_quick(profiler: str) -> None:
+    """The profile script: a category (or function) table for one mode; py-spy may lack ptrace rights here."""
+    proc = _run([str(BENCH / "profile_cpu.py"), "--quick", "--modes", "ours", "--profiler", profiler])
+    if (
+        profiler == "py-spy"
+        and proc.returncode != 0
+        and ("py-spy not found" in proc.stderr or "ermission" in proc.stderr)
+    ):
+        pytest.skip("py-spy unavailable or not allowed to trace here")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("## Where the CPU goes") and _has_table(proc.stdout)
+    if profiler == "py-spy":
+        assert "export: " in proc.stdout and "**total**" in proc.stdout

@@ -8,14 +8,24 @@ stays the only exporter. ``langfuse.flush()`` still flushes our spans because it
 
 Langfuse keeps one client per public key and silently ignores later ones, so ours must be created
 before anything calls ``get_client()``/``@observe``; we warn when we find we were too late.
+
+The client's span processor is gated (:class:`LangfuseGate`): with export off, its ``on_start`` only
+stamps attributes that ``propagate_attributes`` (or Langfuse baggage) put in the context, and its
+``on_end`` only forgets what ``on_start`` noted. So it runs only for spans started in such a
+context; every other span (all of LlamaIndex's, usually) skips it, which is exact, not a sampling.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
+from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry import baggage
+from opentelemetry import context as context_api
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from otel_basic.settings import Settings
 
@@ -24,6 +34,92 @@ _log = logging.getLogger("otel_basic")
 
 def _never_export(span: ReadableSpan) -> bool:
     return False
+
+
+# Langfuse's propagate_attributes stores values under "langfuse.propagated.<key>" context keys and,
+# with as_baggage=True, under "langfuse_<key>" baggage entries (langfuse/_client/propagation.py).
+_CONTEXT_PREFIX = "langfuse."
+_BAGGAGE_PREFIX = "langfuse_"
+_gates: weakref.WeakKeyDictionary[TracerProvider, LangfuseGate] = weakref.WeakKeyDictionary()
+
+
+def carries_langfuse_state(context: Context) -> bool:
+    """Whether ``context`` holds anything Langfuse's processor would stamp on a span started in it."""
+    for key in context:
+        if isinstance(key, str) and key.startswith(_CONTEXT_PREFIX):
+            return True
+    bag = baggage.get_all(context=context)
+    return bool(bag) and any(key.startswith(_BAGGAGE_PREFIX) for key in bag)
+
+
+class LangfuseGate(SpanProcessor):
+    """Runs the Langfuse client's span processor only for spans it has work for.
+
+    With ``should_export_span`` never true (ours), ``LangfuseSpanProcessor.on_start`` copies
+    propagated attributes from the context and notes the span for its app-root bookkeeping, and
+    ``on_end`` drops that note. A span started in a context without Langfuse state gets no
+    attribute from it, so skipping both calls changes nothing the endpoint sees; ``on_end`` is
+    forwarded while the inner processor has notes (spans it saw start), which is then cheap.
+    ``eager = True`` forwards everything (the benchmark's "before" variant).
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.eager = False
+        self._notes: Callable[[], int] = _notes_counter(inner)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if self.eager or carries_langfuse_state(parent_context or context_api.get_current()):
+            self.inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.eager or self._notes():
+            self.inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+
+def _notes_counter(inner: Any) -> Callable[[], int]:
+    """How many spans the inner processor is tracking (private dict; "always forward" if it moved)."""
+    notes = getattr(inner, "_span_export_expectation_by_id", None)
+    if isinstance(notes, dict):
+        return notes.__len__
+    return lambda: 1
+
+
+def ungate(provider: TracerProvider) -> bool:
+    """Forward every span to the Langfuse processor again (benchmarks); False if none is gated."""
+    gate = _gates.get(provider)
+    if gate is None:
+        return False
+    gate.eager = True
+    return True
+
+
+def _construct_gated(provider: TracerProvider, factory: Callable[[], Any]) -> Any:
+    """Call ``factory`` (the Langfuse constructor) with the processor it adds wrapped in a gate.
+
+    Langfuse adds its processor with ``provider.add_span_processor`` and keeps no reference to it,
+    so we catch it there: an instance attribute shadowing the method during the constructor only.
+    """
+    original = provider.add_span_processor
+
+    def add(processor: SpanProcessor) -> None:
+        if type(processor).__name__ == "LangfuseSpanProcessor":
+            gate = LangfuseGate(processor)
+            _gates[provider] = gate
+            processor = gate
+        original(processor)
+
+    provider.add_span_processor = add  # type: ignore[method-assign,assignment]
+    try:
+        return factory()
+    finally:
+        del provider.add_span_processor
 
 
 def create_client(settings: Settings, provider: TracerProvider) -> Any | None:
@@ -46,7 +142,7 @@ def create_client(settings: Settings, provider: TracerProvider) -> Any | None:
         kwargs["environment"] = settings.environment
     if settings.release:
         kwargs["release"] = settings.release
-    client = Langfuse(**kwargs)
+    client = _construct_gated(provider, lambda: Langfuse(**kwargs))
     bound = getattr(getattr(client, "_resources", None), "tracer_provider", provider)
     if bound is not provider:
         _log.warning(
