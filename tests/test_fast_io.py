@@ -34,9 +34,9 @@ async def _workload() -> None:
 
 async def _spans(receiver: LangfuseReceiver, *, fast: bool) -> list[tuple[str, list[tuple[str, str]]]]:
     receiver.clear()
-    otel_basic.configure()
-    if fast:
-        assert fast_io.install()
+    otel_basic.configure()  # installs fast_io
+    if not fast:
+        fast_io.uninstall()  # OpenInference's own input serialization, for comparison
     await _workload()
     report = await otel_basic.aflush(timeout=10)
     assert report, report.summary()
@@ -69,12 +69,13 @@ async def test_workflow_inputs_are_not_serialized_twice(
 
     monkeypatch.setattr(_handler, "safe_json_dumps", counting)
     otel_basic.configure()
+    fast_io.uninstall()
 
     def with_ctx() -> int:
         return sum(1 for obj in dumped if isinstance(obj, dict) and "ctx" in obj)
 
     await _workload()
-    assert with_ctx() > 0, "without the prototype OpenInference serializes the workflow Context"
+    assert with_ctx() > 0, "without fast_io OpenInference serializes the workflow Context"
     dumped.clear()
     assert fast_io.install()
     await _workload()

@@ -1,4 +1,4 @@
-"""Prototype (issue 14): skip OpenInference's JSON of workflow inputs that we replace anyway.
+"""Skip OpenInference's JSON of workflow inputs that we replace anyway (issue 14).
 
 OpenInference serializes every span's bound arguments to ``input.value`` when the span starts; for
 a workflow run or step that is the ``Context`` object, the step's ``self`` and the event, walked by
@@ -8,8 +8,8 @@ so the first serialization is thrown away. :func:`install` skips it for the span
 rewrite (the same test the handler uses) and leaves every other span (LLM calls, tools, retrievers)
 alone. It installs only when the handler is in place; :func:`uninstall` restores the original.
 
-Not wired into :func:`otel_basic.configure` yet: ``bench/side_by_side.py`` measures it with
-``BENCH_FAST_IO=1``; ``tests/test_fast_io.py`` checks the endpoint sees the same attributes.
+``otel_basic.configure`` installs it right after the IO handler; ``tests/test_fast_io.py`` checks
+the endpoint sees the same attributes with and without it.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ from openinference.semconv.trace import (
     ToolCallAttributes,
 )
 
-from otel_basic import runtime
+from otel_basic import active
 
 _log = logging.getLogger("otel_basic")
 
@@ -233,7 +233,7 @@ def fix(span: Any) -> None:
 
 
 def _stream_usage_wanted() -> bool:
-    telemetry = runtime.current()
+    telemetry = active.telemetry()
     return telemetry is not None and telemetry.enabled and telemetry.settings.stream_usage
 
 

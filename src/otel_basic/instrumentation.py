@@ -124,12 +124,6 @@ def instrument(provider: TracerProvider, *, fast_path: bool = True) -> Any:
         _instrumentor = inst
     if fast_path:
         enable_fast_path()
-    from otel_basic import genai, step_flush
-    from otel_basic.workflows import install_io_handler
-
-    install_io_handler()
-    genai.install()  # one right generation per LLM call (see otel_basic.genai)
-    step_flush.install()  # after OpenInference's handler: steps flush as they end
     return inst
 
 
@@ -138,8 +132,4 @@ def uninstrument() -> None:
     with _lock:
         if _instrumentor is not None and _instrumentor.is_instrumented_by_opentelemetry:
             _instrumentor.uninstrument()
-            from otel_basic import genai, step_flush
-
-            genai.uninstall()
-            step_flush.uninstall()
         _instrumentor = None

@@ -39,7 +39,7 @@ from opentelemetry.context import Context as OtelContext
 from opentelemetry.trace import SpanContext, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from otel_basic import runtime
+from otel_basic import active
 from otel_basic.propagation import context_from_carrier, span_context_of, traceparent_of
 from otel_basic.workflows import trace_attributes
 
@@ -237,7 +237,7 @@ async def wait_ended(
 
 
 def _tracer() -> trace.Tracer:
-    telemetry = runtime.current()
+    telemetry = active.telemetry()
     if telemetry is not None and telemetry.enabled:
         return telemetry.tracer(TRACER_NAME)
     return trace.get_tracer(TRACER_NAME)

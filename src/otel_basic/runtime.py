@@ -23,7 +23,17 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
-from otel_basic import global_provider, instrumentation, lifecycle, log_bridge
+from otel_basic import (
+    active,
+    fast_io,
+    genai,
+    global_provider,
+    instrumentation,
+    lifecycle,
+    log_bridge,
+    step_flush,
+    workflows,
+)
 from otel_basic import langfuse as _langfuse
 from otel_basic.flush import DISABLED_REPORT, Flusher, FlushReport
 from otel_basic.pipeline import Pipeline, build_pipeline
@@ -75,6 +85,10 @@ class Telemetry:
             _log.info("otel-basic: the host set its own tracer provider; LlamaIndex spans use otel-basic's")
         self.langfuse = _langfuse.create_client(settings, provider)
         self.instrumentor = instrumentation.instrument(provider)
+        workflows.install_io_handler()  # clean run/step input and output (before OpenInference ends spans)
+        fast_io.install()  # skip OpenInference's JSON of the inputs the IO handler replaces
+        genai.install()  # one right generation per LLM call
+        step_flush.install()  # after OpenInference's handler: every workflow's steps flush as they end
         if settings.log_level is not None:
             self._log_handler = log_bridge.install(
                 provider.get_tracer("otel_basic.logging"), settings.log_level, trace_level=settings.log_trace_level
@@ -160,6 +174,9 @@ class Telemetry:
         self._shutdown = True
         if self._log_handler is not None:
             log_bridge.uninstall(self._log_handler)
+        genai.uninstall()
+        step_flush.uninstall()
+        fast_io.uninstall()
         instrumentation.uninstrument()
         _langfuse.release_client(self.settings)
         global_provider.release_global(self.pipeline.provider)
@@ -219,6 +236,7 @@ def configure(**overrides: Any) -> Telemetry:
                 telemetry.shutdown()
                 telemetry = Telemetry(Settings(route="disabled", reason=reason), error=reason)
         _current, _current_args = telemetry, dict(overrides)
+        active.activate(telemetry)
         if telemetry.enabled:
             lifecycle.install(current, telemetry.settings.install_signal_handlers)
         return telemetry
@@ -247,3 +265,4 @@ def reset() -> None:
         if _current is not None:
             _current.shutdown(timeout=2.0)
         _current, _current_args = None, None
+        active.activate(None)

@@ -28,7 +28,7 @@ from typing import Literal
 
 from opentelemetry import trace
 
-from otel_basic import runtime
+from otel_basic import active
 
 __all__ = ["SCORE_EVENT", "ScoreDataType", "score_current_trace"]
 
@@ -54,7 +54,7 @@ def score_current_trace(
     for Langfuse (sent by the next flush). Never raises.
     """
     try:
-        telemetry = runtime.current()
+        telemetry = active.telemetry()
         if telemetry is None or not telemetry.enabled:
             return False
         span = trace.get_current_span()

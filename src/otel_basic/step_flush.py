@@ -24,7 +24,7 @@ from llama_index_instrumentation import get_dispatcher
 from llama_index_instrumentation.span.base import BaseSpan
 from llama_index_instrumentation.span_handlers.base import BaseSpanHandler
 
-from otel_basic import runtime
+from otel_basic import active
 
 _log = logging.getLogger("otel_basic")
 
@@ -75,7 +75,7 @@ class StepFlushSpanHandler(BaseSpanHandler[BaseSpan]):
             if id_ not in self._steps:
                 return
             self._steps.discard(id_)
-        telemetry = runtime.current()
+        telemetry = active.telemetry()
         if telemetry is not None and telemetry.enabled and telemetry.settings.step_flush != "off":
             telemetry.kick()
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from otel_basic import runtime, step_flush
+from otel_basic import active, step_flush
 
 _log = logging.getLogger("otel_basic")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover
 
 
 async def _step_finished(span: trace.Span) -> None:
-    telemetry = runtime.current()
+    telemetry = active.telemetry()
     if telemetry is None or not telemetry.enabled or telemetry.processor is None:
         return
     mode = telemetry.settings.step_flush
@@ -373,7 +373,7 @@ async def run_with_flush(
             handler = workflow.run(*args, **kwargs)
         return await handler
     finally:
-        telemetry = runtime.current()
+        telemetry = active.telemetry()
         if telemetry is not None and telemetry.enabled:
             report = await telemetry.aflush(flush_timeout)
             if not report:
