@@ -126,6 +126,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         max_force_flush=settings.flush_timeout,
         workers=settings.export_workers,
         idle_interval=settings.spool_retry_interval,
+        linger=settings.export_linger,
     )
     provider = TracerProvider(
         resource=resource,

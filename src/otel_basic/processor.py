@@ -7,8 +7,11 @@ blocking. This one keeps the same batching idea with what "nothing lost, nothing
 
 * every span gets a sequence number; a flush waits until all spans enqueued before it are *done*
   (their batch has a :class:`~otel_basic.road.Tally`), or until its deadline, and reports which;
-* :meth:`kick` wakes the workers without waiting (per-step flush); at most ``workers`` exports are
-  in flight, so a step that ends while one export waits for a slow endpoint is sent by another;
+* :meth:`kick` asks for an export without waiting (per-step flush). Kicks *linger*: the export
+  starts ``linger`` seconds after the first kick, so the steps that end meanwhile share one
+  request (one request per step end was the largest CPU cost we added); a flush, a full batch or
+  the exit do not linger. At most ``workers`` exports are in flight, so a step that ends while one
+  export waits for a slow endpoint is sent by another;
 * a full queue hands the oldest batch to the road's spool entrance (masked first, like every
   span), or, by choice, blocks the caller for a bounded time or drops; every span is counted.
 
@@ -55,7 +58,8 @@ class _State:
     drained: dict[int, list[str]] = field(default_factory=dict)  # first seq -> spool files (exit drain)
     waiters: list[_Waiter] = field(default_factory=list)
     enqueued: int = 0
-    kicked: bool = False
+    kicked: bool = False  # export now (a flush waits, a batch is full)
+    linger_until: float | None = None  # export at this time (a kick: coalesce what ends meanwhile)
     shutdown: bool = False
 
 
@@ -74,10 +78,12 @@ class DeliveryProcessor(SpanProcessor):
         max_force_flush: float = 5.0,
         workers: int = 2,
         idle_interval: float = 5.0,
+        linger: float = 0.015,
     ) -> None:
         self.road = road
         self.ledger = ledger
         self._delay = schedule_delay
+        self._linger = max(0.0, linger)
         self._max_queue = max_queue_size
         self._batch = max_export_batch_size
         self._export_timeout = export_timeout
@@ -150,8 +156,7 @@ class DeliveryProcessor(SpanProcessor):
             self.ledger.created()
             state.queue.append((state.enqueued, span))
             if kick:
-                state.kicked = True
-                self._cond.notify_all()
+                self._linger_locked()
             elif len(state.queue) == 1:  # the worker sleeps while the queue is empty: start its timer
                 self._cond.notify_all()
             elif len(state.queue) >= self._batch and not state.kicked:
@@ -172,11 +177,17 @@ class DeliveryProcessor(SpanProcessor):
     # --- flushing ----------------------------------------------------------------------------
 
     def kick(self) -> None:
-        """Start exporting everything queued now, without waiting (coalesces with other kicks)."""
+        """Export what is queued soon (after the linger), without waiting; kicks coalesce."""
         with self._cond:
-            if self._state.queue and not self._state.kicked:
-                self._state.kicked = True
-                self._cond.notify_all()
+            if self._state.queue:
+                self._linger_locked()
+
+    def _linger_locked(self) -> None:
+        state = self._state
+        if state.kicked or state.linger_until is not None:
+            return  # an export is already due: this kick rides along
+        state.linger_until = time.monotonic() + self._linger
+        self._cond.notify_all()
 
     def _done_through(self) -> int:
         state = self._state
@@ -274,12 +285,14 @@ class DeliveryProcessor(SpanProcessor):
             state = self._state
             timer_end = time.monotonic() + self._delay
             while True:
-                if state.queue and (state.kicked or state.shutdown or time.monotonic() >= timer_end):
+                due = timer_end if state.linger_until is None else min(timer_end, state.linger_until)
+                if state.queue and (state.kicked or state.shutdown or time.monotonic() >= due):
                     break
                 if state.shutdown:
                     return None
                 if not state.queue:
                     state.kicked = False
+                    state.linger_until = None
                     if index != 0 or self.road.spool is None:
                         self._cond.wait()
                     elif not self._cond.wait(self._idle_interval) and not state.queue and not state.shutdown:
@@ -290,12 +303,13 @@ class DeliveryProcessor(SpanProcessor):
                             self._cond.acquire()
                     timer_end = time.monotonic() + self._delay
                     continue
-                self._cond.wait(max(0.0, timer_end - time.monotonic()))
+                self._cond.wait(max(0.0, due - time.monotonic()))
             count = min(self._batch, len(state.queue))
             batch = [state.queue.popleft() for _ in range(count)]
             state.inflight[batch[0][0]] = [span for _, span in batch]
             if not state.queue:
                 state.kicked = False
+                state.linger_until = None
             return batch
 
     def _export_deadline(self) -> float:

@@ -200,6 +200,7 @@ class Settings:
     batch_export_timeout: float = 30.0
     overflow: Overflow = "spool"
     export_workers: int = 2
+    export_linger: float = 0.015
     # sampling and span limits (the SDK's own variables, parsed here so a change rebuilds)
     traces_sampler: str = "parentbased_always_on"
     traces_sampler_arg: float = 1.0
@@ -670,6 +671,10 @@ TABLE: tuple[Row, ...] = (
         "delivery of the step's child spans, off the event loop, for at most `OTEL_BASIC_FLUSH_TIMEOUT`; "
         "`off` leaves it to the batch timer and the final flush.",
         _choice("background", "wait", "off"), group="otel-basic"),
+    Row(("OTEL_BASIC_EXPORT_LINGER_MS",), "export_linger", "duration", _MS, "0 – 1000", "`15`",
+        "A step's end starts an export this long after it, so the steps that end meanwhile share one request "
+        "(a flush, a full batch and the exit never wait for it). `0`: one request per step end.",
+        _number(0, 1000, scale=0.001), group="otel-basic"),
     Row(("OTEL_BASIC_EXPORT_WORKERS",), "export_workers", "int", "", "1 – 16", "`2`",
         "Exports in flight at once.", _number(1, 16, integer=True), group="otel-basic"),
     Row(("OTEL_BASIC_OVERFLOW",), "overflow", "enum", "", "spool, block, drop", "`spool`",
