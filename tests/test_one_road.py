@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.trace import Status, StatusCode
 
 import otel_basic
@@ -74,8 +76,29 @@ def _assert_nothing_planted(receiver: LangfuseReceiver, spool_root: Path) -> Non
             assert value.encode() not in blob, f"planted {value!r} found on the wire or on disk"
 
 
-@pytest.mark.parametrize("seed", range(int(os.environ.get("ROAD_SEEDS", "6"))))
+SEEDS = [(seed, False) for seed in range(int(os.environ.get("ROAD_SEEDS", "6")))] + [(100, True), (101, True)]
+
+
+@pytest.mark.parametrize(("seed", "host_instruments_http"), SEEDS)
 def test_random_fault_sequences_keep_every_promise(
+    seed: int,
+    host_instruments_http: bool,
+    langfuse_env: LangfuseReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # With a host that traces httpx and requests, our sends must stay invisible (no POST spans).
+    instrumentors = [HTTPXClientInstrumentor(), RequestsInstrumentor()] if host_instruments_http else []
+    for instrumentor in instrumentors:
+        instrumentor.instrument()
+    try:
+        _random_sequence(seed, langfuse_env, monkeypatch, tmp_path)
+    finally:
+        for instrumentor in instrumentors:
+            instrumentor.uninstrument()
+
+
+def _random_sequence(
     seed: int, langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     rng = random.Random(seed)
