@@ -122,8 +122,8 @@ def test_replay_sends_the_spool_exactly_once() -> None:
     with LangfuseReceiver() as receiver:
         env = subprocess_env(**receiver.env())
         spool = _spool(env)
-        spool.write(encode(_spans(["a-0", "a-1"])).message.SerializeToString(), 2)
-        spool.write(encode(_spans(["b-0", "b-1", "b-2"])).message.SerializeToString(), 3)
+        spool.write(encode(_spans(["a-0", "a-1"])).message.SerializeToString(), 2, "detectors")
+        spool.write(encode(_spans(["b-0", "b-1", "b-2"])).message.SerializeToString(), 3, "detectors")
 
         proc = _run("replay", env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -142,7 +142,7 @@ def test_replay_keeps_the_spool_when_the_endpoint_is_down() -> None:
         env = subprocess_env(**receiver.env(), OTEL_EXPORTER_OTLP_TIMEOUT="1000")
     # the receiver is stopped now: connection refused
     spool = _spool(env)
-    spool.write(encode(_spans(["c-0"])).message.SerializeToString(), 1)
+    spool.write(encode(_spans(["c-0"])).message.SerializeToString(), 1, "detectors")
     proc = _run("replay", env=env)
     assert proc.returncode == 1
     assert "1 batch, 1 span" in proc.stdout  # remaining
@@ -153,7 +153,8 @@ def test_replay_rejected_after_the_fix() -> None:
     with LangfuseReceiver() as receiver:
         env = subprocess_env(**receiver.env())
         spool = _spool(env)
-        spool.reject(encode(_spans(["r-0", "r-1"])).message.SerializeToString(), 2, "HTTP 401 from the endpoint")
+        request = encode(_spans(["r-0", "r-1"])).message.SerializeToString()
+        spool.reject(request, 2, "HTTP 401 from the endpoint", "detectors")
 
         plain = _run("replay", env=env)
         assert plain.returncode == 0
@@ -258,7 +259,7 @@ def test_replay_output_never_shows_credentials_in_the_endpoint_url() -> None:
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://user:{password}@127.0.0.1:{port}", OTEL_EXPORTER_OTLP_TIMEOUT="1000"
     )
     spool = _spool(env)
-    spool.write(encode(_spans(["d-0"])).message.SerializeToString(), 1)
+    spool.write(encode(_spans(["d-0"])).message.SerializeToString(), 1, "detectors")
     proc = _run("replay", env=env)
     assert proc.returncode == 1
     assert password not in proc.stdout + proc.stderr

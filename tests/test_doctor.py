@@ -203,8 +203,8 @@ def test_healthy_setup_sends_the_canary(receiver: LangfuseReceiver, base_env: di
 def test_waiting_spool_is_reported(receiver: LangfuseReceiver, base_env: dict[str, str]) -> None:
     env = {**base_env, **receiver.env()}
     spool = _spool_for(env)
-    spool.write(encode(_spans(3)).message.SerializeToString(), 3)
-    spool.write(encode(_spans(2)).message.SerializeToString(), 2)
+    spool.write(encode(_spans(3)).message.SerializeToString(), 3, "detectors")
+    spool.write(encode(_spans(2)).message.SerializeToString(), 2, "detectors")
     report = run_doctor(env)
     assert report.line == "5 spans are waiting in the spool: run `otel-basic replay`"
     assert report.spool is not None
@@ -217,8 +217,8 @@ def test_rejected_spool_is_reported_with_its_reason(
 ) -> None:
     env = {**base_env, **receiver.env()}
     spool = _spool_for(env)
-    spool.write(encode(_spans(1)).message.SerializeToString(), 1)
-    spool.reject(encode(_spans(4)).message.SerializeToString(), 4, "HTTP 400 from the endpoint: bad span")
+    spool.write(encode(_spans(1)).message.SerializeToString(), 1, "detectors")
+    spool.reject(encode(_spans(4)).message.SerializeToString(), 4, "HTTP 400 from the endpoint: bad span", "detectors")
     report = run_doctor(env)
     assert report.line == (
         "4 spans were rejected (HTTP 400 from the endpoint: bad span): fix it, then run "

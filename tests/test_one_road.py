@@ -268,3 +268,24 @@ def test_doctor_is_not_healthy_behind_a_login_page(langfuse_env: LangfuseReceive
     report = run_doctor(langfuse_env.env())
     canary = next(c for c in report.checks if c.name == "canary")
     assert canary.ok is False and "not an OTLP answer" in canary.detail, canary
+
+
+def test_a_process_that_masks_more_never_replays_batches_masked_less(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BASIC_MASK", "off")
+    otel_basic.configure()
+    langfuse_env.stop()
+    _spans("weak", 3, set())
+    otel_basic.shutdown(timeout=0.5)  # spooled with masking off: raw values on disk, by the user's choice
+    langfuse_env.start()
+    monkeypatch.setenv("OTEL_BASIC_MASK", "detectors")  # the next start promises masking
+    otel_basic.configure()
+    report = otel_basic.flush(timeout=5)
+    assert not report and report.rejected == 3 and "OTEL_BASIC_MASK=off" in (report.error or ""), report.summary()
+    _assert_nothing_planted(langfuse_env, Path(os.environ["OTEL_BASIC_SPOOL_DIR"]) / "__none__")
+    assert langfuse_env.spans == []
+    monkeypatch.setenv("OTEL_BASIC_MASK", "hide")  # masking more than the batches: they are fine to send
+    otel_basic.configure()
+    _spans("strong", 2, set())
+    assert otel_basic.flush(timeout=5)

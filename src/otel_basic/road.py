@@ -40,7 +40,7 @@ from opentelemetry.util.types import AnyValue
 
 from otel_basic.langfuse_fields import langfuse_visible
 from otel_basic.limits import Limiter
-from otel_basic.spool import ClaimedBatch, Spool
+from otel_basic.spool import MASK_LEVELS, ClaimedBatch, Spool
 
 _log = logging.getLogger("otel_basic")
 
@@ -150,6 +150,9 @@ class Transport(Protocol):
 
 
 class SpanMasker(Protocol):
+    @property
+    def level(self) -> str: ...
+
     def mask_span(self, span: ReadableSpan) -> ReadableSpan: ...
 
     def mask_attributes(self, attrs: Mapping[str, AnyValue] | None) -> dict[str, AnyValue]: ...
@@ -164,6 +167,10 @@ class Prepare:
 
     masker: SpanMasker | None
     limiter: Limiter
+
+    @property
+    def mask_level(self) -> str:
+        return self.masker.level if self.masker is not None else "off"
 
     def __call__(self, spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
         return [self.one(span) for span in spans]
@@ -405,7 +412,7 @@ class Road:
     def _to_spool(self, batch: Batch) -> Tally:
         if self.spool is None:
             return Tally(dropped=batch.spans, reasons=["no spool to keep undelivered spans"])
-        written = self.spool.write(_serialize(batch), batch.spans)
+        written = self.spool.write(_serialize(batch), batch.spans, self.prepare.mask_level)
         if not written.ok:
             return Tally(dropped=batch.spans, reasons=[written.reason or "spool write failed"])
         tally = Tally(spooled=batch.spans, files=[written.name] if written.name else [])
@@ -414,7 +421,8 @@ class Road:
         return tally
 
     def _to_rejected(self, batch: Batch, reason: str) -> Tally:
-        name = self.spool.reject(_serialize(batch), batch.spans, reason) if self.spool is not None else None
+        spool = self.spool
+        name = spool.reject(_serialize(batch), batch.spans, reason, self.prepare.mask_level) if spool else None
         if name is not None:
             return Tally(rejected=batch.spans, reasons=[reason], files=[name])
         return Tally(dropped=batch.spans, reasons=[reason])
@@ -425,6 +433,13 @@ class Road:
     def _replay_one(self, claimed: ClaimedBatch, deadline: float | None) -> tuple[Tally, bool]:
         """One spooled batch through stages 3 → 5. Returns its tally and whether the endpoint still
         fails (retryable), so the replay stops instead of hammering it."""
+        if MASK_LEVELS.index(claimed.mask_level) < MASK_LEVELS.index(self.prepare.mask_level):
+            why = (
+                f"masked at OTEL_BASIC_MASK={claimed.mask_level}, less than this process's "
+                f"{self.prepare.mask_level}: not sent (`otel-basic replay --rejected` with that level sends it)"
+            )
+            claimed.reject(why)  # never sent automatically: the process now promises more masking
+            return Tally(rejected=claimed.spans, reasons=[why]), False
         try:
             message = ExportTraceServiceRequest.FromString(claimed.data)
         except Exception:

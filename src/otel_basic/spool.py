@@ -2,7 +2,9 @@
 
 Layout: ``{root}/{destination}/`` where ``destination`` is a hash of the endpoint and public key
 (no secret in any file name), holding one file per batch: a serialized OTLP
-``ExportTraceServiceRequest`` named ``{time_ns}-{pid}-{seq}-n{spans}.otlp``. Spans the endpoint
+``ExportTraceServiceRequest`` named ``{time_ns}-{pid}-{seq}-{mask level}-n{spans}.otlp``. The masking
+level a batch was prepared with is in its name, so a process configured to mask more never sends a
+batch that was masked less (see :meth:`ClaimedBatch.mask_level`). Spans the endpoint
 rejected for good (400, 401/403, a redirect, 413 after splitting) go to ``rejected/`` beside a
 ``.reason`` file, are never retried automatically, and ``otel-basic doctor`` reports them.
 
@@ -75,6 +77,7 @@ class ClaimedBatch:
         self._claimed = claimed
         self.data = data
         self.spans = _span_count(original)
+        self.mask_level = mask_level_of(original)
 
     def done(self) -> None:
         """Delivered (or settled elsewhere): remove it."""
@@ -89,8 +92,17 @@ class ClaimedBatch:
             _log.debug("could not put back %s", self._original.name, exc_info=True)
 
     def reject(self, reason: str) -> None:
-        self._spool.reject(self.data, self.spans, reason)
+        self._spool.reject(self.data, self.spans, reason, self.mask_level)
         self.done()
+
+
+MASK_LEVELS = ("off", "detectors", "hide")
+
+
+def mask_level_of(path: Path) -> str:
+    """The masking level in a batch's name; "off" when the name has none (assume the weakest)."""
+    parts = path.name.split(_SUFFIX)[0].split("-")
+    return parts[3] if len(parts) >= 5 and parts[3] in MASK_LEVELS else "off"
 
 
 def _span_count(path: Path) -> int:
@@ -135,14 +147,14 @@ class Spool:
         os.replace(tmp, final)
         return final
 
-    def _name(self, spans: int) -> str:
-        return f"{time.time_ns()}-{os.getpid()}-{next(_seq)}-n{spans}{_SUFFIX}"
+    def _name(self, spans: int, mask_level: str) -> str:
+        return f"{time.time_ns()}-{os.getpid()}-{next(_seq)}-{mask_level}-n{spans}{_SUFFIX}"
 
-    def write(self, request: bytes, spans: int) -> WriteResult:
-        """Keep one batch, evicting the oldest batches beyond the size cap."""
+    def write(self, request: bytes, spans: int, mask_level: str) -> WriteResult:
+        """Keep one batch (masked at ``mask_level``), evicting the oldest batches beyond the size cap."""
         try:
             with self._lock:
-                path = self._write_file(self.dir, self._name(spans), request)
+                path = self._write_file(self.dir, self._name(spans, mask_level), request)
                 self.spooled += spans
                 evicted = self._evict()
             return WriteResult(True, evicted, name=path.name)
@@ -152,12 +164,12 @@ class Spool:
             _log.warning("otel-basic: %s (%s)", reason, self.dir)
             return WriteResult(False, 0, reason)
 
-    def reject(self, request: bytes, spans: int, reason: str) -> str | None:
+    def reject(self, request: bytes, spans: int, reason: str, mask_level: str) -> str | None:
         """Keep a batch the endpoint refused for good, with the reason, out of the replay path.
         Returns its name relative to the spool directory, or None if the disk refused."""
         try:
             with self._lock:
-                path = self._write_file(self.rejected_dir, self._name(spans), request)
+                path = self._write_file(self.rejected_dir, self._name(spans, mask_level), request)
                 self._write_file(
                     self.rejected_dir, path.name + ".reason", json.dumps({"reason": reason}).encode()
                 )
