@@ -10,6 +10,7 @@ from opentelemetry.sdk.resources import TELEMETRY_SDK_LANGUAGE, TELEMETRY_SDK_NA
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.version import __version__ as _sdk_version
 
+from otel_basic.context_attributes import ContextAttributes
 from otel_basic.ledger import Ledger
 from otel_basic.limits import Limiter
 from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker, derive_salt
@@ -134,5 +135,6 @@ def build_pipeline(settings: Settings) -> Pipeline:
         sampler=settings.sampler(),
         span_limits=settings.span_limits(),
     )
+    provider.add_span_processor(ContextAttributes())  # the run's session/user/tags on every span
     provider.add_span_processor(processor)
     return Pipeline(provider, processor, road, ledger)
