@@ -117,6 +117,19 @@ async def test_streamed_generation_spans_the_http_exchange_and_has_time_to_first
     assert gen.completion_start_time < gen.end_time
 
 
+async def test_a_stream_the_app_stops_reading_is_not_an_error(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    with OpenAICompatServer(first_token_delay=0.05, chunk_delay=0.05) as server:
+        stream = await _llm(server).astream_chat(MESSAGES)
+        async for _ in stream:
+            break  # the user pressed "stop"
+        await stream.aclose()
+    [gen] = _generations(_view(langfuse_env))
+    assert gen.level == "DEFAULT", gen.status_message
+    assert gen.status_message == "stream closed by the consumer before its end"
+
+
 async def test_server_without_stream_usage_gets_no_invented_usage(
     telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
 ) -> None:

@@ -308,6 +308,11 @@ def install() -> None:
             _originals["_Span.end"] = original_end
 
             def end(self: Any, exception: BaseException | None = None) -> None:
+                if isinstance(exception, GeneratorExit) and self._active:
+                    # The app stopped reading a stream (``aclose()``, ``break``): not an error; what
+                    # arrived (output, usage) is kept and the observation says why it is short.
+                    self["langfuse.observation.status_message"] = "stream closed by the consumer before its end"
+                    exception = None
                 if self._active:
                     fix(self)
                 original_end(self, exception)

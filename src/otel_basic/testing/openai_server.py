@@ -308,14 +308,17 @@ class OpenAICompatServer:
                 self.end_headers()
                 self.close_connection = True
                 time.sleep(server.first_token_delay)
-                for i, payload in enumerate(server._chunks(body, reply)):
-                    if i and server.chunk_delay:
-                        time.sleep(server.chunk_delay)
-                    self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+                try:
+                    for i, payload in enumerate(server._chunks(body, reply)):
+                        if i and server.chunk_delay:
+                            time.sleep(server.chunk_delay)
+                        self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+                        self.wfile.flush()
+                    server._exchanged(received)
+                    self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
-                server._exchanged(received)
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the client stopped reading the stream: as a real server, just stop
 
         return Handler
 
