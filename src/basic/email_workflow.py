@@ -562,6 +562,7 @@ class EmailWorkflow(TracedWorkflow):
     async def _post(self, span: Span, url: str, result: EmailResult) -> tuple[Delivery, Exception | None]:
         payload = result.model_dump(mode="json", exclude={"delivery"})
         # traceparent of the delivery span (current here): the receiving service can join the trace.
+        # Nothing else of the context (no tracestate, no baggage): the URL may point anywhere.
         headers = inject_headers({"Idempotency-Key": uuid.uuid4().hex, "User-Agent": "otel-basic-email-workflow"})
         safe = _safe_url(url)
         error: Exception | None = None

@@ -10,6 +10,12 @@ connections and waits up to ``--grace`` seconds for in-flight requests; runs sta
 the telemetry is flushed (and what could not be delivered is spooled) under one deadline, and the
 process exits 0. The atexit flush of ``otel_basic`` stays as the fallback for other exits.
 
+Trust boundary: a request's ``traceparent`` is followed (``BASIC_SERVER_TRUST_TRACEPARENT=true``, the
+default), so a caller that knows a trace id can attach a run to that trace, and the run sets the
+trace's name, input and output. Behind a proxy that does not strip it from untrusted clients, set
+``BASIC_SERVER_TRUST_TRACEPARENT=false`` (``--trust-traceparent false``): every run starts its own trace.
+A caller's baggage never reaches the run's context; only session/user ids are read from it.
+
 Bad ``email_data`` (or callback) is answered with 400 and the problems by field, before any run
 starts: WorkflowServer itself reports a run that failed in its first step as a 500.
 """
@@ -304,7 +310,7 @@ class _StopSignals:
 
 
 def _build(
-    grace: float, hello: Workflow | None = None, email: Workflow | None = None
+    grace: float, hello: Workflow | None = None, email: Workflow | None = None, *, trust_traceparent: bool = True
 ) -> tuple[WorkflowServer, GracePeriod]:
     store = MemoryWorkflowStore()
     server = WorkflowServer(workflow_store=store)
@@ -313,7 +319,8 @@ def _build(
     period = GracePeriod(grace)
     server.app.add_middleware(RejectInvalidInput, validators={"email": check_email_start})
     server.app.add_middleware(FinishRunsBeforeStop, store=store, grace=period)
-    server.app.add_middleware(TraceContextMiddleware)  # outermost: the caller's trace for everything inside
+    # outermost: the caller's trace for everything inside
+    server.app.add_middleware(TraceContextMiddleware, trust_traceparent=trust_traceparent)
     return server, period
 
 
@@ -349,27 +356,37 @@ def create_app() -> ASGIApp:
     """The ASGI app for another server's workers: ``gunicorn 'basic.server:create_app()' -k
     uvicorn_worker.UvicornWorker -w N``. Each worker process imports this module, so it configures
     its own telemetry; runs get ``BASIC_SERVER_GRACE`` seconds to finish at shutdown, then the
-    telemetry is flushed (:class:`FlushWhenLifespanEnds`)."""
+    telemetry is flushed (:class:`FlushWhenLifespanEnds`). ``BASIC_SERVER_TRUST_TRACEPARENT``
+    applies as for ``python -m basic.server``."""
     try:
         grace = _seconds(os.environ.get("BASIC_SERVER_GRACE") or str(DEFAULT_GRACE))
     except argparse.ArgumentTypeError as exc:
         raise ValueError(f"BASIC_SERVER_GRACE: {exc}") from None
-    server = build_server(grace)
+    try:
+        trust = _boolean(os.environ.get("BASIC_SERVER_TRUST_TRACEPARENT") or "true")
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"BASIC_SERVER_TRUST_TRACEPARENT: {exc}") from None
+    server = build_server(grace, trust_traceparent=trust)
     app: ASGIApp = FlushWhenLifespanEnds(server.app)
     return app
 
 
 def build_server(
-    grace: float = DEFAULT_GRACE, *, hello: Workflow | None = None, email: Workflow | None = None
+    grace: float = DEFAULT_GRACE,
+    *,
+    hello: Workflow | None = None,
+    email: Workflow | None = None,
+    trust_traceparent: bool = True,
 ) -> WorkflowServer:
     """A WorkflowServer with ``hello`` and ``email``; ``server.app`` also answers bad input with 400
     and lets running runs finish (up to ``grace`` seconds) before its lifespan stops.
+    ``trust_traceparent=False``: runs never join the trace a request's ``traceparent`` names.
 
     Defaults to the module-level workflow instances. WorkflowServer renames a workflow to its
     route name and refuses to once that instance has run, so a process that already ran them
     (tests, an embedding app) passes fresh instances.
     """
-    return _build(grace, hello, email)[0]
+    return _build(grace, hello, email, trust_traceparent=trust_traceparent)[0]
 
 
 def _listening_url(server: uvicorn.Server) -> str:
@@ -397,13 +414,14 @@ async def _serve(
     signals: _StopSignals | None = None,
     sockets: list[socket.socket] | None = None,
     ready: Callable[[str], None] = _print_ready,
+    trust_traceparent: bool = True,
 ) -> bool:
     """Serve until stopped (SIGTERM / SIGINT); return False if the server could not start.
 
     The telemetry is not flushed here: ``main`` does it once the event loop is gone, so spans that
     cancelled tasks end while the loop closes are delivered too.
     """
-    app, period = _build(grace)
+    app, period = _build(grace, trust_traceparent=trust_traceparent)
     config = uvicorn.Config(
         app.app,
         host=host,
@@ -465,6 +483,15 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def _workers(value: str) -> int:
     try:
         return workers.worker_count(value)
@@ -502,6 +529,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=env.get("BASIC_SERVER_WORKERS") or "1",
         help="worker processes sharing the port, each with its own telemetry pipeline "
         "(env BASIC_SERVER_WORKERS, default 1, at most 64)",
+    )
+    parser.add_argument(
+        "--trust-traceparent",
+        type=_boolean,
+        default=env.get("BASIC_SERVER_TRUST_TRACEPARENT") or "true",
+        metavar="{true,false}",
+        help="continue the trace a request's traceparent names (env BASIC_SERVER_TRUST_TRACEPARENT, "
+        "default true); false: every run starts its own trace",
     )
     parser.add_argument(
         "--log-level",
@@ -563,6 +598,7 @@ def _serve_until_stopped(
                 signals=signals,
                 sockets=sockets,
                 ready=ready,
+                trust_traceparent=args.trust_traceparent,
             )
         )
     finally:

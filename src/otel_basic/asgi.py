@@ -1,14 +1,21 @@
 """ASGI middleware: a workflow run started by a request continues the caller's trace and says which.
 
-* In: the request's ``traceparent``/``tracestate``/``baggage`` (through OpenTelemetry's global
-  propagator) become the current context while the app handles the request, so the run span is a
-  child of the caller's span; without a valid ``traceparent`` the run starts a new trace. Session
-  and user named in the baggage become run attributes; a value the workflow derives itself
-  (the email workflow's thread and sender) wins over them.
-* Out: when the request started a run, the response carries ``traceresponse`` (W3C Trace Context
-  Level 2: the run span's trace id and span id), ``X-Trace-Id``, and, on the Langfuse route,
-  ``X-Langfuse-Trace-Url`` (``{LANGFUSE_BASE_URL}/trace/{id}``, which Langfuse redirects to the
-  trace page of the project that holds it; no API call is made on the request path).
+* In: the request's ``traceparent`` (read through OpenTelemetry's global propagator) becomes the
+  parent of what the app runs while it handles the request, so the run span is a child of the
+  caller's span; without a valid ``traceparent`` the run starts a new trace. Nothing else of the
+  caller's context is attached: not its baggage (the Langfuse SDK's span processor would stamp
+  ``langfuse_*`` entries, e.g. environment, tags, metadata, trace name, on every span), not its
+  ``tracestate``. Session and user named in the baggage (``session.id``/``user.id``,
+  ``langfuse_session_id``/``langfuse_user_id``, validated) become run attributes; a value the
+  workflow derives itself (the email workflow's thread and sender) wins over them.
+  ``trust_traceparent=False`` ignores the caller's ``traceparent`` too: every run starts its own
+  trace (for callers that must not attach runs to, and rename, traces of their choosing).
+* Out: when the request started a recorded (sampled) run, the response carries ``traceresponse``
+  (W3C Trace Context Level 2: the run span's trace id and span id), ``X-Trace-Id``, and, on the
+  Langfuse route, ``X-Langfuse-Trace-Url`` (``{LANGFUSE_BASE_URL}/trace/{id}``, which Langfuse
+  redirects to the trace page of the project that holds it; no API call is made on the request
+  path). A run that is not recorded (the caller's sampled flag was off) gets only ``traceresponse``,
+  whose flags say so: no id or link of a trace that will never exist.
 
 There is no span for the HTTP request itself: the run span stays the first span of this service
 in the trace, so Langfuse's trace name, input and output are the run's (see
@@ -80,20 +87,26 @@ class TraceContextMiddleware:
         app: ASGIApp,
         trace_url: Callable[[str], str | None] = langfuse_trace_url,
         starts_run: Callable[[Scope], bool] = lambda scope: scope["path"].rstrip("/").endswith("/run-nowait"),
+        *,
+        trust_traceparent: bool = True,
     ) -> None:
         """``starts_run(scope)``: requests that answer before their run's first span exists (the run
         task has not been scheduled yet); their response waits up to :data:`RUN_SPAN_WAIT` seconds
-        for it. Default: WorkflowServer's ``/run-nowait``."""
+        for it. Default: WorkflowServer's ``/run-nowait``.
+
+        ``trust_traceparent``: continue the caller's trace (default). False: every run starts a new
+        trace, whatever ``traceparent`` the request carries."""
         self.app = app
         self.trace_url = trace_url
         self.starts_run = starts_run
+        self.trust_traceparent = trust_traceparent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         try:
-            caller = extract_headers(scope.get("headers") or [])
+            caller = extract_headers(scope.get("headers") or [], trust_traceparent=self.trust_traceparent)
         except Exception:  # a header we cannot read is a request without a trace, never an error
             _log.debug("could not read the request's trace headers", exc_info=True)
             caller = CallerContext(Context())
@@ -117,11 +130,11 @@ class TraceContextMiddleware:
             context_api.detach(token)
 
     def _headers(self, run: SpanContext) -> list[tuple[bytes, bytes]]:
+        headers = [(TRACERESPONSE_HEADER.encode(), traceresponse(run).encode())]
+        if not run.trace_flags.sampled:  # not recorded: no trace to name or link to
+            return headers
         trace_id = f"{run.trace_id:032x}"
-        headers = [
-            (TRACERESPONSE_HEADER.encode(), traceresponse(run).encode()),
-            (TRACE_ID_HEADER.encode(), trace_id.encode()),
-        ]
+        headers.append((TRACE_ID_HEADER.encode(), trace_id.encode()))
         try:
             url = self.trace_url(trace_id)
         except Exception:  # a link is a convenience: never fail the response for it

@@ -8,7 +8,15 @@ goes through OpenTelemetry's propagators (``opentelemetry.propagate``, which hon
 Session and user from baggage: a caller may name the session and user of the work it asks for.
 Two spellings are read: the semantic-convention keys ``session.id`` / ``user.id``, and Langfuse's
 own ``langfuse_session_id`` / ``langfuse_user_id`` (what ``propagate_attributes(as_baggage=True)``
-of the Langfuse SDK sends). Values longer than :data:`MAX_BAGGAGE_ID_CHARS` are ignored.
+of the Langfuse SDK sends). Values longer than :data:`MAX_BAGGAGE_ID_CHARS`, empty or with
+non-printable characters are ignored.
+
+What a caller does *not* get into the run (by construction: :func:`extract_headers` builds the
+run's context from the caller's span ids alone): any other baggage entry, and the ``tracestate``.
+The Langfuse SDK's span processor stamps every span started under ``langfuse_*`` baggage
+(environment, tags, metadata, trace name, version, release, user, session), so a caller's baggage
+in the run's context would let any HTTP client set them. Outgoing, :func:`inject_headers` writes
+``traceparent`` only, unless baggage is asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from dataclasses import dataclass
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, SpanContext
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -37,17 +45,15 @@ MAX_BAGGAGE_ID_CHARS = 200
 
 SESSION_KEYS = ("session.id", "langfuse_session_id")
 USER_KEYS = ("user.id", "langfuse_user_id")
-_LANGFUSE_KEYS = ("langfuse_session_id", "langfuse_user_id")
 
 
 @dataclass(frozen=True)
 class CallerContext:
     """What a request brought: the OpenTelemetry context to run under, and session/user from baggage.
 
-    ``context`` has the caller's span as the remote parent (when its ``traceparent`` was valid) and
-    the caller's baggage, minus Langfuse's session/user entries: those are returned as
-    ``session_id``/``user_id`` instead, so they apply like any other run attribute (the Langfuse
-    SDK's span processor would otherwise stamp them over the values a workflow sets itself).
+    ``context`` holds the caller's span as the remote parent (when its ``traceparent`` was valid and
+    trusted) and nothing else: no baggage, an empty trace state. Session and user named in the
+    baggage are returned as ``session_id``/``user_id``, to be applied like any other run attribute.
     """
 
     context: Context
@@ -74,42 +80,67 @@ def _headers_dict(headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]) ->
     return out
 
 
-def _baggage_id(context: Context, keys: tuple[str, ...]) -> str | None:
+def _baggage_id(entries: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
     for key in keys:
-        value = baggage.get_baggage(key, context)
-        if isinstance(value, str) and value.strip() and len(value.strip()) <= MAX_BAGGAGE_ID_CHARS:
-            return value.strip()
+        value = entries.get(key)
+        if not isinstance(value, str):
+            continue
+        value = value.strip()
+        if value and len(value) <= MAX_BAGGAGE_ID_CHARS and value.isprintable():
+            return value
     return None
 
 
-def extract_headers(headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]) -> CallerContext:
+def extract_headers(
+    headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]], *, trust_traceparent: bool = True
+) -> CallerContext:
     """The caller's context from HTTP headers (a mapping, or ASGI's list of byte pairs).
 
+    The headers are read with the global propagator (``OTEL_PROPAGATORS``), but the returned
+    context is built anew from the caller's trace id, span id and sampled flag: the caller's
+    baggage and ``tracestate`` are not in it. Only session and user ids are taken from the
+    baggage (:data:`SESSION_KEYS`, :data:`USER_KEYS`), validated.
+
     A missing or malformed ``traceparent`` gives a context without a parent: the run starts a new
-    trace, as the W3C spec requires.
+    trace, as the W3C spec requires. So does any ``traceparent`` when ``trust_traceparent`` is
+    False (callers that must not attach runs to traces of their choosing).
     """
-    context = propagate.extract(_headers_dict(headers), context=Context())
-    session_id = _baggage_id(context, SESSION_KEYS)
-    user_id = _baggage_id(context, USER_KEYS)
-    for key in _LANGFUSE_KEYS:
-        context = baggage.remove_baggage(key, context)
-    return CallerContext(context=context, session_id=session_id, user_id=user_id)
+    received = propagate.extract(_headers_dict(headers), context=Context())
+    entries = baggage.get_all(received)
+    context = Context()
+    parent = span_context_of(received)
+    if trust_traceparent and parent is not None:
+        span_context = SpanContext(
+            trace_id=parent.trace_id,
+            span_id=parent.span_id,
+            is_remote=True,
+            trace_flags=parent.trace_flags,
+            trace_state=TraceState(),
+        )
+        context = trace.set_span_in_context(NonRecordingSpan(span_context), context)
+    return CallerContext(
+        context=context, session_id=_baggage_id(entries, SESSION_KEYS), user_id=_baggage_id(entries, USER_KEYS)
+    )
 
 
 def inject_headers(
     headers: MutableMapping[str, str] | None = None, context: Context | None = None, *, with_baggage: bool = False
 ) -> dict[str, str]:
-    """``headers`` plus ``traceparent`` (and ``tracestate`` when set) of the current span.
+    """``headers`` plus the ``traceparent`` of the current span, and nothing else of the context.
 
-    Baggage is left out unless ``with_baggage``: it may name the caller's users, and a callback URL
-    can point anywhere. With it, the global propagator (``OTEL_PROPAGATORS``) writes every header.
-    Outside any valid span no trace header is added. Returns a new dict; ``headers`` is unchanged.
+    No ``tracestate`` and no baggage unless ``with_baggage``: they may name the caller's users or
+    carry a vendor's data, and a callback URL can point anywhere. With it, the global propagator
+    (``OTEL_PROPAGATORS``) writes every header. Outside any valid span no trace header is added.
+    Returns a new dict; ``headers`` is unchanged.
     """
     out = dict(headers or {})
     if with_baggage:
         propagate.inject(out, context=context)
-    else:
-        TraceContextTextMapPropagator().inject(out, context=context)
+        return out
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, context=context)
+    if "traceparent" in carrier:
+        out["traceparent"] = carrier["traceparent"]
     return out
 
 
