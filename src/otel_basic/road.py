@@ -35,6 +35,8 @@ from typing import Literal, Protocol
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AnyValue
 
@@ -198,30 +200,28 @@ def count_spans(request: ExportTraceServiceRequest) -> int:
 
 def split_request(request: ExportTraceServiceRequest) -> tuple[Batch, Batch]:
     """Two requests with half of the spans each, keeping each span's resource and scope."""
-    flat = [(ri, si, span) for ri, rs in enumerate(request.resource_spans)
-            for si, ss in enumerate(rs.scope_spans) for span in ss.spans]
+    flat = [
+        (ri, si, span)
+        for ri, rs in enumerate(request.resource_spans)
+        for si, ss in enumerate(rs.scope_spans)
+        for span in ss.spans
+    ]
     mid = len(flat) // 2
     return _build(request, flat[:mid]), _build(request, flat[mid:])
 
 
-def _build(request: ExportTraceServiceRequest, part: list[tuple[int, int, object]]) -> Batch:
+def _build(request: ExportTraceServiceRequest, part: list[tuple[int, int, PbSpan]]) -> Batch:
     out = ExportTraceServiceRequest()
-    slots: dict[tuple[int, int], object] = {}
-    resources: dict[int, object] = {}
+    resources: dict[int, ResourceSpans] = {}
+    scopes: dict[tuple[int, int], ScopeSpans] = {}
     for ri, si, span in part:
         if ri not in resources:
             source = request.resource_spans[ri]
-            rs = out.resource_spans.add()
-            rs.resource.CopyFrom(source.resource)
-            rs.schema_url = source.schema_url
-            resources[ri] = rs
-        if (ri, si) not in slots:
+            resources[ri] = out.resource_spans.add(resource=source.resource, schema_url=source.schema_url)
+        if (ri, si) not in scopes:
             source_ss = request.resource_spans[ri].scope_spans[si]
-            ss = resources[ri].scope_spans.add()  # type: ignore[attr-defined]
-            ss.scope.CopyFrom(source_ss.scope)
-            ss.schema_url = source_ss.schema_url
-            slots[(ri, si)] = ss
-        slots[(ri, si)].spans.add().CopyFrom(span)  # type: ignore[attr-defined]
+            scopes[(ri, si)] = resources[ri].scope_spans.add(scope=source_ss.scope, schema_url=source_ss.schema_url)
+        scopes[(ri, si)].spans.append(span)
     return Batch(out, len(part))
 
 
