@@ -19,6 +19,8 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext
 
+from otel_basic.span_hooks import ObservingSpanHandler
+
 _log = logging.getLogger("otel_basic")
 RUN_ID_TAGS = ("llamaindex.run_id", "llamaindex.handler_id")
 """Instrument tags of a run (set by WorkflowServer) copied onto the run span as attributes."""
@@ -54,10 +56,7 @@ def _openinference_span(id_: str) -> Any:
 
 
 def _observer_class() -> type:
-    from llama_index_instrumentation.span.base import BaseSpan
-    from llama_index_instrumentation.span_handlers.base import BaseSpanHandler
-
-    class RunSpanObserver(BaseSpanHandler[BaseSpan]):
+    class RunSpanObserver(ObservingSpanHandler):
         """Records run spans for :func:`observe_run_spans`; creates no span of its own."""
 
         def span_enter(
@@ -91,15 +90,6 @@ def _observer_class() -> type:
             return None
 
         def span_drop(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        def new_span(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
             return None
 
     return RunSpanObserver

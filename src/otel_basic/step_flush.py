@@ -21,10 +21,9 @@ import threading
 from typing import Any
 
 from llama_index_instrumentation import get_dispatcher
-from llama_index_instrumentation.span.base import BaseSpan
-from llama_index_instrumentation.span_handlers.base import BaseSpanHandler
 
 from otel_basic import active
+from otel_basic.span_hooks import ObservingSpanHandler
 
 _log = logging.getLogger("otel_basic")
 
@@ -38,7 +37,7 @@ def _is_run(bound_args: Any, instance: Any) -> bool:
     return _Workflow is not None and isinstance(instance, _Workflow) and "start_event" in bound_args.arguments
 
 
-class StepFlushSpanHandler(BaseSpanHandler[BaseSpan]):
+class StepFlushSpanHandler(ObservingSpanHandler):
     """Kicks the export worker each time a workflow step's span ends."""
 
     def __init__(self) -> None:
@@ -92,15 +91,6 @@ class StepFlushSpanHandler(BaseSpanHandler[BaseSpan]):
             self._ended(id_)
         except Exception:
             _log.debug("step flush: span_drop failed", exc_info=True)
-
-    def new_span(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 def install() -> StepFlushSpanHandler:

@@ -28,6 +28,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 
 from otel_basic import active, step_flush
+from otel_basic.span_hooks import ObservingSpanHandler
 
 _log = logging.getLogger("otel_basic")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -239,10 +240,7 @@ def _agent_answer(value: Any) -> Any:
 
 
 def _io_handler_class() -> type:
-    from llama_index_instrumentation.span.base import BaseSpan
-    from llama_index_instrumentation.span_handlers.base import BaseSpanHandler
-
-    class WorkflowIOSpanHandler(BaseSpanHandler[BaseSpan]):
+    class WorkflowIOSpanHandler(ObservingSpanHandler):
         """Sets clean input/output on OpenInference's run span just before it ends."""
 
         def _oi_span(self, id_: str) -> Any:
@@ -320,15 +318,6 @@ def _io_handler_class() -> type:
                 self._apply(id_, bound_args, instance, None, False)
             except Exception:
                 _log.debug("run span input rewrite failed", exc_info=True)
-
-        def new_span(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
-            return None
 
     return WorkflowIOSpanHandler
 
