@@ -247,8 +247,6 @@ DEFAULT_EVENT_ALLOW_KEYS: tuple[str, ...] = (
     "exception.escaped",
     "log.level",
     "log.severity",
-    "log.logger",
-    "logger.name",
     "level",
     "severity",
     "severity_text",
@@ -283,6 +281,8 @@ _NO_BOUND = sys.maxsize
 
 _Span = tuple[int, int, str]
 _KEY_CACHE_MAX = 8192
+_BIG = 10**12
+"""Integers at least this large (13+ digits) may be card numbers: they run through the detectors."""
 
 Replacer = Callable[[re.Match[str]], str]
 
@@ -437,6 +437,7 @@ class Masker:
         self._trace_keys = _globs(_TRACE_KEYS)
         self._key_cache: dict[str, int] = {}
         self._event_key_cache: dict[str, int] = {}
+        self._key_masks: dict[str, str] = {}
 
     # --- public API ------------------------------------------------------------------------------------
 
@@ -637,7 +638,7 @@ class Masker:
                             changes = {}
                         changes[key] = new
                     continue
-            elif value is None or isinstance(value, (bool, int, float)):
+            elif value is None or isinstance(value, (bool, float)) or (value.__class__ is int and -_BIG < value < _BIG):
                 continue
             else:
                 cls = self._classify(key, event=event)
@@ -655,9 +656,47 @@ class Masker:
                 if changes is None:
                     changes = {}
                 changes[key] = masked
+        renames = self._key_renames(attrs, bound)
+        if renames is not None:
+            return _renamed(attrs, changes or {}, renames)
         if not changes:
             return None
         return {k: changes.get(k, v) for k, v in attrs.items()}
+
+    def _key_renames(self, attrs: Mapping[str, AnyValue], bound: int) -> dict[str, str] | None:
+        """Masked attribute keys (``metadata.approved_by:<email:..>``): ``None`` when no key changes. A
+        key's masked form is cached, so a key seen before costs one dict lookup."""
+        masks = self._key_masks
+        renames: dict[str, str] | None = None
+        for key in attrs:
+            new = masks.get(key)
+            if new is None:
+                new = self._mask_key(key, bound)
+            if new is not key:
+                if renames is None:
+                    renames = {}
+                renames[key] = new
+        return renames
+
+    def _mask_key(self, key: str, bound: int) -> str:
+        try:
+            if not isinstance(key, str):
+                return str(key)  # not a valid attribute key; export its masked text # pragma: no cover
+            if len(key) < self._min_chars:
+                new = key
+            elif len(key) > bound:
+                return self._mask_long(key, 0, bound)  # not cached: depends on the bound
+            else:
+                new = self._scan(key)
+                if new == key:
+                    new = key
+        except Exception as exc:
+            return cast(str, self._failed("attribute key", exc))
+        masks = self._key_masks
+        if len(masks) >= _KEY_CACHE_MAX:
+            masks.clear()
+        masks[key] = new
+        return new
 
     # --- internals ---------------------------------------------------------------------------------------
 
@@ -686,6 +725,14 @@ class Masker:
     def _mask_any(self, cls: int, key: str, value: AnyValue, bound: int) -> AnyValue:
         if isinstance(value, str):
             return self._mask_str(cls, key, value, bound)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _BIG:
+            # A card number stored as an integer: its digits are detected like text, a hit becomes a
+            # token string (the attribute's type changes from int to string).
+            digits = str(value)
+            if cls == _SECRET:
+                return self._token("secret", digits)
+            hits = self._scanner.hits(digits)
+            return self._apply(digits, hits) if hits else value
         if value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, (tuple, list)):
@@ -891,7 +938,7 @@ class Masker:
         if isinstance(node, list):
             items = [self._mask_json(v, depth + 1) for v in node]
             return items if any(a is not b for a, b in zip(items, node, strict=True)) else node
-        if isinstance(node, int) and not isinstance(node, bool) and abs(node) >= 10**12:
+        if isinstance(node, int) and not isinstance(node, bool) and abs(node) >= _BIG:
             # A card number stored as a JSON number becomes a token string.
             digits = str(node)
             hits = self._scanner.hits(digits)
@@ -940,8 +987,13 @@ class Masker:
 
 _UNICODE_ESCAPE = re.compile(r"\\u[0-9A-Fa-f]{4}")
 # An escaped printable ASCII or full-width character ("eve\\u0040example.com"): no JSON encoder needs
-# one, so it hides something; only the parsed string shows it to the detectors.
-_ASCII_ESCAPE = re.compile(r"\\u(?:00[2-7][0-9A-Fa-f]|[fF][fF][0-5][0-9A-Fa-f])")
+# one, so it hides something; only the parsed string shows it to the detectors. The same for the
+# characters the detectors' decoded view folds: the small "@" and invisible format characters (soft
+# hyphen, zero-width, bidi controls, BOM) that ``ensure_ascii`` escapes inside an address.
+_ASCII_ESCAPE = re.compile(
+    r"\\u(?:00[2-7][0-9A-Fa-f]|[fF][fF][0-5][0-9A-Fa-f]|00[aA][dD]|061[cC]|180[eE]|200[0-9A-Fa-f]|202[a-fA-F]|206[0-9A-Fa-f]"
+    r"|[fF][eE]6[bB]|[fF][eE][fF][fF])"
+)
 _ESCAPED = ("\\", "\x00")
 
 
@@ -965,7 +1017,9 @@ def _json_names_secret(text: str) -> bool:
                 break
             if text[close + 1 : close + 3].lstrip().startswith(":"):
                 open_ = text.rfind('"', 0, p)
-                if open_ >= 0 and _is_secret_key(text[open_ + 1 : close]):
+                # JSON inside a JSON string (tool-call arguments in a message list): the key's quotes
+                # are escaped, \"password\": its name is what is left without the backslashes.
+                if open_ >= 0 and _is_secret_key(text[open_ + 1 : close].rstrip("\\")):
                     return True
             p = text.find(needle, p + 1)
     return False
@@ -996,6 +1050,23 @@ def _bare_json_value(text: str, start: int, end: int) -> bool:
     while j < n and text[j] in " \t\r\n":
         j += 1
     return j == n or text[j] in ",]}"
+
+
+def _renamed(
+    attrs: Mapping[str, AnyValue], changes: Mapping[str, AnyValue], renames: Mapping[str, str]
+) -> dict[str, AnyValue]:
+    """``attrs`` with masked values and keys; two keys that mask to the same name are both kept, the later
+    one with a ``#2`` (``#3``...) suffix."""
+    out: dict[str, AnyValue] = {}
+    for k, v in attrs.items():
+        nk = renames.get(k, k)
+        if nk in out:
+            i = 2
+            while f"{nk}#{i}" in out or f"{nk}#{i}" in attrs:
+                i += 1
+            nk = f"{nk}#{i}"
+        out[nk] = changes.get(k, v)
+    return out
 
 
 def _whole_match(m: re.Match[str]) -> _Span | None:
