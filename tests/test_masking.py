@@ -681,6 +681,11 @@ def test_a_span_that_cannot_be_read_is_exported_as_a_skeleton() -> None:
         ("mail leak@exa\u00admple.org now", "exa\u00admple"),  # soft hyphen
         ("mail leak\u202e@example.org now", "example.org"),  # right-to-left override
         ("mail leak\ufe6bexample.org now", "example.org"),  # small commercial at
+        ("KeyError('mail le\\u200bak@example.org now')", "example.org"),  # an escaped zero-width space (repr)
+        ("mail le&shy;ak@example.org now", "example.org"),  # HTML soft hyphen
+        ("mail leakam@exam=\nple.org now", "leakam"),  # quoted-printable soft line break
+        ("mail leakam@exam=\r\nple.org now", "leakam"),
+        ("KeyError('mail leakam@exam=\\nple.org')", "leakam"),  # the same in a repr
         ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----", "MIIEvQ"),
         ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7 (cut", "MIIEow"),
         ("https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/abcdEFGHijklMNOPqrst", "abcdEFGH"),
@@ -712,6 +717,7 @@ def test_encoded_and_shaped_values_are_masked(text: str, raw: str) -> None:
     "text",
     [
         "width=40px and height=40px",
+        "f(a=\n1, b=\\n2) and a soft\u00adhyphen",
         "see https://docs.example/search?q=masking&page=2&lang=en",
         "max_tokens=256, token: internationalization",
         "-----BEGIN PUBLIC KEY-----",

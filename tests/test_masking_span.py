@@ -389,3 +389,32 @@ def test_logger_names_in_log_events_are_masked() -> None:
     masked = Masker(salt="s").mask_span(finished(emit)[0])
     text = "\n".join(strings(masked))
     assert "alice@" not in text and "bob@" not in text
+
+
+def test_instrumentation_scope_attributes_and_schema_url_are_masked() -> None:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(
+        "scope-x", "1.0", schema_url="https://u:LEAKSCHEMA@h.example.com/s", attributes={"owner": "carol@example.org"}
+    )
+    for _ in range(2):
+        tracer.start_span("s").end()
+    provider.get_tracer("plain").start_span("p").end()
+    provider.shutdown()
+    masker = Masker(salt="s")
+    first, second, plain_span = (masker.mask_span(s) for s in exporter.get_finished_spans())
+    scope = first.instrumentation_scope
+    assert scope is not None and scope.name == "scope-x" and scope.version == "1.0"
+    assert "LEAKSCHEMA" not in scope.schema_url and "<secret:" in scope.schema_url
+    assert dict(scope.attributes or {}) == {"owner": masker.mask_text("carol@example.org")}
+    assert second.instrumentation_scope is scope  # cached: one masked scope per scope, spans group as before
+    assert plain_span is exporter.get_finished_spans()[2]  # nothing to mask: the span itself
+
+
+def test_a_value_right_after_a_dot_in_a_key_is_masked() -> None:
+    masker = Masker(salt="s")
+    keys = {"metadata.5555 - 5555 - 5555 - 4444": 1, "metadata.4111111111111111": 2, "v1.2.3456": 3}
+    out = masker.mask_attributes(keys)
+    card1, card2 = masker.mask_text("5555555555554444"), masker.mask_text("4111111111111111")
+    assert out == {f"metadata.{card1}": 1, f"metadata.{card2}": 2, "v1.2.3456": 3}

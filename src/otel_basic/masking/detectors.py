@@ -476,11 +476,13 @@ _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 # One or more backslashes: "\\\\u0040" is "\\u0040" escaped again (a repr, JSON inside JSON).
 _BACKSLASH = re.compile(r"\\+u[0-9A-Fa-f]{4}|\\+x[0-9A-Fa-f]{2}")
-# Quoted-printable (MIME bodies, encoded words "=?utf-8?q?x=40example.org?="): only "=40", the "@".
-_QP_AT = re.compile(r"=40")
+# Quoted-printable (MIME bodies, encoded words "=?utf-8?q?x=40example.org?="): only "=40", the "@", and
+# the soft line break "=\n" (a long line wrapped inside an address), which stands for nothing, also as
+# written in a repr or JSON ("=\\n").
+_QP = re.compile(r"=40|=\r?\n|=(?:\\r)?\\n")
 _ESCAPES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     (("%",), _PERCENT),
-    (("=40",), _QP_AT),
+    (("=40", "=\n", "=\r", "=\\"), _QP),
     (("&",), _ENTITY),
     (("\\u", "\\x"), _BACKSLASH),
 )
@@ -518,7 +520,7 @@ def _decode_one(token: str, letters: bool) -> str | None:
     Non-ASCII letters (``\\u00e9``) matter only to addresses, so only when ``letters`` (an "@" is near)."""
     head = token[0]
     if head == "=":
-        return "@"  # quoted-printable "=40"
+        return "@" if token == "=40" else ""  # quoted-printable "=40", soft line break
     if head == "%" or head == "\\":
         decoded = chr(int(token[1:] if head == "%" else token.lstrip("\\")[1:], 16))
     elif token.startswith("&#"):
@@ -530,6 +532,8 @@ def _decode_one(token: str, letters: bool) -> str | None:
         decoded = html.entities.html5.get(token[1:], "")
     if decoded.isspace():
         return " "  # &nbsp; between the groups of a phone number
+    if decoded == "\ufe6b" or (len(decoded) == 1 and unicodedata.category(decoded) == "Cf"):
+        return _fold(decoded)  # "\\u200b", "&shy;": an invisible character inside a value, "﹫"
     # "&amp;", "&lt;" and the like change nothing a detector reads: no second look for them.
     if not decoded or not (decoded.isalnum() or decoded in _VIEW_RELEVANT):
         return None
@@ -540,7 +544,14 @@ _VIEW_RELEVANT = frozenset("@.+-_:/()[] \t\n%=")
 
 
 def _may_be_encoded(text: str) -> bool:
-    return "%" in text or "&" in text or "\\u" in text or "\\x" in text or "=40" in text or not text.isascii()
+    return (
+        "%" in text
+        or "&" in text
+        or "\\u" in text
+        or "\\x" in text
+        or ("=" in text and ("=40" in text or "=\n" in text or "=\r" in text or "=\\" in text))
+        or not text.isascii()
+    )
 
 
 Piece = tuple[int, int, str]
@@ -552,7 +563,9 @@ def _pieces(text: str) -> list[Piece]:
     at = "@" in text
     for needles, pattern in _ESCAPES:
         if any(n in text for n in needles):
-            pieces.extend((m.start(), m.end(), d) for m in pattern.finditer(text) if (d := _decode_one(m.group(), at)))
+            pieces.extend(
+                (m.start(), m.end(), d) for m in pattern.finditer(text) if (d := _decode_one(m.group(), at)) is not None
+            )
     if not text.isascii():
         pieces.extend((m.start(), m.end(), _fold(m.group())) for m in _NON_ASCII_LOOKALIKE.finditer(text))
     pieces.sort()

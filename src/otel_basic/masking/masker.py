@@ -73,6 +73,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal, cast
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AnyValue
 
@@ -282,6 +283,7 @@ _NO_BOUND = sys.maxsize
 _Span = tuple[int, int, str]
 _KEY_CACHE_MAX = 8192
 _BIG = 10**12
+_HAS_DIGIT_RUN = re.compile(r"[0-9]{4}")
 """Integers at least this large (13+ digits) may be card numbers: they run through the detectors."""
 
 Replacer = Callable[[re.Match[str]], str]
@@ -438,6 +440,7 @@ class Masker:
         self._key_cache: dict[str, int] = {}
         self._event_key_cache: dict[str, int] = {}
         self._key_masks: dict[str, str] = {}
+        self._scope_cache: dict[int, tuple[InstrumentationScope, InstrumentationScope | None]] = {}
 
     # --- public API ------------------------------------------------------------------------------------
 
@@ -543,9 +546,19 @@ class Masker:
             if desc is not None:
                 new_status = Status(status.status_code, desc)
 
-        if name is span.name and new_attrs is None and new_events is None and new_links is None and new_status is None:
+        scope = span.instrumentation_scope
+        new_scope = None if scope is None else self._mask_scope(scope, bound)
+
+        if (
+            name is span.name
+            and new_attrs is None
+            and new_events is None
+            and new_links is None
+            and new_status is None
+            and new_scope is None
+        ):
             return span
-        return copy_span(
+        copied = copy_span(
             span,
             attributes=attributes if new_attrs is None else new_attrs,
             events=new_events,
@@ -553,6 +566,31 @@ class Masker:
             status=new_status,
             name=None if name is span.name else name,
         )
+        if new_scope is not None:
+            copied._instrumentation_scope = new_scope  # copy_span keeps the original's scope
+        return copied
+
+    def _mask_scope(self, scope: InstrumentationScope, bound: int) -> InstrumentationScope | None:
+        """The instrumentation scope with masked attributes and schema URL, or ``None`` when unchanged.
+        Its name and version are library names and versions, not masked. Cached per scope object (a
+        process has a handful)."""
+        cache = self._scope_cache
+        entry = cache.get(id(scope))
+        if entry is not None and entry[0] is scope:
+            return entry[1]
+        attrs = scope.attributes
+        new_attrs = self._mask_mapping(attrs, event=False, bound=bound) if attrs else None
+        url = scope.schema_url
+        new_url = self._mask_name("scope.schema_url", url, bound) if url else url
+        masked = None
+        if new_attrs is not None or new_url != url:
+            masked = InstrumentationScope(
+                scope.name, scope.version, new_url, new_attrs if new_attrs is not None else attrs
+            )
+        if len(cache) >= 256:
+            cache.clear()
+        cache[id(scope)] = (scope, masked)  # holds the scope: its id is not reused while cached
+        return masked
 
     def _mask_name(self, key: str, name: object, bound: int) -> str:
         """A span or event name: detectors (names are not content, so ``hide`` does not replace them)."""
@@ -688,6 +726,9 @@ class Masker:
                 return self._mask_long(key, 0, bound)  # not cached: depends on the bound
             else:
                 new = self._scan(key)
+                if "." in new and _HAS_DIGIT_RUN.search(new):
+                    # "metadata.5555 - 5555 - 5555 - 4444": a value right after a dot is not a decimal part
+                    new = ".".join(self._scan(part) for part in new.split("."))
                 if new == key:
                     new = key
         except Exception as exc:
@@ -881,7 +922,9 @@ class Masker:
             return self._mask_json_parsed(text, depth)
         scan = text
         if "\\" in text:
-            if "\\/" in text:  # "030\/901820": an escape inside a value; only the parsed string shows it
+            if "\\/" in text or "=\\" in text:
+                # "030\/901820": an escape inside a value; "exam=\nple.org": a quoted-printable soft line
+                # break inside one. Only the parsed string shows them.
                 return self._mask_json_parsed(text, depth)
             # In the raw text, the escape in "\\n+44 20 ..." must read as a line break, not a letter "n".
             for esc in ("\\n", "\\t", "\\r", "\\b", "\\f"):
