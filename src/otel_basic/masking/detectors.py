@@ -442,7 +442,6 @@ def _may_hold_api_key(t: str) -> bool:
         or ("_" in t and ("gh" in t or "_live_" in t or "_test_" in t or "whsec_" in t))
         or ("A" in t and ("AKIA" in t or "ASIA" in t or "AIza" in t))
         or ("J" in t and "eyJ" in t)
-        or ("/" in t and "hooks.slack.com" in t)
     )
 
 
@@ -482,7 +481,7 @@ _BACKSLASH = re.compile(r"\\+u[0-9A-Fa-f]{4}|\\+x[0-9A-Fa-f]{2}")
 _QP = re.compile(r"=40|=\r?\n|=(?:\\r)?\\n")
 _ESCAPES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     (("%",), _PERCENT),
-    (("=40", "=\n", "=\r", "=\\"), _QP),
+    (("=40", "=\n", "=\r", "=\\n", "=\\r"), _QP),
     (("&",), _ENTITY),
     (("\\u", "\\x"), _BACKSLASH),
 )
@@ -543,13 +542,32 @@ def _decode_one(token: str, letters: bool) -> str | None:
 _VIEW_RELEVANT = frozenset("@.+-_:/()[] \t\n%=")
 
 
+_QP_NEXT = frozenset(("40", "\r\n", "\\n", "\\r"))
+
+
+def has_quoted_printable(text: str, escaped_break_only: bool = False) -> bool:
+    """Is there a quoted-printable ``=40`` or soft line break (``=`` + newline, raw or as ``\\n``)? One
+    ``str.find`` per "=" (memchr-fast), not one substring search per form."""
+    p = text.find("=")
+    while p >= 0:
+        nxt = text[p + 1 : p + 3]
+        if escaped_break_only:
+            # "=\\n", or escaped again ("=\\\\n": a repr inside JSON); not "href=\\"..."
+            if nxt[:1] == "\\" and text[p + 1 : p + 9].lstrip("\\")[:1] in ("n", "r"):
+                return True
+        elif nxt in _QP_NEXT or nxt[:1] == "\n":
+            return True
+        p = text.find("=", p + 1)
+    return False
+
+
 def _may_be_encoded(text: str) -> bool:
     return (
         "%" in text
         or "&" in text
         or "\\u" in text
         or "\\x" in text
-        or ("=" in text and ("=40" in text or "=\n" in text or "=\r" in text or "=\\" in text))
+        or ("=" in text and has_quoted_printable(text))
         or not text.isascii()
     )
 
@@ -704,14 +722,18 @@ class Scanner:
                 if len(lower) != len(text):  # a few non-ASCII letters change length when lower-cased
                     lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
                 hits.extend(_keyword_hits(text, lower, auth, assign))
-        if self._api_key and _may_hold_api_key(text):
+        may_key = self._api_key and _may_hold_api_key(text)
+        if may_key:
             hits.extend(_api_key_hits(text))
         if self._api_key and "PRIVATE KEY-----" in text:
             hits.extend(_pem_hits(text))
         if self._assignment and "=" in text and ("?" in text or "&" in text):
             hits.extend(_query_param_hits(text))
-        if self._url_credentials and "://" in text:
-            hits.extend(_url_credential_hits(text))
+        if "://" in text:
+            if self._url_credentials:
+                hits.extend(_url_credential_hits(text))
+            if self._api_key and not may_key and "hooks.slack.com/" in text:
+                hits.extend(_api_key_hits(text))  # a Slack webhook URL (otherwise found just above)
         if self._email and "@" in text:
             hits.extend(_email_hits(text))
         if self._numeric and len(text) >= 8:

@@ -78,7 +78,7 @@ from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AnyValue
 
 from otel_basic.limits import DEFAULT_MAX_ATTRIBUTE_CHARS, truncation_marker
-from otel_basic.masking.detectors import BUILTIN_DETECTORS, Detector, Hit, Scanner
+from otel_basic.masking.detectors import BUILTIN_DETECTORS, Detector, Hit, Scanner, has_quoted_printable
 from otel_basic.spancopy import attributes_of, copy_event, copy_span, plain
 
 __all__ = [
@@ -922,7 +922,7 @@ class Masker:
             return self._mask_json_parsed(text, depth)
         scan = text
         if "\\" in text:
-            if "\\/" in text or "=\\" in text:
+            if "\\/" in text or ("=" in text and has_quoted_printable(text, escaped_break_only=True)):
                 # "030\/901820": an escape inside a value; "exam=\nple.org": a quoted-printable soft line
                 # break inside one. Only the parsed string shows them.
                 return self._mask_json_parsed(text, depth)
