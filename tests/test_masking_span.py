@@ -418,3 +418,13 @@ def test_a_value_right_after_a_dot_in_a_key_is_masked() -> None:
     out = masker.mask_attributes(keys)
     card1, card2 = masker.mask_text("5555555555554444"), masker.mask_text("4111111111111111")
     assert out == {f"metadata.{card1}": 1, f"metadata.{card2}": 2, "v1.2.3456": 3}
+
+
+def test_json_nested_in_json_strings_many_levels_deep() -> None:
+    """Each level re-escapes (the text doubles); the size limit bounds the cost, never a raw secret."""
+    for levels in (3, 9, 14):
+        doc = json.dumps({"password": "PWDEEP123"})
+        for _ in range(levels):
+            doc = json.dumps({"a": doc})
+        out = str(Masker(salt="s").mask_value("input.value", doc))
+        assert "PWDEEP" not in out, levels
