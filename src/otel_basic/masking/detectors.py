@@ -15,9 +15,12 @@ memchr. So:
   mod-97 with the country's length, phones need 8-15 digits and a phone shape (``+CC``, a leading 0 with
   separated groups, or the North American ``(415) 555-0132`` / ``415-555-0132`` / ``415 555 0132``).
   That is what keeps ISO timestamps, ids, token counts, versions, prices and order numbers out;
-- encoded text (``%40``, ``&#64;``, ``\\u0040``, full-width forms, other scripts' digits, no-break
-  spaces) is decoded into a view only where such escapes occur (each kind gated by a substring test),
-  and the view is scanned only around them.
+- encoded text (``%40``, ``&#64;``, ``\\u0040``, quoted-printable ``=40`` and soft line breaks,
+  full-width forms, the small ``﹫``, other scripts' digits, no-break spaces, invisible format characters
+  such as zero-width spaces and soft hyphens, which the view drops) is decoded into a view only where
+  such escapes occur (each kind gated by a substring test), and the view is scanned only around them;
+- credential query parameters (``?sig=``, ``&code=``...) are found from each ``?``/``&``, PEM private
+  keys and Slack webhook paths behind a substring test.
 
 Known limits (the README's Privacy section lists them all, with the reasons): bare national numbers
 without separators (``017612345678``), numbers without a trunk 0 or ``+CC``, base64, quoted local

@@ -1,11 +1,17 @@
 """The Masker: rewrites every string of a span so personal data and secrets never leave the process.
 
 Coverage
-    :meth:`Masker.mask_span` returns a masked copy of a finished span: its name, attribute values, event
-    names and attributes, link attributes and status description. Exception messages and stack traces
-    are event attributes (``exception.message``/``exception.stacktrace``) or attributes, so they are
-    covered too. Resource attributes are the pipeline's: it masks those it adds with
-    :meth:`Masker.mask_attributes`. Instrumentation scope names are library names and are not masked.
+    :meth:`Masker.mask_span` returns a masked copy of a finished span: its name, attribute keys and
+    values, event names and attributes, link attributes, status description, and its instrumentation
+    scope's attributes and schema URL. Exception messages and stack traces are event attributes
+    (``exception.message``/``exception.stacktrace``) or attributes, so they are covered too. Resource
+    attributes are the pipeline's: it masks those it adds with :meth:`Masker.mask_attributes`.
+    Instrumentation scope names and versions are library names and are not masked.
+
+Attribute keys run through the detectors too (``metadata.approved_by:<email:..>``); two keys that mask to
+the same name are both kept, the later with a ``#2`` suffix. A key's masked form is cached, so a key with
+nothing detected costs one dict lookup. An integer of 13+ digits runs through the detectors as text (a
+card number becomes a ``<card:..>`` string).
 
 Levels
     ``"detectors"`` (default): every string (and string inside a sequence, mapping or JSON document) runs
@@ -44,7 +50,10 @@ raw document and the tokens go in place (keeping its formatting; no parse needed
 contains a quote or backslash). When the raw text cannot settle it safely (escapes next to a hit, an
 escaped ASCII character such as ``\\u0040``, a secret key name, a card as a bare number, user patterns),
 the document is parsed, every string (object keys too: a state dump can be keyed by address) is masked,
-and it is re-serialized compactly with ``ensure_ascii=False``.
+and it is re-serialized compactly with ``ensure_ascii=False``. A string inside that is itself a JSON
+document (tool-call arguments inside a message list) is masked the same way, secret-named keys included
+(the raw text shows them as ``\\"password\\":``); the depth is bounded (``_MAX_DEPTH``) and so is the
+size (``max_chars``).
 
 Cost: bounded by ``max_chars`` (default 16384, ``OTEL_BASIC_MAX_ATTRIBUTE_CHARS``), not by the input. A
 longer string is cut *before* detection: the detectors see its first ``max_chars`` characters plus a
