@@ -667,3 +667,62 @@ def test_a_span_that_cannot_be_read_is_exported_as_a_skeleton() -> None:
     (out,) = export_raw([broken], Masker())
     assert out.name == "broken" and out.context == broken.context
     assert out.attributes == {"otel_basic.masking.error": ERROR_PLACEHOLDER}
+
+
+# --- encodings and shapes a hostile tester found -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "raw"),
+    [
+        ("mail leakad=40example.org now", "leakad"),  # quoted-printable
+        ("Subject: =?utf-8?q?x=40example.org?=", "x=40example"),  # MIME encoded word
+        ("mail le\u200bak@example.org now", "le\u200bak"),  # zero-width space
+        ("mail leak@exa\u00admple.org now", "exa\u00admple"),  # soft hyphen
+        ("mail leak\u202e@example.org now", "example.org"),  # right-to-left override
+        ("mail leak\ufe6bexample.org now", "example.org"),  # small commercial at
+        ("KeyError('mail le\\u200bak@example.org now')", "example.org"),  # an escaped zero-width space (repr)
+        ("mail le&shy;ak@example.org now", "example.org"),  # HTML soft hyphen
+        ("mail leakam@exam=\nple.org now", "leakam"),  # quoted-printable soft line break
+        ("mail leakam@exam=\r\nple.org now", "leakam"),
+        ("KeyError('mail leakam@exam=\\nple.org')", "leakam"),  # the same in a repr
+        ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----", "MIIEvQ"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7 (cut", "MIIEow"),
+        ("https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/abcdEFGHijklMNOPqrst", "abcdEFGH"),
+        ("https://s3.amazonaws.com/b/k?X-Amz-Signature=abcdef0123&X-Amz-Credential=AKIAX/2024", "abcdef0123"),
+        ("https://acct.blob.core.windows.net/c?sv=1&sig=abcDEF123%2Bx&se=2024", "abcDEF123"),
+        ("https://app.example/cb?code=abc123XYZ&state=1", "abc123XYZ"),
+        ("https://app.example/?session=s3ss10n", "s3ss10n"),
+        ("https://app.example/?auth=a9th", "a9th"),
+        ("https://app.example/?pass=hunter22", "hunter22"),
+        ("https://app.example/?token=abc123", "abc123"),
+        ("https://app.example/?secret=abc123", "abc123"),
+        ("token=abc123 and secret=s3cr3t", "abc123"),
+        ("token=abc123 and secret=s3cr3t", "s3cr3t"),
+        ("IBAN DE89-3704-0044-0532-0130-00 ok", "DE89"),
+        ("IBAN de89-3704-0044-0532-0130-00 ok", "de89"),
+        ("card 5555 - 5555 - 5555 - 4444 ok", "5555"),
+    ],
+)
+def test_encoded_and_shaped_values_are_masked(text: str, raw: str) -> None:
+    out = Masker(salt="").mask_text(text)
+    assert raw not in out, out
+    assert re.search(r"<(email|secret|iban|card):[0-9a-f]{16}>", out), out
+    # the same inside a JSON document (fast path or parse path)
+    doc = Masker(salt="").mask_text(json.dumps({"v": text}))
+    assert raw not in json.loads(doc)["v"], doc
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "width=40px and height=40px",
+        "f(a=\n1, b=\\n2) and a soft\u00adhyphen",
+        "see https://docs.example/search?q=masking&page=2&lang=en",
+        "max_tokens=256, token: internationalization",
+        "-----BEGIN PUBLIC KEY-----",
+        "range 2000 - 3000",
+    ],
+)
+def test_new_shapes_leave_lookalikes_alone(text: str) -> None:
+    assert Masker(salt="").mask_text(text) == text

@@ -299,3 +299,132 @@ def test_hide_traceback_handles_exception_groups() -> None:
     assert "Ada" not in hidden and "ada v" not in hidden and "4111" not in hidden
     assert "ExceptionGroup: <hidden>" in hidden and "ValueError: <hidden>" in hidden
     assert "---------------- 1 ----------------" in hidden
+
+
+# --- hostile-tester gaps: nested JSON, attribute keys, integer cards, logger names --------------------------
+
+
+def test_secret_keys_inside_json_encoded_json_are_masked() -> None:
+    """Tool-call arguments are a JSON string inside the messages JSON of ``input.value``/``output.value``
+    (and of ``metadata``/``tag.tags``): a ``password`` key in there is masked like a top-level one."""
+    args = json.dumps({"username": "bob", "password": "PWLEAK3xyz"})
+    messages = {"messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": args}}]}]}
+    twice = json.dumps({"m": json.dumps([args])})  # JSON in JSON in JSON
+    spans = finished(
+        lambda t: t.start_span(
+            "s",
+            attributes={
+                "input.value": json.dumps(messages),
+                "output.value": json.dumps(messages, indent=2),
+                "metadata": twice,
+                "tag.tags": json.dumps([args]),
+            },
+        ).end()
+    )
+    masked = Masker(salt="s").mask_span(spans[0])
+    attrs = dict(masked.attributes or {})
+    for key in ("input.value", "output.value", "metadata", "tag.tags"):
+        assert "PWLEAK3" not in attrs[key], (key, attrs[key])
+        assert "<secret:" in attrs[key] and "bob" in attrs[key]
+        json.loads(attrs[key])  # still valid JSON
+    inner = json.loads(json.loads(attrs["input.value"])["messages"][0]["tool_calls"][0]["function"]["arguments"])
+    assert inner["username"] == "bob" and inner["password"].startswith("<secret:")
+
+
+def test_attribute_keys_are_masked_and_stay_unique() -> None:
+    key = "langfuse.trace.metadata.approved_by:mdleak1@example.org"
+
+    def emit(t: Tracer) -> None:
+        span = t.start_span(
+            "s",
+            attributes={key: True, "note.a@b.org": "x", "note.A@B.org": "y", "plain.key": "v"},
+            links=[Link(t.start_span("l").get_span_context(), {"link.carol@example.org": 1})],
+        )
+        span.add_event("e", {"ev.dave@example.org": "z"})
+        span.end()
+
+    span = next(s for s in finished(emit) if s.name == "s")
+    for level in ("detectors", "hide"):
+        masked = Masker(level, salt="s").mask_span(span)
+        text = "\n".join(strings(masked))
+        for raw in ("mdleak1", "a@b.org", "A@B.org", "carol@", "dave@"):
+            assert raw not in text, (level, raw)
+        attrs = dict(masked.attributes or {})
+        assert len(attrs) == 4 and attrs["plain.key"] == "v"
+        assert attrs[key.replace("mdleak1@example.org", Masker(salt="s").mask_text("mdleak1@example.org"))] is True
+        # a@b.org and A@B.org are one address: one token, both attributes kept
+        both = [k for k in attrs if k.startswith("<email:")]
+        assert sorted(attrs[k] for k in both) == ["x", "y"] and any(k.endswith("#2") for k in both)
+
+
+def test_unchanged_keys_are_the_same_objects_and_cached() -> None:
+    masker = Masker(salt="s")
+    attrs = {"plain.key": "v", "n": 3}
+    assert masker.mask_attributes(attrs) == attrs
+    assert masker.mask_span(finished(lambda t: t.start_span("s", attributes=attrs).end())[0]).attributes == attrs
+    assert set(masker._key_masks) >= {"plain.key"} and masker._key_masks["plain.key"] == "plain.key"
+
+
+def test_integer_card_numbers_are_masked() -> None:
+    masker = Masker(salt="s")
+    spans = finished(
+        lambda t: t.start_span(
+            "s",
+            attributes={"card": 4111111111111111, "cards": [5555555555554444, 7], "count": 1234567890123, "n": 42},
+        ).end()
+    )
+    attrs = dict(masker.mask_span(spans[0]).attributes or {})
+    assert attrs["card"] == masker.mask_text("4111111111111111") and str(attrs["card"]).startswith("<card:")
+    assert list(attrs["cards"]) == [masker.mask_text("5555555555554444"), 7]
+    assert attrs["count"] == 1234567890123 and attrs["n"] == 42  # not Luhn / too short: unchanged
+    assert masker.mask_value("x", 4111111111111111) == attrs["card"]
+
+
+def test_logger_names_in_log_events_are_masked() -> None:
+    def emit(t: Tracer) -> None:
+        span = t.start_span("s")
+        span.add_event("log", {"log.logger": "app.alice@example.org", "logger.name": "bob@example.org"})
+        span.end()
+
+    masked = Masker(salt="s").mask_span(finished(emit)[0])
+    text = "\n".join(strings(masked))
+    assert "alice@" not in text and "bob@" not in text
+
+
+def test_instrumentation_scope_attributes_and_schema_url_are_masked() -> None:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(
+        "scope-x", "1.0", schema_url="https://u:LEAKSCHEMA@h.example.com/s", attributes={"owner": "carol@example.org"}
+    )
+    for _ in range(2):
+        tracer.start_span("s").end()
+    provider.get_tracer("plain").start_span("p").end()
+    provider.shutdown()
+    masker = Masker(salt="s")
+    first, second, plain_span = (masker.mask_span(s) for s in exporter.get_finished_spans())
+    scope = first.instrumentation_scope
+    assert scope is not None and scope.name == "scope-x" and scope.version == "1.0"
+    assert "LEAKSCHEMA" not in scope.schema_url and "<secret:" in scope.schema_url
+    assert dict(scope.attributes or {}) == {"owner": masker.mask_text("carol@example.org")}
+    assert second.instrumentation_scope is scope  # cached: one masked scope per scope, spans group as before
+    assert plain_span is exporter.get_finished_spans()[2]  # nothing to mask: the span itself
+
+
+def test_a_value_right_after_a_dot_in_a_key_is_masked() -> None:
+    masker = Masker(salt="s")
+    keys = {"metadata.5555 - 5555 - 5555 - 4444": 1, "metadata.4111111111111111": 2, "v1.2.3456": 3}
+    out = masker.mask_attributes(keys)
+    card1, card2 = masker.mask_text("5555555555554444"), masker.mask_text("4111111111111111")
+    assert out == {f"metadata.{card1}": 1, f"metadata.{card2}": 2, "v1.2.3456": 3}
+
+
+def test_json_nested_in_json_strings_many_levels_deep() -> None:
+    """Each level re-escapes (the text doubles); the size limit bounds the cost, never a raw secret."""
+    for levels in (3, 9, 14):
+        doc = json.dumps({"password": "PWDEEP123"})
+        for _ in range(levels):
+            doc = json.dumps({"a": doc})
+        out = str(Masker(salt="s").mask_value("input.value", doc))
+        assert "PWDEEP" not in out, levels

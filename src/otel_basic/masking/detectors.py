@@ -15,9 +15,12 @@ memchr. So:
   mod-97 with the country's length, phones need 8-15 digits and a phone shape (``+CC``, a leading 0 with
   separated groups, or the North American ``(415) 555-0132`` / ``415-555-0132`` / ``415 555 0132``).
   That is what keeps ISO timestamps, ids, token counts, versions, prices and order numbers out;
-- encoded text (``%40``, ``&#64;``, ``\\u0040``, full-width forms, other scripts' digits, no-break
-  spaces) is decoded into a view only where such escapes occur (each kind gated by a substring test),
-  and the view is scanned only around them.
+- encoded text (``%40``, ``&#64;``, ``\\u0040``, quoted-printable ``=40`` and soft line breaks,
+  full-width forms, the small ``﹫``, other scripts' digits, no-break spaces, invisible format characters
+  such as zero-width spaces and soft hyphens, which the view drops) is decoded into a view only where
+  such escapes occur (each kind gated by a substring test), and the view is scanned only around them;
+- credential query parameters (``?sig=``, ``&code=``...) are found from each ``?``/``&``, PEM private
+  keys and Slack webhook paths behind a substring test.
 
 Known limits (the README's Privacy section lists them all, with the reasons): bare national numbers
 without separators (``017612345678``), numbers without a trunk 0 or ``+CC``, base64, quoted local
@@ -146,14 +149,15 @@ _NUM = re.compile(
     # North American with parentheses: (415) 555-0132
     r"|\(([0-9]{3}\) ?[0-9]{3}[ .-][0-9]{4})(?![\w]|[.,-][0-9])"
     # IBAN: country code, check digits, BBAN (validated by country length and mod-97)
-    r"|([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30})(?![A-Za-z0-9])"
+    r"|([A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]){11,30})(?![A-Za-z0-9])"
     # national with trunk 0 and separated groups: 0176 12345678, 030/901820, 03-1234-5678; the area code in
     # parentheses, (020) 7946 0958, (02) 1234 5678; French dotted pairs, 01.23.45.67.89
     r"|(?<!\.)(0[0-9]{1,4}(?:[ /-][0-9]{2,8}){1,4}|\(0[0-9]{1,4}\) ?[0-9]{2,8}(?:[ -][0-9]{2,8}){0,3}"
     r"|0[1-9](?:\.[0-9]{2}){4})(?![\w/]|[.,:][0-9])"
     # card: issuer digit 2-6 (epoch timestamps start with 1), 13-19 digits, single space/dash; or dotted
     # in groups of four (4111.1111.1111.1111) or 4-6-5 (Amex), never a free-form decimal
-    r"|(?<!\.)([2-6][0-9]{3}(?:[ -]?[0-9]){9,15}|[2-6][0-9]{3}(?:\.[0-9]{4}){3}|3[0-9]{3}\.[0-9]{6}\.[0-9]{5})"
+    r"|(?<!\.)([2-6][0-9]{3}(?:[ -]?[0-9]){9,15}|[2-6][0-9]{3}(?:\.[0-9]{4}){3}|[2-6][0-9]{3}(?: - [0-9]{4}){3}"
+    r"|3[0-9]{3}\.[0-9]{6}\.[0-9]{5})"
     r"(?![\w]|[.-][0-9])"
     # North American: 415-555-0132, 415.555.0132, and with spaces 415 555 0132 (area code and exchange
     # 2-9, as the numbering plan requires: "100 200 3000" is not a phone number)
@@ -176,7 +180,7 @@ def _iban_at(start: int, body: str, *, strict: bool) -> Hit | None:
     """An IBAN at the start of ``body`` (written from ``start``): cut to its country's length and
     mod-97-checked. ``strict`` (lower-case candidates) also requires a known country code, so a hex
     hash that happens to start with two letters and two digits is not taken for an IBAN."""
-    body = body.upper()
+    body = body.upper().replace("-", " ")  # DE89-3704-...: dashes group it like spaces
     expected = IBAN_LENGTHS.get(body[:2])
     if expected is None:
         if strict:
@@ -319,7 +323,8 @@ def _auth_hit(text: str, cred_match: re.Match[str], scheme: str) -> Hit | None:
 
 def _assignment_value_hit(word: str, m: re.Match[str]) -> Hit | None:
     value = m.group(1)
-    if word in _PASSWORD_WORDS:
+    if word in _PASSWORD_WORDS or (word != "key" and "=" in m.group()[: m.start(1) - m.start()]):
+        # password at any length; token=/secret= too (an "=" says assignment; "secret: the..." is prose)
         if len(value) < 4:
             return None
     elif (
@@ -370,6 +375,40 @@ def _keyword_hits(text: str, lower: str, auth: bool, assign: bool) -> list[Hit]:
     return hits
 
 
+# Query parameters that carry a credential (signed URLs, OAuth redirects): their value is masked at any
+# length, found from each "?" or "&" with an anchored match.
+_QUERY_PARAM = re.compile(r"([A-Za-z][A-Za-z0-9_.-]{0,39})=([^&#\s\"'<>\\]+)")
+_SECRET_PARAMS = frozenset(
+    ("sig", "signature", "code", "session", "sessionid", "session_id", "sid", "auth", "pass", "password", "passwd",
+     "pwd", "token", "secret", "key", "apikey", "api_key", "api-key", "access_token", "refresh_token", "id_token",
+     "client_secret", "credential", "credentials", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
+     "x-goog-signature", "x-goog-credential")
+)  # fmt: skip
+_SECRET_PARAM_ENDS = ("token", "secret", "signature", "password", "_key", "-key")
+
+
+def _query_param_hits(text: str) -> list[Hit]:
+    hits: list[Hit] = []
+    for sep in ("?", "&"):
+        p = text.find(sep)
+        while p >= 0:
+            m = _QUERY_PARAM.match(text, p + 1)
+            if m is not None:
+                name = m.group(1).lower()
+                if name in _SECRET_PARAMS or name.endswith(_SECRET_PARAM_ENDS):
+                    hits.append((m.start(2), m.end(2), "secret", m.group(2)))
+            p = text.find(sep, p + 1)
+    return hits
+
+
+# PEM private keys: the body between the BEGIN and END lines (to the end of the text when cut).
+_PEM_BODY = re.compile(r"-----BEGIN ([A-Z0-9 ]{0,40})PRIVATE KEY-----(.+?)(?=-----END |\Z)", re.DOTALL)
+
+
+def _pem_hits(text: str) -> list[Hit]:
+    return [(m.start(2), m.end(2), "secret", m.group(2)) for m in _PEM_BODY.finditer(text)]
+
+
 _API_KEY = re.compile(
     r"(?:"
     r"sk-(?:lf-|proj-|ant-)?[A-Za-z0-9_-]{16,}"  # OpenAI, Anthropic, Langfuse secret key
@@ -380,6 +419,7 @@ _API_KEY = re.compile(
     r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
     r"|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{24,}"  # Stripe
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
+    r"|T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}"  # Slack incoming-webhook path (hooks.slack.com/services/)
     r")"
 )
 # Where a key can start: a substring (found with str.find) or a regex with a literal prefix (which ``re``
@@ -393,6 +433,7 @@ _KEY_ANCHORS: tuple[tuple[str | re.Pattern[str], int], ...] = (
     (re.compile(r"gh(?:[pousr]_|ithub_pat_)"), 0),
     (re.compile(r"A(?:KIA|SIA|Iza)"), 0),
     (re.compile(r"_(?:live|test)_"), 2),
+    ("hooks.slack.com/services/", -len("hooks.slack.com/services/")),
 )
 _KEY_BOUNDARY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -437,25 +478,38 @@ _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 # One or more backslashes: "\\\\u0040" is "\\u0040" escaped again (a repr, JSON inside JSON).
 _BACKSLASH = re.compile(r"\\+u[0-9A-Fa-f]{4}|\\+x[0-9A-Fa-f]{2}")
+# Quoted-printable (MIME bodies, encoded words "=?utf-8?q?x=40example.org?="): only "=40", the "@", and
+# the soft line break "=\n" (a long line wrapped inside an address), which stands for nothing, also as
+# written in a repr or JSON ("=\\n").
+_QP = re.compile(r"=40|=\r?\n|=(?:\\r)?\\n")
 _ESCAPES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     (("%",), _PERCENT),
+    (("=40", "=\n", "=\r", "=\\n", "=\\r"), _QP),
     (("&",), _ENTITY),
     (("\\u", "\\x"), _BACKSLASH),
 )
 # Non-ASCII characters that stand for ASCII ones a detector reads: full-width forms (＠, ４), Unicode spaces
 # (no-break, thin, narrow no-break: phone groups), and the decimal digits of the most used other scripts
 # (Arabic-Indic, Extended Arabic-Indic, Devanagari, Bengali, Thai). One character class: one fast scan.
+# Invisible format characters (soft hyphen, zero-width space/joiners, bidi marks and overrides such as
+# RLO, word joiner, BOM) are dropped from the view: "le\u200bak@example.org" reads as one address. The
+# small commercial at "\ufe6b" reads as "@".
 _NON_ASCII_LOOKALIKE = re.compile(
     "[\uff01-\uff5e\u00a0\u2000-\u200a\u202f\u205f\u3000"
-    "\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u09e6-\u09ef\u0e50-\u0e59]"
+    "\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u09e6-\u09ef\u0e50-\u0e59"
+    "\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufe6b]"
 )
 
 
 def _fold(c: str) -> str:
     if "\uff01" <= c <= "\uff5e":
         return chr(ord(c) - 0xFEE0)
+    if c == "\ufe6b":
+        return "@"
     if c.isspace():
         return " "
+    if unicodedata.category(c) == "Cf":
+        return ""
     return str(unicodedata.decimal(c))
 
 
@@ -467,6 +521,8 @@ def _decode_one(token: str, letters: bool) -> str | None:
     """The character(s) an escape stands for, or ``None`` when it does not matter to any detector.
     Non-ASCII letters (``\\u00e9``) matter only to addresses, so only when ``letters`` (an "@" is near)."""
     head = token[0]
+    if head == "=":
+        return "@" if token == "=40" else ""  # quoted-printable "=40", soft line break
     if head == "%" or head == "\\":
         decoded = chr(int(token[1:] if head == "%" else token.lstrip("\\")[1:], 16))
     elif token.startswith("&#"):
@@ -478,6 +534,8 @@ def _decode_one(token: str, letters: bool) -> str | None:
         decoded = html.entities.html5.get(token[1:], "")
     if decoded.isspace():
         return " "  # &nbsp; between the groups of a phone number
+    if decoded == "\ufe6b" or (len(decoded) == 1 and unicodedata.category(decoded) == "Cf"):
+        return _fold(decoded)  # "\\u200b", "&shy;": an invisible character inside a value, "﹫"
     # "&amp;", "&lt;" and the like change nothing a detector reads: no second look for them.
     if not decoded or not (decoded.isalnum() or decoded in _VIEW_RELEVANT):
         return None
@@ -487,8 +545,34 @@ def _decode_one(token: str, letters: bool) -> str | None:
 _VIEW_RELEVANT = frozenset("@.+-_:/()[] \t\n%=")
 
 
+_QP_NEXT = frozenset(("40", "\r\n", "\\n", "\\r"))
+
+
+def has_quoted_printable(text: str, escaped_break_only: bool = False) -> bool:
+    """Is there a quoted-printable ``=40`` or soft line break (``=`` + newline, raw or as ``\\n``)? One
+    ``str.find`` per "=" (memchr-fast), not one substring search per form."""
+    p = text.find("=")
+    while p >= 0:
+        nxt = text[p + 1 : p + 3]
+        if escaped_break_only:
+            # "=\\n", or escaped again ("=\\\\n": a repr inside JSON); not "href=\\"..."
+            if nxt[:1] == "\\" and text[p + 1 : p + 9].lstrip("\\")[:1] in ("n", "r"):
+                return True
+        elif nxt in _QP_NEXT or nxt[:1] == "\n":
+            return True
+        p = text.find("=", p + 1)
+    return False
+
+
 def _may_be_encoded(text: str) -> bool:
-    return "%" in text or "&" in text or "\\u" in text or "\\x" in text or not text.isascii()
+    return (
+        "%" in text
+        or "&" in text
+        or "\\u" in text
+        or "\\x" in text
+        or ("=" in text and has_quoted_printable(text))
+        or not text.isascii()
+    )
 
 
 Piece = tuple[int, int, str]
@@ -500,7 +584,9 @@ def _pieces(text: str) -> list[Piece]:
     at = "@" in text
     for needles, pattern in _ESCAPES:
         if any(n in text for n in needles):
-            pieces.extend((m.start(), m.end(), d) for m in pattern.finditer(text) if (d := _decode_one(m.group(), at)))
+            pieces.extend(
+                (m.start(), m.end(), d) for m in pattern.finditer(text) if (d := _decode_one(m.group(), at)) is not None
+            )
     if not text.isascii():
         pieces.extend((m.start(), m.end(), _fold(m.group())) for m in _NON_ASCII_LOOKALIKE.finditer(text))
     pieces.sort()
@@ -639,10 +725,18 @@ class Scanner:
                 if len(lower) != len(text):  # a few non-ASCII letters change length when lower-cased
                     lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
                 hits.extend(_keyword_hits(text, lower, auth, assign))
-        if self._api_key and _may_hold_api_key(text):
+        may_key = self._api_key and _may_hold_api_key(text)
+        if may_key:
             hits.extend(_api_key_hits(text))
-        if self._url_credentials and "://" in text:
-            hits.extend(_url_credential_hits(text))
+        if self._api_key and "PRIVATE KEY-----" in text:
+            hits.extend(_pem_hits(text))
+        if self._assignment and "=" in text and ("?" in text or "&" in text):
+            hits.extend(_query_param_hits(text))
+        if "://" in text:
+            if self._url_credentials:
+                hits.extend(_url_credential_hits(text))
+            if self._api_key and not may_key and "hooks.slack.com/" in text:
+                hits.extend(_api_key_hits(text))  # a Slack webhook URL (otherwise found just above)
         if self._email and "@" in text:
             hits.extend(_email_hits(text))
         if self._numeric and len(text) >= 8:
@@ -690,7 +784,7 @@ class Scanner:
 # Lower- or mixed-case IBANs (de89 3704 ..., gb82 west 1234 ...). The numeric candidate scan only sees
 # upper case; around each candidate (a run of digits), this looks for a lower-case letter pair, two check
 # digits and a BBAN.
-_IBAN_ANY = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][a-z][0-9]{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])", re.ASCII)
+_IBAN_ANY = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][a-z][0-9]{2}(?:[ -]?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])", re.ASCII)
 _IBAN_LOOKBACK = 20  # country code, check digits and letters of the BBAN before its first digit run
 
 

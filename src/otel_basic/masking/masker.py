@@ -1,11 +1,17 @@
 """The Masker: rewrites every string of a span so personal data and secrets never leave the process.
 
 Coverage
-    :meth:`Masker.mask_span` returns a masked copy of a finished span: its name, attribute values, event
-    names and attributes, link attributes and status description. Exception messages and stack traces
-    are event attributes (``exception.message``/``exception.stacktrace``) or attributes, so they are
-    covered too. Resource attributes are the pipeline's: it masks those it adds with
-    :meth:`Masker.mask_attributes`. Instrumentation scope names are library names and are not masked.
+    :meth:`Masker.mask_span` returns a masked copy of a finished span: its name, attribute keys and
+    values, event names and attributes, link attributes, status description, and its instrumentation
+    scope's attributes and schema URL. Exception messages and stack traces are event attributes
+    (``exception.message``/``exception.stacktrace``) or attributes, so they are covered too. Resource
+    attributes are the pipeline's: it masks those it adds with :meth:`Masker.mask_attributes`.
+    Instrumentation scope names and versions are library names and are not masked.
+
+Attribute keys run through the detectors too (``metadata.approved_by:<email:..>``); two keys that mask to
+the same name are both kept, the later with a ``#2`` suffix. A key's masked form is cached, so a key with
+nothing detected costs one dict lookup. An integer of 13+ digits runs through the detectors as text (a
+card number becomes a ``<card:..>`` string).
 
 Levels
     ``"detectors"`` (default): every string (and string inside a sequence, mapping or JSON document) runs
@@ -44,7 +50,10 @@ raw document and the tokens go in place (keeping its formatting; no parse needed
 contains a quote or backslash). When the raw text cannot settle it safely (escapes next to a hit, an
 escaped ASCII character such as ``\\u0040``, a secret key name, a card as a bare number, user patterns),
 the document is parsed, every string (object keys too: a state dump can be keyed by address) is masked,
-and it is re-serialized compactly with ``ensure_ascii=False``.
+and it is re-serialized compactly with ``ensure_ascii=False``. A string inside that is itself a JSON
+document (tool-call arguments inside a message list) is masked the same way, secret-named keys included
+(the raw text shows them as ``\\"password\\":``); the depth is bounded (``_MAX_DEPTH``) and so is the
+size (``max_chars``).
 
 Cost: bounded by ``max_chars`` (default 16384, ``OTEL_BASIC_MAX_ATTRIBUTE_CHARS``), not by the input. A
 longer string is cut *before* detection: the detectors see its first ``max_chars`` characters plus a
@@ -73,11 +82,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal, cast
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AnyValue
 
 from otel_basic.limits import DEFAULT_MAX_ATTRIBUTE_CHARS, truncation_marker
-from otel_basic.masking.detectors import BUILTIN_DETECTORS, Detector, Hit, Scanner
+from otel_basic.masking.detectors import BUILTIN_DETECTORS, Detector, Hit, Scanner, has_quoted_printable
 from otel_basic.spancopy import attributes_of, copy_event, copy_span, plain
 
 __all__ = [
@@ -247,8 +257,6 @@ DEFAULT_EVENT_ALLOW_KEYS: tuple[str, ...] = (
     "exception.escaped",
     "log.level",
     "log.severity",
-    "log.logger",
-    "logger.name",
     "level",
     "severity",
     "severity_text",
@@ -283,6 +291,9 @@ _NO_BOUND = sys.maxsize
 
 _Span = tuple[int, int, str]
 _KEY_CACHE_MAX = 8192
+_BIG = 10**12
+_HAS_DIGIT_RUN = re.compile(r"[0-9]{4}")
+"""Integers at least this large (13+ digits) may be card numbers: they run through the detectors."""
 
 Replacer = Callable[[re.Match[str]], str]
 
@@ -437,6 +448,8 @@ class Masker:
         self._trace_keys = _globs(_TRACE_KEYS)
         self._key_cache: dict[str, int] = {}
         self._event_key_cache: dict[str, int] = {}
+        self._key_masks: dict[str, str] = {}
+        self._scope_cache: dict[int, tuple[InstrumentationScope, InstrumentationScope | None]] = {}
 
     # --- public API ------------------------------------------------------------------------------------
 
@@ -542,9 +555,19 @@ class Masker:
             if desc is not None:
                 new_status = Status(status.status_code, desc)
 
-        if name is span.name and new_attrs is None and new_events is None and new_links is None and new_status is None:
+        scope = span.instrumentation_scope
+        new_scope = None if scope is None else self._mask_scope(scope, bound)
+
+        if (
+            name is span.name
+            and new_attrs is None
+            and new_events is None
+            and new_links is None
+            and new_status is None
+            and new_scope is None
+        ):
             return span
-        return copy_span(
+        copied = copy_span(
             span,
             attributes=attributes if new_attrs is None else new_attrs,
             events=new_events,
@@ -552,6 +575,31 @@ class Masker:
             status=new_status,
             name=None if name is span.name else name,
         )
+        if new_scope is not None:
+            copied._instrumentation_scope = new_scope  # copy_span keeps the original's scope
+        return copied
+
+    def _mask_scope(self, scope: InstrumentationScope, bound: int) -> InstrumentationScope | None:
+        """The instrumentation scope with masked attributes and schema URL, or ``None`` when unchanged.
+        Its name and version are library names and versions, not masked. Cached per scope object (a
+        process has a handful)."""
+        cache = self._scope_cache
+        entry = cache.get(id(scope))
+        if entry is not None and entry[0] is scope:
+            return entry[1]
+        attrs = scope.attributes
+        new_attrs = self._mask_mapping(attrs, event=False, bound=bound) if attrs else None
+        url = scope.schema_url
+        new_url = self._mask_name("scope.schema_url", url, bound) if url else url
+        masked = None
+        if new_attrs is not None or new_url != url:
+            masked = InstrumentationScope(
+                scope.name, scope.version, new_url, new_attrs if new_attrs is not None else attrs
+            )
+        if len(cache) >= 256:
+            cache.clear()
+        cache[id(scope)] = (scope, masked)  # holds the scope: its id is not reused while cached
+        return masked
 
     def _mask_name(self, key: str, name: object, bound: int) -> str:
         """A span or event name: detectors (names are not content, so ``hide`` does not replace them)."""
@@ -637,7 +685,7 @@ class Masker:
                             changes = {}
                         changes[key] = new
                     continue
-            elif value is None or isinstance(value, (bool, int, float)):
+            elif value is None or isinstance(value, (bool, float)) or (value.__class__ is int and -_BIG < value < _BIG):
                 continue
             else:
                 cls = self._classify(key, event=event)
@@ -655,9 +703,50 @@ class Masker:
                 if changes is None:
                     changes = {}
                 changes[key] = masked
+        renames = self._key_renames(attrs, bound)
+        if renames is not None:
+            return _renamed(attrs, changes or {}, renames)
         if not changes:
             return None
         return {k: changes.get(k, v) for k, v in attrs.items()}
+
+    def _key_renames(self, attrs: Mapping[str, AnyValue], bound: int) -> dict[str, str] | None:
+        """Masked attribute keys (``metadata.approved_by:<email:..>``): ``None`` when no key changes. A
+        key's masked form is cached, so a key seen before costs one dict lookup."""
+        masks = self._key_masks
+        renames: dict[str, str] | None = None
+        for key in attrs:
+            new = masks.get(key)
+            if new is None:
+                new = self._mask_key(key, bound)
+            if new is not key:
+                if renames is None:
+                    renames = {}
+                renames[key] = new
+        return renames
+
+    def _mask_key(self, key: str, bound: int) -> str:
+        try:
+            if not isinstance(key, str):
+                return str(key)  # not a valid attribute key; export its masked text # pragma: no cover
+            if len(key) < self._min_chars:
+                new = key
+            elif len(key) > bound:
+                return self._mask_long(key, 0, bound)  # not cached: depends on the bound
+            else:
+                new = self._scan(key)
+                if "." in new and _HAS_DIGIT_RUN.search(new):
+                    # "metadata.5555 - 5555 - 5555 - 4444": a value right after a dot is not a decimal part
+                    new = ".".join(self._scan(part) for part in new.split("."))
+                if new == key:
+                    new = key
+        except Exception as exc:
+            return cast(str, self._failed("attribute key", exc))
+        masks = self._key_masks
+        if len(masks) >= _KEY_CACHE_MAX:
+            masks.clear()
+        masks[key] = new
+        return new
 
     # --- internals ---------------------------------------------------------------------------------------
 
@@ -686,6 +775,14 @@ class Masker:
     def _mask_any(self, cls: int, key: str, value: AnyValue, bound: int) -> AnyValue:
         if isinstance(value, str):
             return self._mask_str(cls, key, value, bound)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _BIG:
+            # A card number stored as an integer: its digits are detected like text, a hit becomes a
+            # token string (the attribute's type changes from int to string).
+            digits = str(value)
+            if cls == _SECRET:
+                return self._token("secret", digits)
+            hits = self._scanner.hits(digits)
+            return self._apply(digits, hits) if hits else value
         if value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, (tuple, list)):
@@ -834,7 +931,9 @@ class Masker:
             return self._mask_json_parsed(text, depth)
         scan = text
         if "\\" in text:
-            if "\\/" in text:  # "030\/901820": an escape inside a value; only the parsed string shows it
+            if "\\/" in text or ("=" in text and has_quoted_printable(text, escaped_break_only=True)):
+                # "030\/901820": an escape inside a value; "exam=\nple.org": a quoted-printable soft line
+                # break inside one. Only the parsed string shows them.
                 return self._mask_json_parsed(text, depth)
             # In the raw text, the escape in "\\n+44 20 ..." must read as a line break, not a letter "n".
             for esc in ("\\n", "\\t", "\\r", "\\b", "\\f"):
@@ -891,7 +990,7 @@ class Masker:
         if isinstance(node, list):
             items = [self._mask_json(v, depth + 1) for v in node]
             return items if any(a is not b for a, b in zip(items, node, strict=True)) else node
-        if isinstance(node, int) and not isinstance(node, bool) and abs(node) >= 10**12:
+        if isinstance(node, int) and not isinstance(node, bool) and abs(node) >= _BIG:
             # A card number stored as a JSON number becomes a token string.
             digits = str(node)
             hits = self._scanner.hits(digits)
@@ -940,8 +1039,13 @@ class Masker:
 
 _UNICODE_ESCAPE = re.compile(r"\\u[0-9A-Fa-f]{4}")
 # An escaped printable ASCII or full-width character ("eve\\u0040example.com"): no JSON encoder needs
-# one, so it hides something; only the parsed string shows it to the detectors.
-_ASCII_ESCAPE = re.compile(r"\\u(?:00[2-7][0-9A-Fa-f]|[fF][fF][0-5][0-9A-Fa-f])")
+# one, so it hides something; only the parsed string shows it to the detectors. The same for the
+# characters the detectors' decoded view folds: the small "@" and invisible format characters (soft
+# hyphen, zero-width, bidi controls, BOM) that ``ensure_ascii`` escapes inside an address.
+_ASCII_ESCAPE = re.compile(
+    r"\\u(?:00[2-7][0-9A-Fa-f]|[fF][fF][0-5][0-9A-Fa-f]|00[aA][dD]|061[cC]|180[eE]|200[0-9A-Fa-f]|202[a-fA-F]|206[0-9A-Fa-f]"
+    r"|[fF][eE]6[bB]|[fF][eE][fF][fF])"
+)
 _ESCAPED = ("\\", "\x00")
 
 
@@ -965,7 +1069,9 @@ def _json_names_secret(text: str) -> bool:
                 break
             if text[close + 1 : close + 3].lstrip().startswith(":"):
                 open_ = text.rfind('"', 0, p)
-                if open_ >= 0 and _is_secret_key(text[open_ + 1 : close]):
+                # JSON inside a JSON string (tool-call arguments in a message list): the key's quotes
+                # are escaped, \"password\": its name is what is left without the backslashes.
+                if open_ >= 0 and _is_secret_key(text[open_ + 1 : close].rstrip("\\")):
                     return True
             p = text.find(needle, p + 1)
     return False
@@ -996,6 +1102,23 @@ def _bare_json_value(text: str, start: int, end: int) -> bool:
     while j < n and text[j] in " \t\r\n":
         j += 1
     return j == n or text[j] in ",]}"
+
+
+def _renamed(
+    attrs: Mapping[str, AnyValue], changes: Mapping[str, AnyValue], renames: Mapping[str, str]
+) -> dict[str, AnyValue]:
+    """``attrs`` with masked values and keys; two keys that mask to the same name are both kept, the later
+    one with a ``#2`` (``#3``...) suffix."""
+    out: dict[str, AnyValue] = {}
+    for k, v in attrs.items():
+        nk = renames.get(k, k)
+        if nk in out:
+            i = 2
+            while f"{nk}#{i}" in out or f"{nk}#{i}" in attrs:
+                i += 1
+            nk = f"{nk}#{i}"
+        out[nk] = changes.get(k, v)
+    return out
 
 
 def _whole_match(m: re.Match[str]) -> _Span | None:
