@@ -194,3 +194,62 @@ def test_an_unusable_spool_path_does_not_crash_replay(tmp_path: Path, langfuse_e
     otel_basic_cli = str(Path(sys.executable).with_name("otel-basic"))
     out = subprocess.run([otel_basic_cli, "replay"], env=env, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in out.stderr + out.stdout, out.stderr
+
+
+def test_fork_children_of_a_fresh_process_do_not_hang(langfuse_env: LangfuseReceiver, tmp_path: Path) -> None:
+    """A process that imports only otel_basic, configures, then forks (the order that once hung every child)."""
+    script = tmp_path / "forker.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import multiprocessing as mp, otel_basic
+            otel_basic.configure()
+            def work(i):
+                otel_basic.get_tracer("child").start_span(f"forked-{i}").end()
+            if __name__ == "__main__":
+                procs = [mp.get_context("fork").Process(target=work, args=(i,)) for i in range(3)]
+                for p in procs:
+                    p.start()
+                for p in procs:
+                    p.join(20)
+                print([p.exitcode for p in procs], flush=True)
+                for p in procs:
+                    p.kill()
+            """
+        )
+    )
+    out = subprocess.run(
+        [PYTHON, str(script)], env=subprocess_env(**langfuse_env.env()), capture_output=True, text=True, timeout=90
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[0, 0, 0]", out.stdout + out.stderr
+    names = [s.name for s in langfuse_env.wait_for_spans(3, timeout=10)]
+    assert sorted(names) == ["forked-0", "forked-1", "forked-2"]
+
+
+@pytest.mark.parametrize("held", ["ledger", "spool"])
+def test_sigterm_while_the_main_thread_holds_a_pipeline_lock_exits(
+    langfuse_env: LangfuseReceiver, tmp_path: Path, held: str
+) -> None:
+    """A signal handler runs in the main thread between two bytecodes: if that thread was inside the
+    pipeline (a span ending, an overflow spooling), the exit flush must not wait for itself."""
+    script = tmp_path / "app.py"
+    lock = "t.pipeline.ledger._lock" if held == "ledger" else "t.pipeline.spool._lock"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, otel_basic
+            t = otel_basic.configure(install_signal_handlers=True)
+            otel_basic.get_tracer("app").start_span("before-signal").end()
+            with {lock}:  # the signal lands while the main thread holds it
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+            print("NOT REACHED", flush=True)
+            """
+        )
+    )
+    env = subprocess_env(**langfuse_env.env())
+    env.pop("OTEL_BASIC_SIGNAL_HANDLERS", None)
+    proc = subprocess.run([PYTHON, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "before-signal" in [s.name for s in langfuse_env.wait_for_spans(1, timeout=5)]

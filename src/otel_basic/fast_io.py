@@ -25,7 +25,7 @@ try:  # the same class otel_basic.workflows tests against
 except ImportError:  # pragma: no cover
     _Workflow = object  # type: ignore[assignment,misc]
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _original: Callable[..., None] | None = None
 
 

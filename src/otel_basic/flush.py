@@ -83,7 +83,7 @@ class _SideFlush:
 
     def __init__(self, target: Callable[[], None]) -> None:
         self._target = target
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._done: threading.Event | None = None
         self.error: str | None = None
 

@@ -81,7 +81,7 @@ _GENERATION_KEYS = (
 _GENERATION_PREFIXES = ("llm.token_count.", SpanAttributes.LLM_TOOLS + ".", COMPLETION_START_TIME)
 _STALE_STREAM_SECONDS = 60.0  # OpenInference's sweeper ends a stream idle this long
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _originals: dict[str, Any] = {}
 _config: TraceConfig | None = None
 _wrappers: set[str] = set()  # ids of LLM spans an LLM call ran inside (cleared as each ends)

@@ -47,7 +47,7 @@ class ForwardingTracerProvider(trace.TracerProvider):
     def __init__(self) -> None:
         self._target: TracerProvider | None = None
         self._added: list[_Kept] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def target(self) -> TracerProvider | None:

@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 
 _log = logging.getLogger("otel_basic")
-_lock = threading.Lock()
+_lock = threading.RLock()
 _instrumentor: Any = None
 _originals: dict[str, Callable[[Any], str | None]] = {}
 

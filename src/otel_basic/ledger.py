@@ -43,8 +43,12 @@ class Totals:
 
 
 class Ledger:
+    """Locks are re-entrant everywhere on the flush path: a SIGTERM handler runs in the main thread
+    between two bytecodes, possibly while that thread holds this lock (``created`` in ``on_end``);
+    a plain lock would make the exit flush wait for itself forever."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._totals = Totals()
         self._reported = Totals()
         self._reason_since_report: str | None = None
@@ -100,7 +104,7 @@ class Ledger:
 
     def reset(self) -> None:
         """In a fork child: the parent's history is the parent's to report."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._totals = self._reported = Totals()
         self._reason_since_report = None
         self._warned = set()

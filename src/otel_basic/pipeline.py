@@ -4,6 +4,12 @@ ledger, the batch processor and the provider. What happens to a span after it en
 
 from __future__ import annotations
 
+# Imported before any TracerProvider exists, on purpose: the SDK's provider registers an at-fork hook
+# that, in the child, submits to a ThreadPoolExecutor; concurrent.futures re-initialises its global
+# lock in the child through its own at-fork hook, which must therefore be registered first (hooks run
+# in registration order). The SDK gets that order by accident from Resource.create(); we build the
+# resource from Settings, so we import it here, or every fork() child would hang.
+import concurrent.futures.thread  # noqa: F401
 from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import TELEMETRY_SDK_LANGUAGE, TELEMETRY_SDK_NAME, TELEMETRY_SDK_VERSION, Resource

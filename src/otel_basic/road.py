@@ -268,7 +268,7 @@ class Road:
         self.prepare = prepare
         self.transport = transport
         self.spool = spool
-        self._replaying = threading.Lock()  # one replay at a time per process: a flush waits for it
+        self._replaying = threading.RLock()  # one replay at a time per process: a flush waits for it
 
     @property
     def endpoint(self) -> str:
@@ -334,7 +334,7 @@ class Road:
         return self.spool.waiting_spans() if self.spool is not None else 0
 
     def reopen(self) -> None:
-        self._replaying = threading.Lock()
+        self._replaying = threading.RLock()
         self.transport.reopen()
         if self.spool is not None:
             self.spool.reopen()

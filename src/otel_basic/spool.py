@@ -118,7 +118,7 @@ class Spool:
         self.dir = root / destination
         self.rejected_dir = self.dir / "rejected"
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.spooled = 0
         self.evicted = 0
         self.write_errors = 0
@@ -270,7 +270,7 @@ class Spool:
 
     def reopen(self) -> None:
         """After ``fork()``: the parent's lock may have been held by one of its threads."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def _claim(self, path: Path) -> Path | None:
         claimed = path.with_name(f".{path.name}.claimed-{os.getpid()}-{threading.get_ident()}")

@@ -42,7 +42,7 @@ class StepFlushSpanHandler(ObservingSpanHandler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._guard = threading.Lock()
+        self._guard = threading.RLock()
         self._runs: set[str] = set()
         self._steps: set[str] = set()
 

@@ -17,7 +17,7 @@ class ConsoleTransport:
     endpoint = "console"
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult:
         line = request_to_json_line(request)
@@ -26,7 +26,7 @@ class ConsoleTransport:
         return SendResult.ok()
 
     def reopen(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         pass

@@ -19,7 +19,7 @@ class FileTransport:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.endpoint = f"file://{path}"
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"FileTransport(path={str(self.path)!r})"
@@ -40,7 +40,7 @@ class FileTransport:
         return SendResult.ok()
 
     def reopen(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         pass
