@@ -473,3 +473,33 @@ def test_console_exporter_prints_spans() -> None:
     proc = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert '"name":"printed-span"' in proc.stdout and "flushed True" in proc.stdout  # OTLP/JSON lines
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "OTEL_BSP_MAX_QUEUE_SIZE=100",  # valid, but smaller than the SDK's default batch
+        "OTEL_BSP_MAX_QUEUE_SIZE=0",
+        "OTEL_BSP_SCHEDULE_DELAY=0",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=0",
+        "OTEL_BSP_SCHEDULE_DELAY=1e308",
+        "OTEL_BSP_MAX_QUEUE_SIZE=nan",
+    ],
+)
+def test_bsp_values_the_sdk_reads_itself_never_turn_tracing_off(variable: str) -> None:
+    """The Langfuse client's processor (an SDK BatchSpanProcessor) reads OTEL_BSP_* on its own."""
+    from otel_basic.testing import LangfuseReceiver
+
+    name, value = variable.split("=")
+    with LangfuseReceiver() as receiver:
+        code = (
+            "import otel_basic\nt = otel_basic.configure()\nprint('enabled', t.enabled)\n"
+            "otel_basic.get_tracer('t').start_span('arrives').end()\n"
+            "print('flush', bool(otel_basic.flush(timeout=5)))\n"
+        )
+        env = subprocess_env(**receiver.env(), **{name: value})
+        proc = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert "enabled True" in proc.stdout and "flush True" in proc.stdout, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.count(name) <= 1, proc.stderr  # one warning, naming the variable
+        assert [s.name for s in receiver.spans] == ["arrives"]

@@ -31,6 +31,7 @@ from otel_basic import (
     instrumentation,
     lifecycle,
     log_bridge,
+    sdk_env,
     step_flush,
     workflows,
 )
@@ -208,6 +209,7 @@ def configure(**overrides: Any) -> Telemetry:
     """
     global _current, _current_args
     with _lock:
+        sdk_env.sanitize()  # the SDK's own readers of OTEL_BSP_* (Langfuse's processor) see valid values
         try:
             settings: Settings | None = load_settings(**overrides)
             error = None

@@ -1,12 +1,19 @@
-"""Keep a bad ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` from crashing the import of the OpenTelemetry SDK.
+"""Keep OpenTelemetry variables that the SDK itself reads from crashing or disabling anything.
 
-``opentelemetry.sdk.trace`` parses that one variable at import time, module level, and raises
-``ValueError`` on anything but a non-negative integer (``1e23``, ``-1``, ``lots``): every import
-of the SDK, ours and the host's, would die with a traceback. This module is imported first by
-``otel_basic/__init__.py``, before anything imports the SDK. It writes the value the settings table
-would use (clamped, or removed to get the default) back into ``os.environ`` with ONE warning that
-names the variable and the accepted range. It changes the environment only for a value the SDK
-cannot import with; stdlib only, so it is safe to run that early.
+Some SDK code reads ``os.environ`` on its own, whatever otel-basic's settings say:
+
+* ``opentelemetry.sdk.trace`` parses ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` at import time and raises
+  ``ValueError`` on anything but a non-negative integer: every import of the SDK would die;
+* every ``BatchSpanProcessor`` reads ``OTEL_BSP_*`` when it is built: the Langfuse client's processor
+  on our provider, and the SDK's own under ``opentelemetry-instrument``. ``OTEL_BSP_MAX_QUEUE_SIZE=100``
+  (smaller than the default batch) or ``0`` makes it raise, and that used to turn tracing off;
+  ``1e308`` or ``nan`` make it log a traceback.
+
+:func:`sanitize` writes the value the settings table would use (clamped, or removed to get the
+default) back into the environment, with ONE warning naming the variable and the accepted range, so
+the SDK and otel-basic see the same numbers. It changes only values the SDK cannot use as they are.
+It runs when ``otel_basic`` is imported (before anything imports the SDK) and again in
+``configure()``; stdlib only, so it is safe to run that early.
 """
 
 from __future__ import annotations
@@ -14,38 +21,64 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import MutableMapping
 
-from opentelemetry.sdk.environment_variables import OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT
+from opentelemetry.sdk.environment_variables import (
+    OTEL_BSP_EXPORT_TIMEOUT,
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+    OTEL_BSP_MAX_QUEUE_SIZE,
+    OTEL_BSP_SCHEDULE_DELAY,
+    OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT,
+)
 
-RANGE = (0, 100_000)  # the same range as the settings table's row
+# (variable, low, high, default): the same ranges as the settings table's rows.
+_INTEGERS = (
+    (OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT, 0, 100_000, 128),
+    (OTEL_BSP_SCHEDULE_DELAY, 1, 3_600_000, 1000),
+    (OTEL_BSP_EXPORT_TIMEOUT, 1, 3_600_000, 30_000),
+    (OTEL_BSP_MAX_QUEUE_SIZE, 1, 1_000_000, 65536),
+    (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 1, 1_000_000, 512),
+)
 
 
-def sanitize(environ: os._Environ[str] | dict[str, str] = os.environ) -> str | None:
-    """Fix the variable in ``environ`` if the SDK would crash on it; return the warning, if any."""
-    raw = environ.get(OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT)
+def _fix(environ: MutableMapping[str, str], name: str, low: int, high: int, default: int) -> str | None:
+    raw = environ.get(name)
     if raw is None:
         return None
     text = raw.strip().lower()
-    if text in ("", "unset") or (text.isdigit() and int(text) <= RANGE[1]):
+    if text in ("", "unset") or (text.isdigit() and low <= int(text) <= high):
         return None
     try:
         number = float(text)
     except ValueError:
         number = math.nan
-    accepted = f"(accepted: {RANGE[0]} – {RANGE[1]})"
+    accepted = f"(accepted: {low} – {high})"
     shown = repr(raw.strip()[:40])
-    if math.isnan(number) or (number != int(number) if math.isfinite(number) else False):
-        del environ[OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT]
-        message = (
-            f"{OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT}: expected a whole number, got {shown} {accepted}; "
-            "using the default `128`"
+    if math.isnan(number):
+        del environ[name]
+        return f"{name}: expected a whole number, got {shown} {accepted}; using the default `{default}`"
+    clamped = low if number < low else high if number > high else int(number)
+    environ[name] = str(clamped)
+    return f"{name}: {shown} is out of range {accepted}; using {clamped}"
+
+
+def sanitize(environ: MutableMapping[str, str] = os.environ) -> list[str]:
+    """Fix the variables in ``environ`` the SDK would crash or misbehave on; return the warnings."""
+    messages = [m for name, low, high, default in _INTEGERS if (m := _fix(environ, name, low, high, default))]
+    queue = environ.get(OTEL_BSP_MAX_QUEUE_SIZE)
+    batch = environ.get(OTEL_BSP_MAX_EXPORT_BATCH_SIZE)
+    queue_size = int(queue) if queue and queue.strip().isdigit() else 65536
+    if batch and batch.strip().isdigit() and int(batch) > queue_size:
+        environ[OTEL_BSP_MAX_EXPORT_BATCH_SIZE] = str(queue_size)
+        messages.append(
+            f"{OTEL_BSP_MAX_EXPORT_BATCH_SIZE}: must not exceed {OTEL_BSP_MAX_QUEUE_SIZE} "
+            f"(accepted: 1 – queue size); using {queue_size}"
         )
-    else:
-        clamped = RANGE[0] if number < RANGE[0] else RANGE[1] if number > RANGE[1] else int(number)
-        environ[OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT] = str(clamped)
-        message = f"{OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT}: {shown} is out of range {accepted}; using {clamped}"
-    logging.getLogger("otel_basic").warning("otel-basic: %s", message)
-    return message
+    elif not batch and queue_size < 512:  # the SDK's default batch (512) would exceed the queue
+        environ[OTEL_BSP_MAX_EXPORT_BATCH_SIZE] = str(queue_size)
+    for message in messages:
+        logging.getLogger("otel_basic").warning("otel-basic: %s", message)
+    return messages
 
 
 sanitize()
