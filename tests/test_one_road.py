@@ -289,3 +289,21 @@ def test_a_process_that_masks_more_never_replays_batches_masked_less(
     otel_basic.configure()
     _spans("strong", 2, set())
     assert otel_basic.flush(timeout=5)
+
+
+def test_a_spool_directory_others_can_write_to_is_never_replayed(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("OTEL_BASIC_SPOOL_DIR", str(shared))
+    otel_basic.configure()
+    langfuse_env.stop()
+    _spans("mine", 2, set())
+    otel_basic.shutdown(timeout=0.5)
+    for directory in [shared, *[p for p in shared.rglob("*") if p.is_dir()]]:
+        directory.chmod(0o777)  # another local user could now drop batches in here
+    langfuse_env.start()
+    otel_basic.configure()
+    report = otel_basic.flush(timeout=3)
+    assert langfuse_env.spans == [], "replayed from a directory others can write to"
+    assert not report or report.in_spool == 0

@@ -133,6 +133,8 @@ class Spool:
 
     def _ensure(self, directory: Path) -> None:
         make_private_dir(directory)
+        if not _trusted(directory):
+            raise PermissionError(f"{directory} belongs to another user or others can write to it")
 
     def _write_file(self, directory: Path, name: str, data: bytes) -> Path:
         self._ensure(directory)
@@ -181,6 +183,8 @@ class Spool:
             return None
 
     def _files(self) -> list[Path]:
+        if not _trusted(self.dir):  # another user's (or a world-writable) directory: never replay from it
+            return []
         try:
             return sorted(
                 p for p in self.dir.iterdir() if p.name.endswith(_SUFFIX) and not p.name.startswith(".")
@@ -331,6 +335,18 @@ class Spool:
                 (path.parent / (path.name + ".reason")).unlink(missing_ok=True)
                 moved += _span_count(path)
         return moved
+
+
+def _trusted(directory: Path) -> bool:
+    """Ours, and nobody else may write to it (a shared path must not let another user inject spans
+    that we would replay under our credentials). A missing directory is trusted: we create it 0700."""
+    try:
+        st = directory.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def _size(path: Path) -> int:
