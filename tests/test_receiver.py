@@ -246,6 +246,12 @@ def test_langfuse_sdk_round_trip(spans: Sequence[ReadableSpan]) -> None:
         finally:
             client.shutdown()
             provider.shutdown()
+            # Langfuse keeps clients per key process-wide; a second one makes @observe skip tracing
+            # ("multiple clients") in every later test, so forget this one.
+            from langfuse._client.resource_manager import LangfuseResourceManager
+
+            with LangfuseResourceManager._lock:
+                LangfuseResourceManager._instances.pop(receiver.public_key, None)
 
 
 # --------------------------------------------------------------------------- rejections
