@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from otel_basic import sdk_env
 from otel_basic.pipeline import build_resource, build_road, build_spool
 from otel_basic.settings import (
     ConfigError,
@@ -477,6 +478,7 @@ def _spool_check(settings: Settings) -> tuple[Check, dict[str, Any] | None]:
 
 def run_doctor(env: Mapping[str, str] | None = None, *, timeout: float = 2.0) -> DoctorReport:
     """Run every check for the configuration in ``env`` (default: the process environment); never raises."""
+    from_process = env is None
     env = environ_snapshot() if env is None else dict(env)
     variables = sorted(k for k, v in env.items() if k.startswith(_ENV_PREFIXES) and v.strip())
     try:
@@ -491,7 +493,8 @@ def run_doctor(env: Mapping[str, str] | None = None, *, timeout: float = 2.0) ->
         config["langfuse_public_key"] = pk[:3] + "****" if pk.startswith("sk-") else pk
     report = DoctorReport(settings.route, settings.reason, config, variables)
     report.settings_table = effective_rows(settings, env)
-    report.warnings = list(settings.warnings)
+    # Values otel_basic's import already fixed in os.environ (sdk_env) are still findings.
+    report.warnings = [*(sdk_env.applied if from_process else ()), *settings.warnings]
     try:
         _diagnose(report, settings, env, timeout)
     except Exception as exc:  # a doctor that crashes is no help: report the crash as a finding
@@ -518,9 +521,9 @@ def _diagnose(report: DoctorReport, settings: Settings, env: Mapping[str, str], 
     if settings.route == "otlp" and settings.langfuse_public_key:
         detail += "; the LANGFUSE_* keys are not used: the OTLP endpoint wins (the collector holds the keys)"
     checks.append(Check("configuration", True, detail))
-    if settings.warnings:  # a value not used as written: the app runs, but not as configured
-        more = f" (and {len(settings.warnings) - 1} more)" if len(settings.warnings) > 1 else ""
-        checks.append(Check("values", False, "; ".join(settings.warnings), settings.warnings[0] + more))
+    if report.warnings:  # a value not used as written: the app runs, but not as configured
+        more = f" (and {len(report.warnings) - 1} more)" if len(report.warnings) > 1 else ""
+        checks.append(Check("values", False, "; ".join(report.warnings), report.warnings[0] + more))
 
     if settings.route == "file":
         checks.append(_check_file(settings))

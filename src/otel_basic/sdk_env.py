@@ -62,6 +62,10 @@ def _fix(environ: MutableMapping[str, str], name: str, low: int, high: int, defa
     return f"{name}: {shown} is out of range {accepted}; using {clamped}"
 
 
+applied: list[str] = []
+"""What :func:`sanitize` changed in this process's environment (``otel-basic doctor`` reports it)."""
+
+
 def sanitize(environ: MutableMapping[str, str] = os.environ) -> list[str]:
     """Fix the variables in ``environ`` the SDK would crash or misbehave on; return the warnings."""
     messages = [m for name, low, high, default in _INTEGERS if (m := _fix(environ, name, low, high, default))]
@@ -78,6 +82,8 @@ def sanitize(environ: MutableMapping[str, str] = os.environ) -> list[str]:
         environ[OTEL_BSP_MAX_EXPORT_BATCH_SIZE] = str(queue_size)
     for message in messages:
         logging.getLogger("otel_basic").warning("otel-basic: %s", message)
+    if environ is os.environ:
+        applied.extend(m for m in messages if m not in applied)
     return messages
 
 
