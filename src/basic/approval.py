@@ -25,8 +25,8 @@ from workflows import Context, step
 from workflows.events import HumanResponseEvent, InputRequiredEvent, StopEvent
 from workflows.handler import WorkflowHandler
 
-from basic.email_workflow import EmailErrorEvent, EmailWorkflow, VerifiedEvent
-from basic.models import Delivery, EmailResult, Verification
+from basic.email_workflow import EmailErrorEvent, EmailWorkflow, VerifiedEvent, result_of
+from basic.models import Delivery, Verification
 from otel_basic.resume import continued_trace, wait_ended, wait_started, waiter_id
 from otel_basic.workflows import flush_after_step
 
@@ -118,18 +118,8 @@ class ApprovalEmailWorkflow(EmailWorkflow):
         ctx.write_event_to_stream(
             EmailErrorEvent(step="send_results", message="the reviewer rejected the reply; nothing was sent")
         )
-        result = EmailResult(
-            thread_id=ev.email.thread_id,
-            sender=ev.email.sender,
-            category=ev.triage.category,
-            priority=ev.triage.priority,
-            summary=ev.triage.summary,
-            plan=ev.triage.plan,
-            triage_issues=ev.triage_issues,
-            tool_results=ev.tool_results,
-            response_draft=ev.draft,
-            verification=ev.verification,
-            delivery=Delivery(status="skipped", ok=True, target="none", error="rejected by the reviewer"),
+        result = result_of(
+            ev, delivery=Delivery(status="skipped", ok=True, target="none", error="rejected by the reviewer")
         )
         return StopEvent(result=result)
 

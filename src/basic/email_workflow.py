@@ -336,6 +336,23 @@ class CallbackDeliveryError(RuntimeError):
 # ------------------------------------------------------------------------------------------ workflow
 
 
+def result_of(ev: VerifiedEvent, **extra: Any) -> EmailResult:
+    """The run's result from its verified draft; ``extra`` sets the rest (e.g. the delivery)."""
+    return EmailResult(
+        thread_id=ev.email.thread_id,
+        sender=ev.email.sender,
+        category=ev.triage.category,
+        priority=ev.triage.priority,
+        summary=ev.triage.summary,
+        plan=ev.triage.plan,
+        triage_issues=ev.triage_issues,
+        tool_results=ev.tool_results,
+        response_draft=ev.draft,
+        verification=ev.verification,
+        **extra,
+    )
+
+
 class EmailWorkflow(TracedWorkflow):
     """Triage an email with the LLM, run the planned tools, verify the reply, deliver the result.
 
@@ -488,18 +505,7 @@ class EmailWorkflow(TracedWorkflow):
     @step
     @flush_after_step
     async def send_results(self, ctx: Context, ev: VerifiedEvent) -> StopEvent:
-        result = EmailResult(
-            thread_id=ev.email.thread_id,
-            sender=ev.email.sender,
-            category=ev.triage.category,
-            priority=ev.triage.priority,
-            summary=ev.triage.summary,
-            plan=ev.triage.plan,
-            triage_issues=ev.triage_issues,
-            tool_results=ev.tool_results,
-            response_draft=ev.draft,
-            verification=ev.verification,
-        )
+        result = result_of(ev)
         delivery = await self.deliver(result, ev.callback)
         if not delivery.ok:
             ctx.write_event_to_stream(
