@@ -268,10 +268,8 @@ class DeliveryProcessor(SpanProcessor):
         before = self.ledger.totals
         timeout = min(timeout_millis / 1000.0, self._max_force_flush)  # callers pass 30 s by default
         target = self.flush_until(time.monotonic() + timeout)
-        after = self.ledger.totals
-        return self.pending_after(target) == 0 and after.minus(before).rejected == 0 and (
-            after.spooled == before.spooled and after.dropped == before.dropped
-        )
+        meanwhile = self.ledger.totals.minus(before)
+        return self.pending_after(target) == 0 and meanwhile.spooled == meanwhile.rejected == meanwhile.dropped == 0
 
     # --- workers -------------------------------------------------------------------------------
 
