@@ -140,6 +140,7 @@ def _setup_ours(base_url: str) -> Flush:
         from otel_basic import fast_io
 
         fast_io.install()
+    _remove_parts(telemetry, os.environ.get("BENCH_REMOVE", ""))
 
     async def flush() -> None:
         report = await otel_basic.aflush(timeout=30)
@@ -147,6 +148,29 @@ def _setup_ours(base_url: str) -> Flush:
             raise RuntimeError(f"flush failed: {report.summary()}")
 
     return flush
+
+
+def _remove_parts(telemetry: Any, names: str) -> None:
+    """``BENCH_REMOVE=io:genai:fast_io:context:scores`` takes those parts out after configure (lever runs)."""
+    from llama_index_instrumentation import get_dispatcher
+
+    from otel_basic import fast_io, genai
+
+    parts = {n.strip() for n in names.split(",") if n.strip()}
+    if "io" in parts:
+        dispatcher = get_dispatcher()
+        dispatcher.span_handlers[:] = [h for h in dispatcher.span_handlers if "WorkflowIO" not in type(h).__name__]
+    if "genai" in parts:
+        genai.uninstall()
+    if "fast_io" in parts:
+        fast_io.uninstall()
+    if "scores" in parts:  # the email app's two Langfuse scores per run (the Langfuse client posts them)
+        import basic.email_workflow as app
+
+        app.score_current_trace = lambda *args, **kwargs: False  # type: ignore[assignment]
+    if "context" in parts:
+        multi = telemetry.provider._active_span_processor
+        multi._span_processors = tuple(p for p in multi._span_processors if type(p).__name__ != "ContextAttributes")
 
 
 def setup(mode: str, base_url: str) -> Flush:
