@@ -4,9 +4,10 @@
 passes; ``aflush`` does the same without blocking the event loop (an export worker resolves an asyncio
 future). Then spans waiting in the spool get one more attempt. The report covers everything since the
 previous report (:class:`~otel_basic.ledger.Ledger`), so background failures are never lost between
-flushes, and it is truthy only if nothing the process made is undelivered when it returns. The Langfuse
-client's own flush (scores, media) has unbounded joins, so it runs in one shared helper thread that
-callers wait on with their remaining time.
+flushes, and it is truthy only if nothing the process made is undelivered when it returns: queued
+scores (:mod:`otel_basic.score_sender`) are sent next, and one that is dropped or still queued makes
+the report false. The Langfuse client's own flush (``@observe`` users' scores, media) has unbounded
+joins, so it runs in one shared helper thread that callers wait on with their remaining time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from otel_basic.ledger import Ledger
 from otel_basic.processor import DeliveryProcessor
 from otel_basic.road import Road
+from otel_basic.score_sender import ScoreSender
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,7 @@ class FlushReport:
 
     def __bool__(self) -> bool:
         return (
-            self.rejected == 0
-            and self.dropped == 0
-            and self.pending == 0
-            and self.in_spool == 0
-            and self.error is None
+            self.rejected == 0 and self.dropped == 0 and self.pending == 0 and self.in_spool == 0 and self.error is None
         )
 
     @property
@@ -118,8 +116,10 @@ class Flusher:
         *,
         default_timeout: float,
         langfuse_flush: Callable[[], None] | None = None,
+        scores: ScoreSender | None = None,
     ) -> None:
         self.processor = processor
+        self.scores = scores
         self.road = road
         self.ledger = ledger
         self.default_timeout = default_timeout
@@ -130,6 +130,18 @@ class Flusher:
         if math.isnan(seconds) or seconds < 0:  # NaN or negative: no waiting
             seconds = 0.0
         return started + min(seconds, 1e6)
+
+    def _score_error(self) -> str | None:
+        if self.scores is None:
+            return None
+        tally = self.scores.since_report()
+        if tally.dropped or tally.waiting:
+            return f"{tally.dropped} scores dropped, {tally.waiting} still queued ({tally.reason})"
+        return None
+
+    def _send_scores(self, end: float) -> None:
+        if self.scores is not None and self.scores.queued():
+            self.scores.send(end)
 
     def _report(self, target: int, started: float, side_error: str | None) -> FlushReport:
         pending = self.processor.pending_after(target)
@@ -151,7 +163,7 @@ class Flusher:
         elif in_spool:
             error = f"{in_spool} spans wait in the spool ({reason or diff.last_reason or 'endpoint unavailable'})"
         else:
-            error = side_error
+            error = self._score_error() or side_error
         return FlushReport(**{**report.__dict__, "error": error})
 
     def _replay_spool(self, end: float) -> None:
@@ -176,6 +188,7 @@ class Flusher:
         end = self._deadline(started, timeout)
         target = self.processor.flush_until(end)
         self._replay_spool(end)
+        self._send_scores(end)
         side_error = None
         done = self._side_started(end)
         if done is not None:
@@ -197,6 +210,8 @@ class Flusher:
             self.processor.forget_future(future)
         if self.road.spool is not None and self.road.spool.pending():  # rare: file and network I/O off the loop
             await asyncio.to_thread(self._replay_spool, end)
+        if self.scores is not None and self.scores.queued():  # network I/O off the loop
+            await asyncio.to_thread(self.scores.send, end)
         side_error = None
         done = self._side_started(end)
         if done is not None:

@@ -22,9 +22,10 @@ from otel_basic.limits import Limiter
 from otel_basic.masking import DEFAULT_ALLOW_KEYS, Masker, derive_salt
 from otel_basic.processor import DeliveryProcessor
 from otel_basic.road import Prepare, Road, Transport
+from otel_basic.score_sender import ScoreSender
 from otel_basic.settings import Settings
 from otel_basic.spool import Spool, destination_key
-from otel_basic.transport_options import httpx_client_options
+from otel_basic.transport_options import httpx_client_options, proxy_applies
 from otel_basic.transports.console import ConsoleTransport
 from otel_basic.transports.file import FileTransport
 from otel_basic.transports.otlp_http import HttpTransport
@@ -36,6 +37,7 @@ class Pipeline:
     processor: DeliveryProcessor
     road: Road
     ledger: Ledger
+    scores: ScoreSender | None = None
 
     @property
     def spool(self) -> Spool | None:
@@ -79,6 +81,7 @@ def build_transport(settings: Settings, *, timeout: float | None = None) -> Tran
         timeout=seconds,
         encoding="json" if settings.protocol == "http/json" else "protobuf",
         client_options=httpx_client_options(settings),
+        fast=not proxy_applies(settings, settings.endpoint),
     )
 
 
@@ -122,6 +125,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     if road.prepare.masker is not None:  # what we add to every span's resource is masked like the rest
         resource = Resource(road.prepare.masker.mask_attributes(resource.attributes), resource.schema_url)
     ledger = Ledger()
+    scores = ScoreSender.from_settings(settings)
     processor = DeliveryProcessor(
         road,
         ledger,
@@ -134,6 +138,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         workers=settings.export_workers,
         idle_interval=settings.spool_retry_interval,
         linger=settings.export_linger,
+        after_delivery=scores.send if scores is not None else None,
     )
     provider = TracerProvider(
         resource=resource,
@@ -143,4 +148,4 @@ def build_pipeline(settings: Settings) -> Pipeline:
     )
     provider.add_span_processor(ContextAttributes())  # the run's session/user/tags on every span
     provider.add_span_processor(processor)
-    return Pipeline(provider, processor, road, ledger)
+    return Pipeline(provider, processor, road, ledger, scores)

@@ -29,6 +29,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
@@ -58,6 +59,8 @@ class _State:
     drained: dict[int, list[str]] = field(default_factory=dict)  # first seq -> spool files (exit drain)
     waiters: list[_Waiter] = field(default_factory=list)
     enqueued: int = 0
+    first_at: float = 0.0  # when the queue last went from empty to non-empty (the batch timer)
+    sending: int = 0  # workers with a batch out
     kicked: bool = False  # export now (a flush waits, a batch is full)
     linger_until: float | None = None  # export at this time (a kick: coalesce what ends meanwhile)
     shutdown: bool = False
@@ -79,6 +82,7 @@ class DeliveryProcessor(SpanProcessor):
         workers: int = 2,
         idle_interval: float = 5.0,
         linger: float = 0.015,
+        after_delivery: Callable[[float], object] | None = None,
     ) -> None:
         self.road = road
         self.ledger = ledger
@@ -90,11 +94,12 @@ class DeliveryProcessor(SpanProcessor):
         self._policy = overflow_policy
         self._block_timeout = block_timeout
         self._max_force_flush = max_force_flush
-        self._cond = threading.Condition()
+        self._new_conditions()
         self._state = _State()
         self._kick_on_end: set[int] = set()
         self._worker_count = max(1, workers)
         self._idle_interval = idle_interval
+        self._after_delivery = after_delivery  # side work that rides on a delivered batch (scores)
         self._workers = self._start_workers()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork)
@@ -103,12 +108,27 @@ class DeliveryProcessor(SpanProcessor):
     def _after_fork(self) -> None:
         """In a fork child: new locks, sockets and workers; spans queued before the fork are the
         parent's to send, and the parent's counts are the parent's to report."""
-        self._cond = threading.Condition()
+        self._new_conditions()
         self._state = _State()
         self._kick_on_end = set()
         self.ledger.reset()
         self.road.reopen()
         self._workers = self._start_workers()
+
+    def _new_conditions(self) -> None:
+        """One re-entrant lock, three conditions, so a notify wakes only who it is for: flushers and
+        blocked callers (``_cond``), the primary worker (``_work``), spare workers (``_spare``).
+        A thread woken for nothing still costs a GIL round trip with the app's thread."""
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._work = threading.Condition(lock)
+        self._spare = threading.Condition(lock)
+
+    def _wake_workers(self) -> None:
+        """Work is due: the primary worker, and a spare only while another worker is sending."""
+        self._work.notify()
+        if self._state.sending and self._worker_count > 1:
+            self._spare.notify()
 
     def _start_workers(self) -> list[threading.Thread]:
         workers = [
@@ -145,7 +165,8 @@ class DeliveryProcessor(SpanProcessor):
                 self.ledger.record(Tally(dropped=1, reasons=["span ended after shutdown"]))
                 return
             if len(state.queue) >= self._max_queue and self._policy == "block":
-                self._cond.notify_all()
+                state.kicked = True
+                self._wake_workers()
                 end = time.monotonic() + self._block_timeout
                 while len(state.queue) >= self._max_queue and (left := end - time.monotonic()) > 0:
                     self._cond.wait(left)
@@ -155,13 +176,15 @@ class DeliveryProcessor(SpanProcessor):
             state.enqueued += 1
             self.ledger.created()
             state.queue.append((state.enqueued, span))
+            if len(state.queue) == 1:  # the batch timer starts; the primary worker wakes for it by itself
+                state.first_at = time.monotonic()
+                if state.sending and self._worker_count > 1:  # ... unless it is busy sending
+                    self._spare.notify()
             if kick:
                 self._linger_locked()
-            elif len(state.queue) == 1:  # the worker sleeps while the queue is empty: start its timer
-                self._cond.notify_all()
             elif len(state.queue) >= self._batch and not state.kicked:
                 state.kicked = True
-                self._cond.notify_all()
+                self._wake_workers()
         if spill:
             self._overflow(spill)
 
@@ -187,7 +210,7 @@ class DeliveryProcessor(SpanProcessor):
         if state.kicked or state.linger_until is not None:
             return  # an export is already due: this kick rides along
         state.linger_until = time.monotonic() + self._linger
-        self._cond.notify_all()
+        self._wake_workers()
 
     def _done_through(self) -> int:
         state = self._state
@@ -233,7 +256,7 @@ class DeliveryProcessor(SpanProcessor):
             return
         self._state.waiters.append(waiter)
         self._state.kicked = True
-        self._cond.notify_all()
+        self._wake_workers()
 
     def _remove_waiter(self, waiter: _Waiter) -> None:
         if waiter in self._state.waiters:
@@ -276,38 +299,59 @@ class DeliveryProcessor(SpanProcessor):
     def _next_batch(self, index: int) -> list[tuple[int, ReadableSpan]] | None:
         """Wait for work; return the next batch (oldest first), or None to stop.
 
-        While there is nothing to send, the first worker retries the spool every ``idle_interval``
-        seconds: an outage that ends while the app is idle still drains.
+        Worker 0 (primary) sends when the batch timer (``schedule_delay`` after the first queued
+        span), a kick's linger, a flush or a full batch makes the queue due; it is not woken for
+        each first span, it wakes by its own timeout instead. Spare workers (``workers`` > 1) only
+        send while another worker has a batch out, so a slow endpoint does not hold up the steps
+        that end meanwhile, and otherwise sleep. While there is nothing to send, the primary
+        retries the spool every ``idle_interval`` seconds: an outage that ends while the app is
+        idle still drains.
         """
+        primary = index == 0
+        cond = self._work if primary else self._spare
         with self._cond:
             state = self._state
-            timer_end = time.monotonic() + self._delay
+            next_replay = time.monotonic() + self._idle_interval
             while True:
-                due = timer_end if state.linger_until is None else min(timer_end, state.linger_until)
-                if state.queue and (state.kicked or state.shutdown or time.monotonic() >= due):
-                    break
-                if state.shutdown:
+                if state.shutdown and (not state.queue or not primary):
                     return None
-                if not state.queue:
-                    state.kicked = False
-                    state.linger_until = None
-                    if index != 0 or self.road.spool is None:
-                        self._cond.wait()
-                    elif not self._cond.wait(self._idle_interval) and not state.queue and not state.shutdown:
-                        self._cond.release()
-                        try:
-                            self._replay(None)
-                        finally:
-                            self._cond.acquire()
-                    timer_end = time.monotonic() + self._delay
+                now = time.monotonic()
+                if state.queue:
+                    due = state.first_at + self._delay
+                    if state.linger_until is not None:
+                        due = min(due, state.linger_until)
+                    ready = state.kicked or state.shutdown or now >= due
+                    if ready and (primary or state.sending):
+                        break
+                    if not primary and not state.sending:
+                        cond.wait()  # the primary's job; woken again if it gets busy
+                    else:
+                        cond.wait(max(0.0, due - now))
                     continue
-                self._cond.wait(max(0.0, due - time.monotonic()))
+                state.kicked = False
+                state.linger_until = None
+                if not primary:
+                    cond.wait()
+                    continue
+                if self.road.spool is not None and now >= next_replay:
+                    self._cond.release()
+                    try:
+                        self._replay(None)
+                    finally:
+                        self._cond.acquire()
+                    next_replay = time.monotonic() + self._idle_interval
+                    continue
+                wait = self._delay if self.road.spool is None else min(self._delay, next_replay - now)
+                cond.wait(max(0.0, wait))
             count = min(self._batch, len(state.queue))
             batch = [state.queue.popleft() for _ in range(count)]
             state.inflight[batch[0][0]] = [span for _, span in batch]
+            state.sending += 1
             if not state.queue:
                 state.kicked = False
                 state.linger_until = None
+            elif self._worker_count > 1:  # more than one batch is due: a spare takes the next
+                self._spare.notify()
             return batch
 
     def _export_deadline(self) -> float:
@@ -322,9 +366,7 @@ class DeliveryProcessor(SpanProcessor):
         """Retry the spool (after a success, or while idle); the road never raises, this guards bugs."""
         try:
             if self.road.spool_waiting():
-                self.ledger.record(
-                    self.road.replay(deadline=self._export_deadline(), max_batches=max_batches or 64)
-                )
+                self.ledger.record(self.road.replay(deadline=self._export_deadline(), max_batches=max_batches or 64))
         except Exception:
             _log.debug("spool retry failed", exc_info=True)
 
@@ -337,6 +379,7 @@ class DeliveryProcessor(SpanProcessor):
                 _log.debug("delivery raised", exc_info=True)
                 tally = self._keep_after_error(spans, exc)
             with self._cond:
+                self._state.sending -= 1
                 # Not in flight any more: the exit drain took this batch meanwhile and spooled it.
                 mine = self._state.inflight.pop(batch[0][0], None) is not None
                 drained = self._state.drained.pop(batch[0][0], [])
@@ -349,6 +392,14 @@ class DeliveryProcessor(SpanProcessor):
                 self.road.withdraw(tally.files)
             if tally.delivered and not tally.failed:
                 self._replay(REPLAY_BATCHES_PER_SUCCESS)
+                self._side_work()
+
+    def _side_work(self) -> None:
+        if self._after_delivery is not None:
+            try:
+                self._after_delivery(self._export_deadline())
+            except Exception:  # side work never stops the worker
+                _log.debug("after-delivery work failed", exc_info=True)
 
     def _keep_after_error(self, spans: list[ReadableSpan], exc: Exception) -> Tally:
         try:
@@ -385,6 +436,8 @@ class DeliveryProcessor(SpanProcessor):
         with self._cond:
             self._state.shutdown = True
             self._cond.notify_all()
+            self._work.notify_all()
+            self._spare.notify_all()
         self.road.close()
         for worker in self._workers:
             worker.join(max(0.0, min(0.1, end - time.monotonic())))

@@ -39,6 +39,7 @@ from otel_basic import langfuse as _langfuse
 from otel_basic.flush import DISABLED_REPORT, Flusher, FlushReport
 from otel_basic.pipeline import Pipeline, build_pipeline
 from otel_basic.processor import DeliveryProcessor
+from otel_basic.score_sender import ScoreSender
 from otel_basic.settings import ConfigError, Settings, load_settings
 
 _log = logging.getLogger("otel_basic")
@@ -73,6 +74,10 @@ class Telemetry:
         return self.pipeline.provider if self.pipeline else None
 
     @property
+    def scores(self) -> ScoreSender | None:
+        return self.pipeline.scores if self.pipeline else None
+
+    @property
     def processor(self) -> DeliveryProcessor | None:
         return self.pipeline.processor if self.pipeline else None
 
@@ -101,6 +106,7 @@ class Telemetry:
             self.pipeline.ledger,
             default_timeout=settings.flush_timeout,
             langfuse_flush=self.langfuse.flush if self.langfuse is not None else None,
+            scores=self.pipeline.scores,
         )
 
     def _start_replay(self) -> None:
@@ -185,6 +191,8 @@ class Telemetry:
             self.pipeline.provider.shutdown()
         except Exception:
             _log.debug("provider shutdown failed", exc_info=True)
+        if self.pipeline.scores is not None:
+            self.pipeline.scores.close()
         return report
 
 

@@ -1,8 +1,8 @@
-"""Langfuse scores on the current run's trace, through the Langfuse client bound to our provider.
+"""Langfuse scores on the current run's trace, queued for ``/api/public/scores``.
 
 A score is a quality judgement attached to a trace (e.g. "the reply passed verification"). Scores
-are not spans: the Langfuse client queues them and posts them to ``/api/public/scores``, and
-:func:`otel_basic.flush` (which calls the client's flush) sends them with the spans, once. The
+are not spans: :class:`~otel_basic.score_sender.ScoreSender` queues them; the export worker posts
+them after the next span batch it delivers, and :func:`otel_basic.flush` sends the rest, once. The
 trace id is the current OpenTelemetry span's, so the score lands on the run that made it::
 
     @step
@@ -14,8 +14,8 @@ Each score is also recorded as a span event named ``otel_basic.score`` on the cu
 id, name, value, type and comment): Langfuse ignores span events, so nothing is counted twice,
 while the OTLP file, other backends and ``otel-basic demo`` still see the score on every route.
 
-A no-op (returns False) when telemetry is disabled or outside any recording span. Without a
-Langfuse client (no ``LANGFUSE_PUBLIC_KEY``/``LANGFUSE_SECRET_KEY``: the file or collector route)
+A no-op (returns False) when telemetry is disabled or outside any recording span. Without Langfuse
+keys (no ``LANGFUSE_PUBLIC_KEY``/``LANGFUSE_SECRET_KEY``: the file or collector route)
 only the span event is recorded, and False is returned. The score sent to Langfuse does not go
 through the span pipeline's masking: keep personal data out of names, string values and comments.
 """
@@ -79,18 +79,18 @@ def score_current_trace(
         if observation_id:
             event["score.observation_id"] = observation_id
         span.add_event(SCORE_EVENT, event)
-        client = telemetry.langfuse
-        if client is None:
+        sender = telemetry.scores
+        if sender is None:
             return False
-        client.create_score(
-            name=name,
-            value=value,
-            trace_id=format(ctx.trace_id, "032x"),
-            observation_id=observation_id,
-            score_id=score_id,
-            data_type=data_type,
-            comment=comment,
-        )
+        score: dict[str, str | float] = {"id": score_id, "traceId": format(ctx.trace_id, "032x")}
+        if observation_id:
+            score["observationId"] = observation_id
+        score |= {"name": name, "value": value, "dataType": data_type}
+        if comment:
+            score["comment"] = comment
+        if telemetry.settings.environment:
+            score["environment"] = telemetry.settings.environment
+        sender.add(score)
         return True
     except Exception:  # scoring is telemetry: it must never fail the step that scores
         _log.debug("score %r not recorded", name, exc_info=True)

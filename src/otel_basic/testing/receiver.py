@@ -293,6 +293,7 @@ class LangfuseReceiver:
         self._drops = 0
         self._max_body_bytes: int | None = None
         self._partial: collections.deque[int | None] = collections.deque()
+        self._score_failures: collections.deque[int] = collections.deque()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -461,9 +462,7 @@ class LangfuseReceiver:
             f"trace export requests seen: {len(statuses)} with statuses {statuses!r}"
         )
 
-    def wait_for_requests(
-        self, n: int, timeout: float = 10.0, *, traces_only: bool = True
-    ) -> list[ReceivedRequest]:
+    def wait_for_requests(self, n: int, timeout: float = 10.0, *, traces_only: bool = True) -> list[ReceivedRequest]:
         """Block until at least ``n`` (trace) requests arrived, whatever their outcome."""
 
         def matching() -> list[ReceivedRequest]:
@@ -523,6 +522,11 @@ class LangfuseReceiver:
         with self._cond:
             self._partial.extend([rejected] * count)
 
+    def fail_scores_next(self, status: int, count: int = 1) -> None:
+        """Answer the next ``count`` score requests with ``status`` (scores not stored)."""
+        with self._cond:
+            self._score_failures.extend([status] * count)
+
     def set_delay(self, seconds: float) -> None:
         """Sleep this long before answering each trace export (0 disables)."""
         with self._cond:
@@ -560,6 +564,7 @@ class LangfuseReceiver:
             self._drops = 0
             self._max_body_bytes = None
             self._partial.clear()
+            self._score_failures.clear()
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ request handling
@@ -599,9 +604,7 @@ class LangfuseReceiver:
         ctype = headers.get("content-type", "")
 
         def record(status: int | None, body: bytes = raw) -> None:
-            self._record(
-                ReceivedRequest(method, path, query, headers, raw, body, ctype, status, 0, time.time())
-            )
+            self._record(ReceivedRequest(method, path, query, headers, raw, body, ctype, status, 0, time.time()))
 
         if path in TRACES_PATHS:
             if method != "POST":
@@ -636,7 +639,12 @@ class LangfuseReceiver:
         if path == PROJECTS_PATH:
             status, payload = 200, _PROJECTS_BODY
         elif path == SCORES_PATH:
-            status, payload = _score_answer(raw, headers)
+            with self._cond:
+                injected = self._score_failures.popleft() if self._score_failures else None
+            if injected is not None:
+                status, payload = injected, {"message": f"injected failure {injected}"}
+            else:
+                status, payload = _score_answer(raw, headers)
         elif path == LANGFUSE_METRICS_PATH:
             status, payload = 200, {}  # Langfuse authenticates metrics, then discards them
         else:
@@ -644,9 +652,7 @@ class LangfuseReceiver:
         record(status)
         handler.send_json(status, payload)
 
-    def _handle_traces(
-        self, handler: _Handler, path: str, query: str, headers: dict[str, str], raw: bytes
-    ) -> None:
+    def _handle_traces(self, handler: _Handler, path: str, query: str, headers: dict[str, str], raw: bytes) -> None:
         server = handler.server
         ctype = headers.get("content-type", "")
         body, spans, decode_error = _decode_traces_body(raw, headers)
@@ -781,9 +787,7 @@ def _score_answer(raw: bytes, headers: Mapping[str, str]) -> tuple[int, Any]:
     return 202, {"message": "Accepted"}
 
 
-def _decode_traces_body(
-    raw: bytes, headers: Mapping[str, str]
-) -> tuple[bytes, list[ReceivedSpan], str | None]:
+def _decode_traces_body(raw: bytes, headers: Mapping[str, str]) -> tuple[bytes, list[ReceivedSpan], str | None]:
     """Gunzip and decode, returning (body, spans, error message for a 400 or None)."""
     ctype = headers.get("content-type", "").lower()
     if "application/x-protobuf" not in ctype and "application/json" not in ctype:

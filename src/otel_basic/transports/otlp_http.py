@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import ssl
 import threading
 import time
 import zlib
@@ -31,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from otel_basic.otlp_json import request_to_json_line
 from otel_basic.redact import redact_url
 from otel_basic.road import SendResult
+from otel_basic.transports.http_conn import FastConnection
 
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 _USER_AGENT = "otel-basic"
@@ -66,6 +68,7 @@ class HttpTransport:
         encoding: Encoding = "protobuf",
         client_options: Mapping[str, Any] | None = None,
         max_attempts: int = 6,
+        fast: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self._where = redact_url(endpoint)
@@ -84,6 +87,22 @@ class HttpTransport:
         self._client_options = {"trust_env": False, **(client_options or {}), "follow_redirects": False}
         self._client = self._new_client()
         self._stop = threading.Event()
+        # fast: no proxy applies, so a FastConnection per concurrent sender (see http_conn)
+        verify = self._client_options.get("verify")
+        self._fast_ssl = verify if isinstance(verify, ssl.SSLContext) else None
+        self._fast = fast and (self._fast_ssl is not None or not endpoint.startswith("https:"))
+        self._idle: list[FastConnection] = []
+        self._idle_lock = threading.Lock()
+
+    def _fast_post(self, body: bytes, timeout: float) -> httpx.Response:
+        with self._idle_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = FastConnection(self.endpoint, self._headers, self._fast_ssl)
+        response = conn.post(body, timeout)  # on error the connection closed itself: not pooled
+        with self._idle_lock:
+            self._idle.append(conn)
+        return response
 
     def _new_client(self) -> httpx.Client:
         return httpx.Client(headers=self._headers, **self._client_options)
@@ -92,11 +111,7 @@ class HttpTransport:
         return f"HttpTransport(endpoint={self._where!r})"
 
     def body(self, request: ExportTraceServiceRequest) -> bytes:
-        raw = (
-            request_to_json_line(request).encode()
-            if self._encoding == "json"
-            else request.SerializeToString()
-        )
+        raw = request_to_json_line(request).encode() if self._encoding == "json" else request.SerializeToString()
         if self._compression == "gzip":
             return gzip.compress(raw, compresslevel=5)
         if self._compression == "deflate":
@@ -121,7 +136,10 @@ class HttpTransport:
                 return result
             wait: float | None
             try:
-                response = self._client.post(self.endpoint, content=body, timeout=max(left, 0.001))
+                if self._fast:
+                    response = self._fast_post(body, max(left, 0.001))
+                else:
+                    response = self._client.post(self.endpoint, content=body, timeout=max(left, 0.001))
             except Exception as exc:  # httpx errors, and anything exotic (OverflowError, ssl, ...)
                 result = SendResult("retryable", f"{type(exc).__name__} sending to {self._where}")
                 if attempt >= _TRANSPORT_ATTEMPTS:
@@ -141,10 +159,16 @@ class HttpTransport:
     def reopen(self) -> None:
         self._client = self._new_client()
         self._stop = threading.Event()
+        self._idle = []  # a fork child must not share the parent's sockets
+        self._idle_lock = threading.Lock()
 
     def close(self) -> None:
         self._stop.set()
         self._client.close()
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def classify(response: httpx.Response, where: str) -> SendResult:

@@ -1,0 +1,106 @@
+"""Scores reach Langfuse's /api/public/scores exactly once, or the next flush says they did not.
+
+Scores no longer go through the Langfuse client's consumer thread (see otel_basic.score_sender):
+they ride on the export worker after a delivered span batch, and every flush sends the rest. These
+tests attack that path through the public API against the real test receiver: scores that leave
+without any flush, failing score requests in random order, refusals, secrets in failure text.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+import otel_basic
+from otel_basic.testing import LangfuseReceiver
+
+
+def _score_in_span(name: str, value: float | bool | str = 1.0) -> bool:
+    with otel_basic.get_tracer("test.scores").start_as_current_span("scored"):
+        return otel_basic.score_current_trace(name, value, comment="c")
+
+
+def _wait_for_scores(receiver: LangfuseReceiver, n: int, timeout: float = 10.0) -> list[dict[str, object]]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if len(receiver.scores) >= n:
+            return receiver.scores
+        time.sleep(0.02)
+    return receiver.scores
+
+
+def test_a_score_leaves_with_the_next_export_without_any_flush(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    assert _score_in_span("background", True)
+    otel_basic.get_tracer("test.scores").start_span("kick").end()
+    telemetry.kick()  # what a step's end does: the export worker sends the span, then the score
+    scores = _wait_for_scores(langfuse_env, 1)
+    assert [s["name"] for s in scores] == ["background"]
+    assert scores[0]["dataType"] == "BOOLEAN" and scores[0]["value"] == 1.0 and scores[0]["comment"] == "c"
+    trace_ids = {span.trace_id for span in langfuse_env.spans if span.name == "scored"}
+    assert scores[0]["traceId"] in trace_ids  # on the run's trace, as Langfuse joins them
+
+
+def test_a_flush_is_false_while_a_score_waits_and_true_once_it_arrived(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    langfuse_env.fail_scores_next(503, count=100)  # the worker's background attempts fail too
+    assert _score_in_span("waits")
+    report = otel_basic.flush(timeout=2)
+    assert not report and report.error is not None and "1 still queued" in report.error, report
+    langfuse_env.reset_faults()
+    report = otel_basic.flush(timeout=5)
+    assert report, report
+    assert [s["name"] for s in langfuse_env.scores] == ["waits"]
+
+
+def test_a_refused_score_is_dropped_counted_and_named_without_secrets(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    langfuse_env.fail_scores_next(400, count=100)
+    assert _score_in_span("refused")
+    report = otel_basic.flush(timeout=2)
+    assert not report and report.error is not None
+    assert "1 scores dropped" in report.error and "HTTP 400" in report.error, report
+    secret = telemetry.settings.langfuse_secret_key
+    assert secret and secret not in report.error and secret not in repr(telemetry.scores)
+    langfuse_env.reset_faults()
+    assert otel_basic.flush(timeout=2)  # reported once: the next flush starts clean
+    assert langfuse_env.scores == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_score_faults_never_lose_or_repeat_a_score_silently(
+    seed: int, telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """Created = received + reported dropped; no id twice; a true flush leaves nothing queued."""
+    rng = random.Random(seed)
+    created: list[str] = []
+    dropped = 0
+    for round_ in range(6):
+        for _ in range(rng.randint(0, 4)):
+            langfuse_env.fail_scores_next(rng.choice([500, 503, 429, 400, 408]))
+        for i in range(rng.randint(1, 5)):
+            name = f"s{round_}-{i}"
+            assert _score_in_span(name, rng.random())
+            created.append(name)
+        if rng.random() < 0.5:
+            telemetry.kick()
+            time.sleep(rng.choice([0.0, 0.02, 0.1]))
+        report = otel_basic.flush(timeout=3)
+        if report.error and "scores dropped" in report.error:
+            dropped += int(report.error.split(" scores dropped")[0].rsplit(" ", 1)[-1])
+        if report:
+            assert telemetry.scores is not None and telemetry.scores.queued() == 0
+    langfuse_env.reset_faults()
+    final = otel_basic.flush(timeout=5)
+    if final.error and "scores dropped" in final.error:
+        dropped += int(final.error.split(" scores dropped")[0].rsplit(" ", 1)[-1])
+    received = [str(s["name"]) for s in langfuse_env.scores]
+    ids = [s["id"] for s in langfuse_env.scores]
+    assert len(ids) == len(set(ids)), "a score was sent twice"
+    assert set(received) <= set(created)
+    assert len(received) + dropped == len(created), (received, dropped, created)
