@@ -67,7 +67,9 @@ def _tool_summary(output: dict[str, Any] | None) -> str:
         ids = ", ".join(str(m.get("id", "?")) for m in matches[:3] if isinstance(m, dict))
         return f"{len(matches)} FAQ match{'es' if len(matches) != 1 else ''}" + (f": {ids}" if ids else "")
     if output.get("flagged"):
-        return "flagged as spam" + (f" ({_excerpt(str(output['reason']), 50)})" if output.get("reason") else "")
+        return "flagged as spam" + (
+            f" ({_excerpt(str(output['reason']), 50)})" if output.get("reason") else ""
+        )
     if "ticket_id" in output:
         return f"ticket {output['ticket_id']} ({output.get('priority', '?')} priority)"
     if "draft" in output:
@@ -279,7 +281,9 @@ def _configure(out: Path | None, console: Console) -> tuple[otel_basic.Telemetry
     if settings.route == "disabled":
         path = (out or DEFAULT_OUT).expanduser().resolve()
         if load_settings(file_path=path).route != "file":  # disabled on purpose (OTEL_SDK_DISABLED...)
-            console.print(Text(f"Tracing is off ({settings.reason}): running the workflow without traces.", "yellow"))
+            console.print(
+                Text(f"Tracing is off ({settings.reason}): running the workflow without traces.", "yellow")
+            )
             return otel_basic.configure(), None
         return otel_basic.configure(file_path=path), path
     if out is not None:

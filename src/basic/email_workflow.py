@@ -243,7 +243,9 @@ def parse_triage(text: str, email: EmailData) -> tuple[Triage, list[str], bool]:
         elif plan[-1].tool != "draft_reply":
             issues.append("moved draft_reply to the end, after the facts it needs")
         plan = [*others, PlanStep(tool="draft_reply")]
-    triage = Triage(category=_as_category(category), priority=_as_priority(priority), summary=summary, plan=plan)
+    triage = Triage(
+        category=_as_category(category), priority=_as_priority(priority), summary=summary, plan=plan
+    )
     return triage, issues, False
 
 
@@ -431,7 +433,9 @@ class EmailWorkflow(TracedWorkflow):
                     )
                 )
         drafts = [
-            str(r.output.get("draft", "")) for r in tool_ctx.results if r.ok and r.output and r.tool == "draft_reply"
+            str(r.output.get("draft", ""))
+            for r in tool_ctx.results
+            if r.ok and r.output and r.tool == "draft_reply"
         ]
         return PlanExecutedEvent(
             email=ev.email,
@@ -549,7 +553,9 @@ class EmailWorkflow(TracedWorkflow):
                 span.set_status(Status(StatusCode.OK))
             return callback_guard.for_client(delivery)  # no status codes or error texts for the API client
 
-    async def _call(self, callback: Callable[..., Any], result: EmailResult) -> tuple[Delivery, Exception | None]:
+    async def _call(
+        self, callback: Callable[..., Any], result: EmailResult
+    ) -> tuple[Delivery, Exception | None]:
         try:
             outcome = callback(result)
             if inspect.isawaitable(outcome):

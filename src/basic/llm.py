@@ -125,7 +125,9 @@ def verify_prompt(email_text: str, category: str, facts: list[dict[str, Any]], d
     )
 
 
-def revise_prompt(email_text: str, category: str, facts: list[dict[str, Any]], draft: str, issues: list[str]) -> str:
+def revise_prompt(
+    email_text: str, category: str, facts: list[dict[str, Any]], draft: str, issues: list[str]
+) -> str:
     """Ask for a corrected draft that fixes the verifier's issues."""
     return (
         f"{TASK_MARKERS['revise']}\n"
@@ -428,7 +430,9 @@ class OfflineLLM(CustomLLM):
     def _chat(self, messages: Sequence[ChatMessage]) -> ChatResponse:
         all_text, task_text = _messages_text(messages)
         text = offline_answer(task_text)
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), raw=_usage(all_text, text))
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text), raw=_usage(all_text, text)
+        )
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -439,7 +443,9 @@ class OfflineLLM(CustomLLM):
         return self._completion(prompt)
 
     @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Iterator[CompletionResponse]:
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> Iterator[CompletionResponse]:
         full = self._completion(prompt)
 
         def gen() -> Iterator[CompletionResponse]:

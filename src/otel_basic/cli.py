@@ -156,8 +156,12 @@ def _rejected_note(console: Console, rejected_spans: int) -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": False})
-@click.option("--http-port", type=click.IntRange(0, 65535), default=None, help="OTLP/HTTP port (default 4318).")
-@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None, help="OTLP/gRPC port (default 4317).")
+@click.option(
+    "--http-port", type=click.IntRange(0, 65535), default=None, help="OTLP/HTTP port (default 4318)."
+)
+@click.option(
+    "--grpc-port", type=click.IntRange(0, 65535), default=None, help="OTLP/gRPC port (default 4317)."
+)
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 def collector(http_port: int | None, grpc_port: int | None, host: str | None) -> None:
     """Run a local OpenTelemetry collector (rotel) that forwards to Langfuse, until Ctrl-C."""

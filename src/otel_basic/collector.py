@@ -257,7 +257,9 @@ class RotelCollector:
         return cls(base + LANGFUSE_OTLP_PATH, langfuse_exporter_headers(public_key, secret_key), **options)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **options: Unpack[CollectorOptions]) -> RotelCollector:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **options: Unpack[CollectorOptions]
+    ) -> RotelCollector:
         """Read LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY / LANGFUSE_BASE_URL (or LANGFUSE_HOST).
 
         The same variables and defaults as the app (via :func:`otel_basic.settings.load_settings`),
@@ -332,10 +334,8 @@ class RotelCollector:
 
     def __repr__(self) -> str:
         ports = f"http={self._http_port}, grpc={self._grpc_port}"
-        return (
-            f"RotelCollector({ports}, exporter={self.exporter_endpoint!r}, "
-            f"headers={self.headers_redacted!r}, running={self.running})"
-        )
+        return (f"RotelCollector({ports}, exporter={self.exporter_endpoint!r}, "
+                f"headers={self.headers_redacted!r}, running={self.running})")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -343,28 +343,21 @@ class RotelCollector:
         """The agent's command line (no secret in it: headers travel in the environment)."""
         binary = self._binary or find_rotel_agent()
         return [
-            str(binary),
-            "start",
-            "--otlp-http-endpoint",
-            f"{self.host}:{self.http_port}",
-            "--otlp-grpc-endpoint",
-            f"{self.host}:{self.grpc_port}",
+            str(binary), "start",
+            "--otlp-http-endpoint", f"{self.host}:{self.http_port}",
+            "--otlp-grpc-endpoint", f"{self.host}:{self.grpc_port}",
             "--otlp-receiver-metrics-disabled",
             "--otlp-receiver-logs-disabled",
-            "--exporter",
-            "otlp",
-            "--otlp-exporter-protocol",
-            "http",
-            "--otlp-exporter-endpoint",
-            self.exporter_endpoint,
+            "--exporter", "otlp",
+            "--otlp-exporter-protocol", "http",
+            "--otlp-exporter-endpoint", self.exporter_endpoint,
             *self._durations,
         ]
 
     def child_env(self) -> dict[str, str]:
         """Our environment minus stray ROTEL_* settings and Langfuse keys, plus the headers."""
         env = {
-            k: v
-            for k, v in environ_snapshot().items()
+            k: v for k, v in environ_snapshot().items()
             if not k.startswith("ROTEL_") and k not in ("LANGFUSE_SECRET_KEY", "LANGFUSE_PUBLIC_KEY")
         }
         env["NO_COLOR"] = "1"
@@ -408,12 +401,8 @@ class RotelCollector:
         try:
             # Own session: a terminal Ctrl-C reaches only us, and we stop the agent in order.
             self._proc = subprocess.Popen(
-                argv,
-                env=self.child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=subprocess.STDOUT if stdout is not None else None,
-                start_new_session=True,
+                argv, env=self.child_env(), stdin=subprocess.DEVNULL, stdout=stdout,
+                stderr=subprocess.STDOUT if stdout is not None else None, start_new_session=True,
             )
         except OSError as exc:
             raise CollectorStartError(f"could not run {argv[0]}: {exc}") from exc
@@ -426,8 +415,7 @@ class RotelCollector:
                 self._proc.wait()
                 raise CollectorStartError(
                     f"rotel-agent exited with code {code} before listening on {self.host} ports {ports}",
-                    self._finish_output(),
-                    code,
+                    self._finish_output(), code,
                 )
             pending = [p for p in pending if not _port_open(self.host, p)]
             if not pending:
@@ -519,7 +507,9 @@ def run_foreground(
     """
     out = out if out is not None else sys.stdout
     try:
-        collector = RotelCollector.from_env(env, http_port=http_port, grpc_port=grpc_port, host=host, output="inherit")
+        collector = RotelCollector.from_env(
+            env, http_port=http_port, grpc_port=grpc_port, host=host, output="inherit"
+        )
         collector.start()
     except ConfigError as exc:
         print(f"otel-basic collector: {exc}", file=sys.stderr)
@@ -528,7 +518,8 @@ def run_foreground(
         print(f"otel-basic collector: {exc}", file=sys.stderr)
         if isinstance(exc, CollectorStartError) and exc.returncode is not None:
             # inherit mode: the agent's own error is printed above, e.g. "Address already in use"
-            print("(a port in use means another collector runs: choose --http-port / --grpc-port)", file=sys.stderr)
+            print("(a port in use means another collector runs: choose --http-port / --grpc-port)",
+                  file=sys.stderr)
         return 1
 
     stopping = threading.Event()
@@ -554,8 +545,7 @@ def run_foreground(
             "retries are in memory only: stop me with Ctrl-C once the app has flushed and I have sent.\n"
             "note: rotel logs 'failed to decode response ... dropping data' for batches Langfuse ACCEPTED\n"
             "(Langfuse answers 200 with JSON, rotel expects protobuf); failures show Http(...) or Connect.",
-            file=out,
-            flush=True,
+            file=out, flush=True,
         )
         while not stopping.wait(0.2):
             code = collector.poll()
@@ -564,9 +554,8 @@ def run_foreground(
                 print(f"rotel-agent exited on its own with code {code}", file=sys.stderr)
                 return code or 1
         name = signal.Signals(received[0]).name if received else "signal"
-        print(
-            f"{name}: stopping the collector (pending retries are dropped after a few seconds)...", file=out, flush=True
-        )
+        print(f"{name}: stopping the collector (pending retries are dropped after a few seconds)...",
+              file=out, flush=True)
         code = collector.stop()
         print(f"collector stopped (exit code {code})", file=out, flush=True)
         return 0
@@ -585,9 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="OTLP/HTTP port (4318)")
     parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="OTLP/gRPC port (4317)")
-    parser.add_argument(
-        "--host", default=DEFAULT_HOST, help="address to listen on (127.0.0.1; anything else exposes an open port)"
-    )
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="address to listen on (127.0.0.1; anything else exposes an open port)")
     args = parser.parse_args(argv)
     for name in ("http_port", "grpc_port"):
         port = getattr(args, name)

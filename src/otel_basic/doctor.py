@@ -51,7 +51,9 @@ from otel_basic.transport_options import httpx_client_options, ssl_context
 
 CANARY_SPAN_NAME = "otel-basic.doctor.canary"
 HEALTHY = "healthy"
-NOTHING_CONFIGURED = "nothing configured: set LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY or OTEL_EXPORTER_OTLP_ENDPOINT"
+NOTHING_CONFIGURED = (
+    "nothing configured: set LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY or OTEL_EXPORTER_OTLP_ENDPOINT"
+)
 LANGFUSE_REGIONS = {
     "https://cloud.langfuse.com": "EU",
     "https://us.cloud.langfuse.com": "US",
@@ -268,13 +270,17 @@ def _check_keys(settings: Settings) -> Check | None:
             fix = "LANGFUSE_PUBLIC_KEY holds a secret key (sk-lf-…): copy the public key (pk-lf-…)"
             return Check("keys", False, "the public key is a secret key", fix)
         if not value.startswith(prefix):
-            return Check("keys", None, f"{name} does not start with {prefix} (fine for some self-hosted setups)")
+            return Check(
+                "keys", None, f"{name} does not start with {prefix} (fine for some self-hosted setups)"
+            )
     return Check("keys", True, "LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY are set and look right")
 
 
 def _check_dns(host: str, port: int, var: str, timeout: float) -> tuple[Check, list[Any]]:
     started = time.monotonic()
-    finished, result = _run_with_timeout(lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+    finished, result = _run_with_timeout(
+        lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
+    )
     if not finished:
         fix = f"cannot resolve host {host} within {timeout:g} s: check your DNS/network and {var}"
         return Check("dns", False, f"no answer for {host} within {timeout:g} s", fix), []
@@ -340,7 +346,9 @@ def _check_tls(settings: Settings, host: str, port: int, var: str, timeout: floa
         return Check("tls", False, f"handshake failed: {why}", fix)
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
-        return Check("tls", False, f"handshake failed: {why}", f"TLS handshake failed with {host}:{port}: {why}")
+        return Check(
+            "tls", False, f"handshake failed: {why}", f"TLS handshake failed with {host}:{port}: {why}"
+        )
     return Check("tls", True, f"{version} handshake with {host}, certificate valid")
 
 
@@ -369,7 +377,10 @@ def _check_credentials(settings: Settings, timeout: float) -> Check:
         return Check("credentials", False, f"HTTP 403 from {url}", fix)
     if 300 <= status < 400:
         location = response.headers.get("location", "?")[:200]
-        fix = f"LANGFUSE_BASE_URL {base} redirects ({status}) to {location}: set LANGFUSE_BASE_URL to the final address"
+        fix = (
+            f"LANGFUSE_BASE_URL {base} redirects ({status}) to {location}: "
+            "set LANGFUSE_BASE_URL to the final address"
+        )
         return Check("credentials", False, f"HTTP {status} redirect to {location}", fix)
     if status == 404:
         fix = (
@@ -385,7 +396,9 @@ def _check_canary(settings: Settings, timeout: float) -> Check:
     """Export one real span through the real transport and read its verdict."""
     road = build_road(settings, timeout=timeout, spool=False)
     provider = TracerProvider(resource=build_resource(settings), shutdown_on_exit=False)
-    span = provider.get_tracer("otel_basic.doctor").start_span(CANARY_SPAN_NAME, attributes={"otel_basic.doctor": True})
+    span = provider.get_tracer("otel_basic.doctor").start_span(
+        CANARY_SPAN_NAME, attributes={"otel_basic.doctor": True}
+    )
     span.end()
     trace_id = format(span.get_span_context().trace_id, "032x")
     where = redact_url(settings.endpoint) if settings.endpoint else str(settings.file_path)
@@ -415,7 +428,9 @@ def _check_file(settings: Settings) -> Check:
     if not target.exists():
         return Check("file", True, f"{directory} will be created")
     if not os.access(target, os.W_OK):
-        return Check("file", False, f"{target} is not writable", f"cannot write {target}: check OTEL_BASIC_FILE")
+        return Check(
+            "file", False, f"{target} is not writable", f"cannot write {target}: check OTEL_BASIC_FILE"
+        )
     return Check("file", True, f"{path} is writable")
 
 
@@ -436,7 +451,8 @@ def _spool_check(settings: Settings) -> tuple[Check, dict[str, Any] | None]:
         "rejected_reasons": dict(state.rejected_reasons),
     }
     waiting = (
-        f"{state.spans} spans in {state.batches} batches waiting ({state.bytes} bytes, oldest {_age(state.oldest_age)})"
+        f"{state.spans} spans in {state.batches} batches waiting "
+        f"({state.bytes} bytes, oldest {_age(state.oldest_age)})"
     )
     parts = [waiting if state.batches else "nothing waiting"]
     if state.rejected_batches:

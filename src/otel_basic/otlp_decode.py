@@ -155,7 +155,9 @@ def spans_from_request(request: ExportTraceServiceRequest) -> list[ReceivedSpan]
                 if len(span.span_id) != 8 or not any(span.span_id):
                     raise OTLPDecodeError(f"span {span.name!r}: invalid spanId {span.span_id.hex()!r}")
                 if span.parent_span_id and len(span.parent_span_id) != 8:
-                    raise OTLPDecodeError(f"span {span.name!r}: invalid parentSpanId {span.parent_span_id.hex()!r}")
+                    raise OTLPDecodeError(
+                        f"span {span.name!r}: invalid parentSpanId {span.parent_span_id.hex()!r}"
+                    )
                 out.append(
                     ReceivedSpan(
                         name=span.name,
@@ -257,7 +259,9 @@ def _normalise_json(payload: Any) -> dict[str, Any]:
                         span,
                         "links",
                         [
-                            _fix_ids(link, (("traceId", 16), ("spanId", 8))) if isinstance(link, dict) else link
+                            _fix_ids(link, (("traceId", 16), ("spanId", 8)))
+                            if isinstance(link, dict)
+                            else link
                             for link in links
                         ],
                     )
@@ -377,7 +381,9 @@ def spans_to_otlp_json(spans: Iterable[ReceivedSpan]) -> dict[str, Any]:
                 for ev in span.events
             ],
             "status": {
-                "code": f"STATUS_CODE_{span.status_code}" if not span.status_code.isdigit() else int(span.status_code),
+                "code": f"STATUS_CODE_{span.status_code}"
+                if not span.status_code.isdigit()
+                else int(span.status_code),
                 "message": span.status_message,
             },
         }

@@ -301,12 +301,8 @@ class Road:
         tally.dropped = sum(b.spans for b in outcome.retryable)
         return tally, outcome.last
 
-    def replay(
-        self,
-        deadline: float | None = None,
-        max_batches: int | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> Tally:
+    def replay(self, deadline: float | None = None, max_batches: int | None = None,
+               progress: Callable[[int], None] | None = None) -> Tally:
         """Send spooled batches, oldest first, through stages 3 → 5, until one fails for a retryable
         reason (the endpoint is still down), ``deadline`` or ``max_batches``."""
         tally = Tally()

@@ -172,17 +172,23 @@ class Spool:
         try:
             with self._lock:
                 path = self._write_file(self.rejected_dir, self._name(spans, mask_level), request)
-                self._write_file(self.rejected_dir, path.name + ".reason", json.dumps({"reason": reason}).encode())
+                self._write_file(
+                    self.rejected_dir, path.name + ".reason", json.dumps({"reason": reason}).encode()
+                )
             return f"{self.rejected_dir.name}/{path.name}"
         except OSError as exc:
-            _log.warning("otel-basic: could not keep rejected spans in %s: %s", self.rejected_dir, exc.strerror)
+            _log.warning(
+                "otel-basic: could not keep rejected spans in %s: %s", self.rejected_dir, exc.strerror
+            )
             return None
 
     def _files(self) -> list[Path]:
         if not _trusted(self.dir):  # another user's (or a world-writable) directory: never replay from it
             return []
         try:
-            return sorted(p for p in self.dir.iterdir() if p.name.endswith(_SUFFIX) and not p.name.startswith("."))
+            return sorted(
+                p for p in self.dir.iterdir() if p.name.endswith(_SUFFIX) and not p.name.startswith(".")
+            )
         except OSError:  # missing, not a directory, no permission: nothing to read
             return []
 
