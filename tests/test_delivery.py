@@ -336,3 +336,22 @@ print("ok")
     names = langfuse_env.span_names()
     assert "host-span" not in names
     assert any("complete" in n for n in names), names
+
+
+def test_a_span_that_ends_while_an_export_waits_on_a_slow_endpoint_does_not_wait_for_it(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """A spare worker takes over once an export has been out for 20 ms: the second span's
+    visibility is one round trip, not the rest of the first one plus its own."""
+    langfuse_env.set_delay(1.0)
+    tracer = otel_basic.get_tracer("test.spare")
+    tracer.start_span("first").end()
+    telemetry.kick()
+    time.sleep(0.2)  # the first export is out, waiting for its answer
+    started = time.monotonic()
+    tracer.start_span("second").end()
+    telemetry.kick()
+    langfuse_env.wait_for_spans(2, timeout=10)
+    took = time.monotonic() - started
+    assert took < 1.5, f"second span took {took:.2f} s: it waited for the first export (~1.8 s)"
+    assert sorted(langfuse_env.span_names()) == ["first", "second"]

@@ -12,6 +12,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -27,7 +28,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otel_basic.pipeline import build_transport
+from otel_basic.road import SendResult
 from otel_basic.settings import Settings, load_settings
 from otel_basic.transport_options import grpc_channel, grpc_target, httpx_client_options
 
@@ -374,3 +378,88 @@ def test_grpc_mutual_tls(pki: Pki, grpc_server: tuple[int, _TraceService]) -> No
         )
     )
     assert service.calls == 1
+
+
+# --- the export transport itself (its own keep-alive connection when no proxy applies) ------
+
+
+def _export_http(settings: Settings, timeout: float = 5.0) -> SendResult:
+    transport = build_transport(settings, timeout=timeout)
+    try:
+        return transport.send(ExportTraceServiceRequest(), time.monotonic() + timeout)
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("https_server", [False, True], indirect=True)
+def test_the_export_transport_speaks_tls_and_mtls_with_the_private_ca(pki: Pki, https_server: str) -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.ca),
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(pki.client_cert),
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(pki.client_key),
+    }
+    assert _export_http(_settings(env, https_server)).status == 200  # "ok" is no OTLP answer, but it arrived
+    untrusted = _export_http(_settings({}, https_server), timeout=1.0)
+    assert untrusted.status is None and "SSL" in (untrusted.reason or ""), untrusted
+
+
+def test_the_export_transport_uses_the_proxy_unless_no_proxy_says_direct(
+    plain_server: str, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    assert _export_http(_settings({"HTTP_PROXY": proxy.url}, plain_server)).status == 200
+    assert proxy.seen and proxy.seen[-1].startswith("POST http://127.0.0.1:")
+    count = len(proxy.seen)
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    env = {"HTTP_PROXY": proxy.url, "NO_PROXY": "localhost,127.0.0.1"}
+    assert _export_http(_settings(env, plain_server)).status == 200
+    assert len(proxy.seen) == count
+
+
+class _ClosesSilently(BaseHTTPRequestHandler):
+    """Promises keep-alive (HTTP/1.1, no Connection: close), then closes the socket after answering."""
+
+    protocol_version = "HTTP/1.1"
+    seen = 0
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        type(self).seen += 1
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+        self.close_connection = True
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_without_a_duplicate() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClosesSilently)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        transport = build_transport(_settings({}, f"http://127.0.0.1:{server.server_address[1]}"), timeout=5)
+        for _ in range(5):
+            time.sleep(0.05)  # the server's close has arrived before the next request
+            assert transport.send(ExportTraceServiceRequest(), time.monotonic() + 5).kind == "delivered"
+        transport.close()
+        assert _ClosesSilently.seen == 5
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_endpoint_that_never_answers_costs_one_timeout_not_a_hang() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # accepts connections (the kernel does) and never reads or answers
+    try:
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        transport = build_transport(_settings({}, endpoint), timeout=0.5)
+        started = time.monotonic()
+        result = transport.send(ExportTraceServiceRequest(), time.monotonic() + 0.5)
+        transport.close()
+        assert result.kind == "retryable" and time.monotonic() - started < 2.0, result
+    finally:
+        listener.close()
