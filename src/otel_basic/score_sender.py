@@ -67,6 +67,7 @@ class ScoreSender:
         self._queue: deque[dict[str, Any]] = deque()
         self._max = max_queued
         self._overflowed = 0
+        self._inflight = 0  # popped for a request that has not ended: still undelivered
         self._client: httpx.Client | None = None
         self._since_report = ScoreTally()
         if hasattr(os, "register_at_fork"):
@@ -93,6 +94,7 @@ class ScoreSender:
         self._sending = threading.RLock()
         self._queue = deque()
         self._overflowed = 0
+        self._inflight = 0
         self._client = None
         self._since_report = ScoreTally()
 
@@ -108,14 +110,15 @@ class ScoreSender:
             self._queue.append(score)
 
     def queued(self) -> int:
+        """Scores not delivered yet: queued, and in a request that has not ended."""
         with self._lock:
-            return len(self._queue)
+            return len(self._queue) + self._inflight
 
     def send(self, deadline: float) -> ScoreTally:
         """Post everything queued (in batches) until done, refused, or ``deadline``."""
         tally = ScoreTally()
-        if not self._queue and not self._overflowed:
-            return tally
+        if not self.queued() and not self._overflowed:
+            return tally  # (a request in flight counts: waiting for it below is what a flush needs)
         if not self._sending.acquire(timeout=max(0.0, deadline - time.monotonic())):
             tally.waiting = self.queued()
             return tally
@@ -127,9 +130,14 @@ class ScoreSender:
             while (left := deadline - time.monotonic()) > 0:
                 with self._lock:
                     batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                    self._inflight = len(batch)
                 if not batch:
                     break
-                outcome, refused = self._post(batch, left)
+                try:
+                    outcome, refused = self._post(batch, left)
+                finally:
+                    with self._lock:
+                        self._inflight = 0
                 if outcome == "sent":
                     tally.sent += len(batch) - refused
                     tally.dropped += refused
@@ -142,10 +150,12 @@ class ScoreSender:
                         self._queue.extendleft(reversed(batch))
                 tally.reason = self._reason
                 break
-            self._since_report.sent += tally.sent
-            self._since_report.dropped += tally.dropped
+            with self._lock:
+                self._since_report.sent += tally.sent
+                self._since_report.dropped += tally.dropped
+                if tally.dropped:
+                    self._since_report.reason = tally.reason
             if tally.dropped:
-                self._since_report.reason = tally.reason
                 _log.warning("otel-basic: %d scores dropped: %s", tally.dropped, tally.reason)
         finally:
             self._sending.release()
@@ -154,7 +164,7 @@ class ScoreSender:
 
     def since_report(self) -> ScoreTally:
         """Scores sent and dropped since the previous call (any sender), and those still queued."""
-        with self._sending:
+        with self._lock:  # not the sending lock: a report never waits for a slow request
             report, self._since_report = self._since_report, ScoreTally()
         report.waiting = self.queued()
         if report.waiting and report.reason is None:
