@@ -43,7 +43,9 @@ _log = logging.getLogger("otel_basic")
 REPLAY_BATCHES_PER_SUCCESS = 8
 # A spare worker sends only once another has had a batch out this long (a slow endpoint): two
 # requests in flight on a fast endpoint only cost CPU, and a step that ends during a 50 ms round
-# trip still leaves within RTT + 20 ms.
+# trip still leaves within RTT + 20 ms. Spares are woken only when exports are slow (their moving
+# average is above this) or one is out longer than this now: each wake costs the app's thread a
+# GIL round trip, which on a fast endpoint buys nothing.
 SPARE_AFTER = 0.02
 
 
@@ -66,6 +68,7 @@ class _State:
     first_at: float = 0.0  # when the queue last went from empty to non-empty (the batch timer)
     sending: int = 0  # workers with a batch out
     busy_since: float = 0.0  # when ``sending`` last went from 0 to 1
+    send_seconds: float = 0.0  # recent export durations (moving average): is the endpoint slow?
     kicked: bool = False  # export now (a flush waits, a batch is full)
     linger_until: float | None = None  # export at this time (a kick: coalesce what ends meanwhile)
     shutdown: bool = False
@@ -130,9 +133,15 @@ class DeliveryProcessor(SpanProcessor):
         self._spare = threading.Condition(lock)
 
     def _wake_workers(self) -> None:
-        """Work is due: the primary worker, and a spare only while another worker is sending."""
+        """Work is due: the primary worker, and a spare if the one sending may be stuck."""
         self._work.notify()
-        if self._state.sending and self._worker_count > 1:
+        self._wake_spare()
+
+    def _wake_spare(self) -> None:
+        state = self._state
+        if not state.sending or self._worker_count == 1:
+            return
+        if state.send_seconds > SPARE_AFTER or time.monotonic() - state.busy_since > SPARE_AFTER:
             self._spare.notify()
 
     def _start_workers(self) -> list[threading.Thread]:
@@ -183,8 +192,7 @@ class DeliveryProcessor(SpanProcessor):
             state.queue.append((state.enqueued, span))
             if len(state.queue) == 1:  # the batch timer starts; the primary worker wakes for it by itself
                 state.first_at = time.monotonic()
-                if state.sending and self._worker_count > 1:  # ... unless it is busy sending
-                    self._spare.notify()
+                self._wake_spare()  # ... unless it is busy sending to a slow endpoint
             if kick:
                 self._linger_locked()
             elif len(state.queue) >= self._batch and not state.kicked:
@@ -385,6 +393,7 @@ class DeliveryProcessor(SpanProcessor):
     def _run(self, index: int = 0) -> None:
         while (batch := self._next_batch(index)) is not None:
             spans = [span for _, span in batch]
+            started = time.monotonic()
             try:
                 tally = self.road.deliver(spans, self._export_deadline())
             except Exception as exc:  # the road contains its stages' errors; this guards its own bugs
@@ -392,6 +401,7 @@ class DeliveryProcessor(SpanProcessor):
                 tally = self._keep_after_error(spans, exc)
             with self._cond:
                 self._state.sending -= 1
+                self._state.send_seconds = 0.7 * self._state.send_seconds + 0.3 * (time.monotonic() - started)
                 # Not in flight any more: the exit drain took this batch meanwhile and spooled it.
                 mine = self._state.inflight.pop(batch[0][0], None) is not None
                 drained = self._state.drained.pop(batch[0][0], [])

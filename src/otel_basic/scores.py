@@ -51,7 +51,7 @@ def score_current_trace(
 
     ``value``: a number (``NUMERIC``), a bool (1/0, ``BOOLEAN``) or a category string
     (``CATEGORICAL``), unless ``data_type`` says otherwise. Returns True when the score was queued
-    for Langfuse (sent by the next flush). Never raises.
+    for Langfuse (sent with the next export or flush). Never raises.
     """
     try:
         telemetry = active.telemetry()
