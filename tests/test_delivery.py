@@ -14,6 +14,7 @@ from llama_index.core.llms import MockLLM
 
 import otel_basic
 from otel_basic.testing import LangfuseReceiver
+from otel_basic.transports.otlp_http import GZIP_MIN_BYTES
 
 from .conftest import SECRET
 
@@ -41,8 +42,23 @@ def test_llamaindex_spans_arrive_exactly_once_with_langfuse_headers(
     for request in langfuse_env.trace_requests:
         assert request.headers["authorization"] == expected_auth
         assert request.headers["x-langfuse-ingestion-version"] == "4"
-        assert request.headers["content-encoding"] == "gzip"
+        gzipped = request.headers.get("content-encoding") == "gzip"
+        assert gzipped == (len(request.body) >= GZIP_MIN_BYTES), "gzip for large bodies only"
         assert request.path == "/api/public/otel/v1/traces"
+
+
+def test_large_exports_are_gzipped_small_ones_are_not(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    tracer = otel_basic.get_tracer("test.gzip")
+    tracer.start_span("small").end()
+    assert otel_basic.flush(timeout=5)
+    with tracer.start_as_current_span("large") as span:
+        span.set_attribute("output.value", "lorem ipsum dolor sit amet " * 1000)
+    assert otel_basic.flush(timeout=5)
+    small, large = langfuse_env.trace_requests
+    assert "content-encoding" not in small.headers and small.raw_body == small.body
+    assert large.headers["content-encoding"] == "gzip" and len(large.raw_body) < len(large.body) // 10
 
 
 def test_resource_carries_service_environment_release(

@@ -71,26 +71,26 @@ class FastConnection:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
             self._timeout = timeout
 
-    def post(self, body: bytes, timeout: float) -> httpx.Response:
+    def post(self, body: bytes, timeout: float, headers: Mapping[str, str]) -> httpx.Response:
         """One POST; raises on any network or protocol error (after closing the connection).
 
         A kept-alive connection the server closed meanwhile fails before any answer: that case
         is retried once at once on a new connection (what httpx's readability check is for)."""
         reused = self._conn is not None
         try:
-            return self._post(body, timeout)
+            return self._post(body, timeout, headers)
         except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
             if not reused:
                 raise
-        return self._post(body, timeout)
+        return self._post(body, timeout, headers)
 
-    def _post(self, body: bytes, timeout: float) -> httpx.Response:
+    def _post(self, body: bytes, timeout: float, headers: Mapping[str, str]) -> httpx.Response:
         conn = self._conn
         try:
             if conn is None:
                 conn = self._conn = self._connect(timeout)
             self._set_timeout(conn.sock, timeout)
-            conn.request("POST", self._path, body=body, headers=self._headers)
+            conn.request("POST", self._path, body=body, headers={**self._headers, **headers})
             answer = conn.getresponse()
             content = answer.read()
         except BaseException:

@@ -37,6 +37,10 @@ from otel_basic.transports.http_conn import FastConnection
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 _USER_AGENT = "otel-basic"
 _TRANSPORT_ATTEMPTS = 2
+# Smaller bodies are sent as they are even with gzip on: a per-step batch of a few spans saves a
+# few hundred bytes, and each compression sets up a new zlib stream (about 300 KB of buffers at
+# level 5) in a call that also hands the GIL to the app's thread and back.
+GZIP_MIN_BYTES = 8192
 
 Encoding = Literal["protobuf", "json"]
 
@@ -80,8 +84,6 @@ class HttpTransport:
             "content-type": "application/json" if encoding == "json" else "application/x-protobuf",
             "user-agent": _USER_AGENT,
         }
-        if compression in ("gzip", "deflate"):
-            base_headers["content-encoding"] = compression
         base_headers.update(headers or {})
         self._headers = base_headers
         self._client_options = {"trust_env": False, **(client_options or {}), "follow_redirects": False}
@@ -94,12 +96,12 @@ class HttpTransport:
         self._idle: list[FastConnection] = []
         self._idle_lock = threading.Lock()
 
-    def _fast_post(self, body: bytes, timeout: float) -> httpx.Response:
+    def _fast_post(self, body: bytes, timeout: float, headers: Mapping[str, str]) -> httpx.Response:
         with self._idle_lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = FastConnection(self.endpoint, self._headers, self._fast_ssl)
-        response = conn.post(body, timeout)  # on error the connection closed itself: not pooled
+        response = conn.post(body, timeout, headers)  # on error the connection closed itself: not pooled
         with self._idle_lock:
             self._idle.append(conn)
         return response
@@ -110,22 +112,25 @@ class HttpTransport:
     def __repr__(self) -> str:  # never show headers: they carry credentials
         return f"HttpTransport(endpoint={self._where!r})"
 
-    def body(self, request: ExportTraceServiceRequest) -> bytes:
+    def body(self, request: ExportTraceServiceRequest) -> tuple[bytes, str | None]:
+        """The request body and its ``content-encoding`` (None: sent as it is)."""
         raw = request_to_json_line(request).encode() if self._encoding == "json" else request.SerializeToString()
+        if len(raw) < GZIP_MIN_BYTES:
+            return raw, None
         if self._compression == "gzip":
-            return gzip.compress(raw, compresslevel=5)
+            return gzip.compress(raw, compresslevel=5), "gzip"
         if self._compression == "deflate":
-            return zlib.compress(raw, 5)
-        return raw
+            return zlib.compress(raw, 5), "deflate"
+        return raw, None
 
     def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult:
         try:
-            body = self.body(request)
+            body, encoding = self.body(request)
         except Exception as exc:  # an attribute the encoder cannot take: retrying will not help
             return SendResult("rejected", f"could not encode spans: {type(exc).__name__}")
-        return self._post(body, deadline)
+        return self._post(body, deadline, {"content-encoding": encoding} if encoding else {})
 
-    def _post(self, body: bytes, deadline: float) -> SendResult:
+    def _post(self, body: bytes, deadline: float, headers: Mapping[str, str]) -> SendResult:
         end = min(deadline, time.monotonic() + self._timeout)
         attempt = 0
         result = SendResult("retryable", "deadline reached before sending")
@@ -137,9 +142,9 @@ class HttpTransport:
             wait: float | None
             try:
                 if self._fast:
-                    response = self._fast_post(body, max(left, 0.001))
+                    response = self._fast_post(body, max(left, 0.001), headers)
                 else:
-                    response = self._client.post(self.endpoint, content=body, timeout=max(left, 0.001))
+                    response = self._client.post(self.endpoint, content=body, headers=headers, timeout=max(left, 0.001))
             except Exception as exc:  # httpx errors, and anything exotic (OverflowError, ssl, ...)
                 result = SendResult("retryable", f"{type(exc).__name__} sending to {self._where}")
                 if attempt >= _TRANSPORT_ATTEMPTS:
