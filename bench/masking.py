@@ -4,7 +4,8 @@ Each e-mail of tests/data/pii_emails.json yields the four spans an OpenInference
 workflow produces (workflow run, step, LLM call, tool call) with realistic attributes: JSON ``input.value``
 holding the e-mail, chat messages, token counts, model name. Attribute values are built before timing, so
 the baseline is the bare SDK cost (start span, set attributes, end, SimpleSpanProcessor -> export): the
-smallest denominator, i.e. the least flattering ratio for masking.
+smallest denominator, i.e. the least flattering ratio for masking. "memo off" (``Masker(memo_entries=0)``)
+masks every string again, even where the four spans of one e-mail repeat it: what the memo saves.
 
 Second table: real OpenInference LLM spans (``OfflineLLM().complete(prompt)`` instrumented by
 ``otel_basic.instrumentation``, the prompt being each corpus e-mail), so the added cost can be read
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     configs: dict[str, Callable[[], SpanExporter]] = {
         "no-op exporter (baseline)": NoOpExporter,
         "mask_span level=detectors": lambda: MaskingExporter(NoOpExporter(), Masker("detectors")),
+        "mask_span detectors, memo off": lambda: MaskingExporter(NoOpExporter(), Masker(memo_entries=0)),
         "mask_span level=hide": lambda: MaskingExporter(NoOpExporter(), Masker("hide")),
         "LimitingExporter (16 KiB)": lambda: LimitingExporter(NoOpExporter()),
         "mask_span(detectors) + Limiting": lambda: MaskingExporter(LimitingExporter(NoOpExporter()), Masker()),

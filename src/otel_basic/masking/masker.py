@@ -60,8 +60,9 @@ longer string is cut *before* detection: the detectors see its first ``max_chars
 512-character look-ahead, a value that straddles the cut is replaced whole (never half an address), and
 ``…[truncated by otel-basic: original N chars]`` is appended. A string that arrives already cut (ends
 with that marker) has its last value-like characters before the marker dropped, since a cut there may
-have left a partial value the detectors cannot recognise. A per-masker cache maps recently seen strings
-to their masked form (bounded, ~4M characters). See ``bench/masking.py``.
+have left a partial value the detectors cannot recognise. A per-masker memo maps recently masked strings
+to their masked form (:class:`_Memo`: two generations of at most 2048 strings and 2M characters each; none
+over 64 Ki characters; ``memo_entries=0`` turns it off). See ``bench/masking.py``.
 
 Failure: nothing here raises. A value whose masking fails becomes ``"<masking-error>"`` (fail closed);
 a span that cannot be processed becomes a skeleton (same ids, timing and status code; no attributes,
@@ -78,6 +79,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal, cast
 
@@ -283,8 +285,12 @@ _SECRET_KEY = re.compile(
 _NORMAL, _ALLOW, _HIDE, _SECRET, _STATUS, _TRACE = 0, 1, 2, 3, 4, 5
 _MAX_DEPTH = 32
 _MIN_CHARS = 6  # the shortest thing any detector finds: "a@b.co"
-_CACHE_MAX_CHARS = 65536
-_CACHE_BUDGET_CHARS = 4_000_000
+_MEMO_ENTRIES = 2048
+"""Strings per memo generation (:class:`_Memo`; two generations, so at most twice as many)."""
+_MEMO_GENERATION_CHARS = 2_000_000
+"""Characters (inputs plus masked forms) per memo generation: at most ~4M held, 4-16 MB."""
+_MEMO_MAX_CHARS = 65536
+"""Longer strings are not memoized: rarely repeated, and each would take a large share of the budget."""
 _LOOKAHEAD = 512
 """Characters past the cut the detectors still read, so a value straddling it is recognised whole."""
 _NO_BOUND = sys.maxsize
@@ -395,6 +401,63 @@ def hide_traceback(text: str) -> str:
     return "\n".join(out)
 
 
+_MemoKey = str | tuple[str, int]
+
+
+class _Memo:
+    """Recently masked strings and their masked forms, for one :class:`Masker`.
+
+    Why: the same strings recur across the spans of a run (the sender in every span's ``user.id``, an
+    LLM output that is also the span's ``output.value``) and across runs (prompt templates). Once a
+    Masker is built its detectors, patterns, salt and hash length are fixed, so masking a string is a
+    pure function of it: a remembered result is byte for byte what masking it again gives. Never shared
+    between maskers.
+
+    Two generations approximate LRU without a lock on reads: a lookup reads ``young``, then ``old`` (plain
+    dict reads, atomic); a hit in ``old`` is copied into ``young``; when ``young`` is full it becomes
+    ``old`` and the previous ``old`` is dropped. So a string used within the last generation stays, and at
+    most two generations are held. Writes take the lock (export workers mask concurrently); a dict that
+    readers may hold is only ever added to, never emptied. A strict LRU would take a lock on every
+    lookup, several per span, most of them hits. ``max_entries=0`` turns it off (tests compare with it).
+    """
+
+    __slots__ = ("_chars", "_lock", "_max_chars", "_max_entries", "old", "young")
+
+    def __init__(self, max_entries: int, max_chars: int) -> None:
+        self._max_entries = max_entries
+        self._max_chars = max_chars
+        self.young: dict[_MemoKey, str] = {}
+        self.old: dict[_MemoKey, str] = {}
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def recall(self, key: _MemoKey, text_chars: int) -> str | None:
+        """A result from the older generation (the caller found none in ``young``), copied into ``young``:
+        used again, so it stays through the next rotation."""
+        found = self.old.get(key)
+        if found is not None:
+            self.put(key, found, text_chars + len(found))
+        return found
+
+    def put(self, key: _MemoKey, masked: str, chars: int) -> None:
+        """Remember ``masked`` for ``key``; ``chars``: the input's and the result's length together."""
+        if not self._max_entries:
+            return
+        with self._lock:
+            young = self.young
+            if key in young:
+                return
+            if len(young) >= self._max_entries or self._chars + chars > self._max_chars:
+                self.old = young
+                self.young = young = {}
+                self._chars = 0
+            young[key] = masked
+            self._chars += chars
+
+    def __len__(self) -> int:
+        return len(self.young.keys() | self.old.keys())
+
+
 class Masker:
     """Masks spans and attribute values; see the module docstring for levels, tokens, salt and keys."""
 
@@ -412,6 +475,7 @@ class Masker:
         event_hide_keys: Iterable[str] = DEFAULT_EVENT_HIDE_KEYS,
         hash_chars: int = 16,
         max_chars: int | None = DEFAULT_MAX_ATTRIBUTE_CHARS,
+        memo_entries: int = _MEMO_ENTRIES,
     ) -> None:
         if level not in _LEVELS:
             raise ValueError(f"masking level must be one of {', '.join(_LEVELS)}; got {level!r}")
@@ -419,6 +483,8 @@ class Masker:
             raise ValueError("hash_chars must be between 4 and 64")
         if max_chars is not None and max_chars < 1:
             raise ValueError("max_chars must be positive (or None for no bound)")
+        if memo_entries < 0:
+            raise ValueError("memo_entries must be >= 0 (0 turns the memo off)")
         self.level: Level = cast(Level, level)
         self.hook = hook
         self.error_count = 0
@@ -434,8 +500,7 @@ class Masker:
             Detector(label, re.compile(p) if isinstance(p, str) else p) for label, p in (extra_patterns or {}).items()
         ]
         self._custom = tuple((d.precheck, d.pattern, self._replacer(d.label, d.find or _whole_match)) for d in custom)
-        self._cache: dict[str, str] = {}
-        self._cache_chars = 0
+        self._memo = _Memo(memo_entries, _MEMO_GENERATION_CHARS)
         # Below this length no built-in detector can match; a user pattern might.
         self._min_chars = 1 if self._custom else _MIN_CHARS
 
@@ -651,7 +716,7 @@ class Masker:
     def _mask_mapping(
         self, attrs: Mapping[str, AnyValue], *, event: bool, bound: int | None = None
     ) -> dict[str, AnyValue] | None:
-        # The hot loop: plain strings under ordinary keys go straight to the text cache.
+        # The hot loop: plain strings under ordinary keys go straight to the memo.
         if self.level == "off":
             return None
         if bound is None:
@@ -663,7 +728,7 @@ class Masker:
             if isinstance(msg, str) and msg:
                 hide_message = msg
         key_cache = self._event_key_cache if event else self._key_cache
-        text_cache = self._cache
+        memoized = self._memo.young  # a generation rotated out meanwhile still holds valid results
         simple = self.hook is None
         min_chars = self._min_chars
         for key, value in attrs.items():
@@ -674,7 +739,7 @@ class Masker:
                 if cls == _ALLOW or (simple and cls == _NORMAL and len(value) < min_chars):
                     continue
                 if simple and cls == _NORMAL and len(value) <= bound:
-                    new = text_cache.get(value)
+                    new = memoized.get(value)
                     if new is None:
                         try:
                             new = self._mask_text(value, 0, bound)
@@ -841,23 +906,36 @@ class Masker:
             if n <= bound + _MARKER_MAX_CHARS and text[-1] == "]" and _MARKER_TAIL.search(text):
                 return self._mask_already_cut(text, depth)
             return self._mask_long(text, depth, bound)
-        # The same text recurs across a trace (the e-mail body in the run, step and LLM spans, and inside
-        # their JSON): mask it once.
-        cached = self._cache.get(text)
+        # The same text recurs across a trace: mask it once. A result that parsed JSON is remembered with
+        # its depth (the depth decides whether a nested document is too deep to mask, _MAX_DEPTH); any
+        # other result is the same at every depth, so it is remembered by the text alone.
+        memo = self._memo
+        young = memo.young
+        cached = young.get(text)
+        if cached is None:
+            deep: _MemoKey | None = (text, depth) if text[0] in "{[" and text[-1] in "}]" else None
+            if deep is not None:
+                cached = young.get(deep)
+            if cached is None and memo.old:
+                cached = memo.recall(text, n)
+                if cached is None and deep is not None:
+                    cached = memo.recall(deep, n)
         if cached is not None:
             return cached
+        key: _MemoKey = text
         if text[-1] == "]" and _MARKER_TAIL.search(text):
             masked = self._mask_already_cut(text, depth)
         elif text[0] in "{[" and text[-1] in "}]":
-            masked = self._mask_json_text(text, depth)
+            raw = self._mask_json_raw(text)
+            if raw is None:
+                masked = self._mask_json_parsed(text, depth)
+                key = (text, depth)
+            else:
+                masked = raw
         else:
             masked = self._scan(text)
-        if n <= _CACHE_MAX_CHARS:
-            if self._cache_chars > _CACHE_BUDGET_CHARS:
-                self._cache.clear()
-                self._cache_chars = 0
-            self._cache[text] = masked
-            self._cache_chars += n + len(masked)
+        if n <= _MEMO_MAX_CHARS:
+            memo.put(key, masked, n + len(masked))
         return masked
 
     def _mask_long(self, text: str, depth: int, bound: int) -> str:
@@ -916,25 +994,27 @@ class Masker:
         parts.append(text[pos:])
         return "".join(parts)
 
-    def _mask_json_text(self, text: str, depth: int) -> str:
-        """Mask a string that looks like a JSON object/array (or is merely bracketed text).
+    def _mask_json_raw(self, text: str) -> str | None:
+        """Mask a string that looks like a JSON object/array (or is merely bracketed text) on the fast path;
+        ``None`` when only the slow path can settle it.
 
         Fast path: run the detectors over the raw document and put the tokens in place. Tokens contain no
         quote or backslash and no detector match can contain a quote, so a valid document stays valid and
         keeps its own formatting, and no parse is needed. Cases the raw text cannot settle safely (escape
         sequences inside or right before a hit, an escaped non-ASCII domain, a bare JSON number, a key
-        that names a secret, user patterns) take the slow path: parse, mask every string, re-serialize.
+        that names a secret, user patterns) take the slow path (:meth:`_mask_json_parsed`): parse, mask
+        every string, re-serialize. Depth plays no part here, so the memo keeps these results by text alone.
         """
         if self._custom or (
             "\\u" in text and (_ASCII_ESCAPE.search(text) is not None or ("@" in text and _escaped_domain(text)))
         ):
-            return self._mask_json_parsed(text, depth)
+            return None
         scan = text
         if "\\" in text:
             if "\\/" in text or ("=" in text and has_quoted_printable(text, escaped_break_only=True)):
                 # "030\/901820": an escape inside a value; "exam=\nple.org": a quoted-printable soft line
                 # break inside one. Only the parsed string shows them.
-                return self._mask_json_parsed(text, depth)
+                return None
             # In the raw text, the escape in "\\n+44 20 ..." must read as a line break, not a letter "n".
             for esc in ("\\n", "\\t", "\\r", "\\b", "\\f"):
                 scan = scan.replace(esc, "\\ ")
@@ -944,7 +1024,7 @@ class Masker:
                 scan = _UNICODE_ESCAPE.sub(_blank_escape, scan)
         hits, secret_words = self._scanner.hits_and_secret_words(scan, True)
         if secret_words and _json_names_secret(text):
-            return self._mask_json_parsed(text, depth)
+            return None
         if not hits:
             return text
         for start, end, _label, _normalized in hits:
@@ -954,7 +1034,7 @@ class Masker:
                 or "\\" in text[start:end]
                 or _bare_json_value(text, start, end)
             ):
-                return self._mask_json_parsed(text, depth)
+                return None
         return self._apply(text, hits)
 
     def _mask_json_parsed(self, text: str, depth: int) -> str:
