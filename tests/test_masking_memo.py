@@ -280,3 +280,8 @@ def test_text_already_cut_is_masked_in_linear_time() -> None:
         assert time.perf_counter() - started < 0.5, body  # microseconds now; seconds to minutes before
     out = masker.mask_value("app.note", "call me at +49 170 12" + truncation_marker(500))
     assert "170" not in out and "12" not in out.split("…")[0] and out.startswith("call me at")
+
+
+@pytest.mark.parametrize("value", ["<a@b>", "://a@", "＜ａ＠ｂ＞"])
+def test_five_character_values_are_scanned_too(value: str) -> None:
+    assert Masker().mask_value("app.note", value) != value

@@ -284,7 +284,7 @@ _SECRET_KEY = re.compile(
 
 _NORMAL, _ALLOW, _HIDE, _SECRET, _STATUS, _TRACE = 0, 1, 2, 3, 4, 5
 _MAX_DEPTH = 32
-_MIN_CHARS = 6  # the shortest thing any detector finds: "a@b.co"
+_MIN_CHARS = 5  # the shortest things any detector finds: "<a@b>", "://a@" (none of 4 or fewer, searched)
 _MEMO_ENTRIES = 2048
 """Strings per memo generation (:class:`_Memo`; two generations, so at most twice as many)."""
 _MEMO_GENERATION_CHARS = 2_000_000
