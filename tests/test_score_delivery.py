@@ -104,3 +104,4 @@ def test_random_score_faults_never_lose_or_repeat_a_score_silently(
     assert len(ids) == len(set(ids)), "a score was sent twice"
     assert set(received) <= set(created)
     assert len(received) + dropped == len(created), (received, dropped, created, final)
+

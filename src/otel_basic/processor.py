@@ -108,6 +108,8 @@ class DeliveryProcessor(SpanProcessor):
         self._worker_count = max(1, workers)
         self._idle_interval = idle_interval
         self._after_delivery = after_delivery  # side work that rides on a delivered batch (scores)
+        self._spooled_seen = -1
+        self._next_spool_look = 0.0
         self._workers = self._start_workers()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork)
@@ -413,8 +415,19 @@ class DeliveryProcessor(SpanProcessor):
             else:  # the drain's copy is the one counted: withdraw what this late attempt kept
                 self.road.withdraw(tally.files)
             if tally.delivered and not tally.failed:
-                self._replay(REPLAY_BATCHES_PER_SUCCESS)
+                if self._spool_may_wait():
+                    self._replay(REPLAY_BATCHES_PER_SUCCESS)
                 self._side_work()
+
+    def _spool_may_wait(self) -> bool:
+        """Look at the spool after a success when this process spooled since the last look, or
+        every ``idle_interval`` (other processes' leftovers): listing a directory after every
+        export was a GIL round trip with the app's thread per request."""
+        spooled, now = self.ledger.totals.spooled, time.monotonic()
+        if spooled == self._spooled_seen and now < self._next_spool_look:
+            return False
+        self._spooled_seen, self._next_spool_look = spooled, now + self._idle_interval
+        return True
 
     def _side_work(self) -> None:
         if self._after_delivery is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import weakref
@@ -32,7 +33,8 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from otel_basic.redact import redact_urls_in
 from otel_basic.settings import Settings, basic_auth
-from otel_basic.transport_options import httpx_client_options
+from otel_basic.transport_options import httpx_client_options, proxy_applies
+from otel_basic.transports.http_conn import FastConnection
 
 __all__ = ["ScoreSender", "ScoreTally"]
 
@@ -56,7 +58,13 @@ class ScoreSender:
     """A bounded queue of scores and the one place that posts them."""
 
     def __init__(
-        self, url: str, headers: dict[str, str], client_options: dict[str, Any], *, max_queued: int = 10_000
+        self,
+        url: str,
+        headers: dict[str, str],
+        client_options: dict[str, Any],
+        *,
+        max_queued: int = 10_000,
+        fast: bool = False,
     ) -> None:
         self._url = url
         self._headers = headers
@@ -69,6 +77,12 @@ class ScoreSender:
         self._overflowed = 0
         self._inflight = 0  # popped for a request that has not ended: still undelivered
         self._client: httpx.Client | None = None
+        verify = client_options.get("verify")
+        # no proxy applies: the export transport's keep-alive socket (fewer GIL round trips)
+        self._fast: FastConnection | None = None
+        self._fast_ssl = verify if isinstance(verify, ssl.SSLContext) else None
+        if fast and (self._fast_ssl is not None or not url.startswith("https:")):
+            self._fast = FastConnection(url, headers, self._fast_ssl)
         self._since_report = ScoreTally()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork)
@@ -83,7 +97,8 @@ class ScoreSender:
             "Content-Type": "application/json",
             "x-langfuse-sdk-name": "otel-basic",
         }
-        return cls(settings.langfuse_base_url.rstrip("/") + SCORES_PATH, headers, httpx_client_options(settings))
+        url = settings.langfuse_base_url.rstrip("/") + SCORES_PATH
+        return cls(url, headers, httpx_client_options(settings), fast=not proxy_applies(settings, url))
 
     def __repr__(self) -> str:  # no headers: they hold the secret key
         return f"ScoreSender(url={self._url!r}, queued={self.queued()})"
@@ -96,6 +111,8 @@ class ScoreSender:
         self._overflowed = 0
         self._inflight = 0
         self._client = None
+        if self._fast is not None:
+            self._fast = FastConnection(self._url, self._headers, self._fast_ssl)
         self._since_report = ScoreTally()
 
     # --- use -----------------------------------------------------------------------------------
@@ -115,7 +132,10 @@ class ScoreSender:
             return len(self._queue) + self._inflight
 
     def send(self, deadline: float) -> ScoreTally:
-        """Post everything queued (in batches) until done, refused, or ``deadline``."""
+        """Post what is queued when called (in batches) until done, refused, or ``deadline``.
+
+        Scores queued meanwhile wait for the next call: the export worker that calls this between
+        span batches must not be kept from its spans by an app that scores continuously."""
         tally = ScoreTally()
         if not self.queued() and not self._overflowed:
             return tally  # (a request in flight counts: waiting for it below is what a flush needs)
@@ -127,9 +147,11 @@ class ScoreSender:
                 tally.dropped, self._overflowed = self._overflowed, 0
                 if tally.dropped:
                     tally.reason = "score queue full"
-            while (left := deadline - time.monotonic()) > 0:
+                budget = len(self._queue)
+            while (left := deadline - time.monotonic()) > 0 and budget > 0:
                 with self._lock:
-                    batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                    batch = [self._queue.popleft() for _ in range(min(BATCH, budget, len(self._queue)))]
+                    budget -= len(batch)
                     self._inflight = len(batch)
                 if not batch:
                     break
@@ -175,6 +197,8 @@ class ScoreSender:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+        if self._fast is not None:
+            self._fast.close()
 
     # --- one request ------------------------------------------------------------------------
 
@@ -185,10 +209,14 @@ class ScoreSender:
         help, or ("retry", 0) for network errors, 408, 429 and 5xx."""
         body = json.dumps(batch, separators=(",", ":"), default=str).encode()
         try:
-            if self._client is None:
-                self._client = httpx.Client(headers=self._headers, **self._client_options)
+            seconds = max(0.05, min(timeout, 30.0))
             with suppress_instrumentation():  # our own request is not the app's to trace
-                response = self._client.post(self._url, content=body, timeout=max(0.05, min(timeout, 30.0)))
+                if self._fast is not None:
+                    response = self._fast.post(body, seconds, {})
+                else:
+                    if self._client is None:
+                        self._client = httpx.Client(headers=self._headers, **self._client_options)
+                    response = self._client.post(self._url, content=body, timeout=seconds)
         except Exception as exc:
             self._reason = redact_urls_in(f"scores not sent ({type(exc).__name__} sending to {self._url})")
             return "retry", 0

@@ -11,8 +11,9 @@ body together, as ``http.client`` does) and usually one ``recv``, on a blocking 
 timeouts the kernel enforces (``SO_SNDTIMEO``/``SO_RCVTIMEO``), so Python polls nothing.
 
 ``http.client`` (stdlib) formats the request and parses the answer; this module only owns the
-socket. It is used when no proxy applies (httpx handles proxies); TLS uses the same SSL context
-as httpx would.
+socket, and writes the request itself so that headers and body leave in one ``sendall``
+(``http.client`` sends them apart). It is used when no proxy applies (httpx handles proxies);
+TLS uses the same SSL context as httpx would.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class FastConnection:
         self._host = parts.hostname or "localhost"
         self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        default_port = parts.port is None or parts.port == (443 if self._https else 80)
+        self._host_header = self._host if default_port else f"{self._host}:{self._port}"
+        if ":" in self._host:  # an IPv6 literal
+            self._host_header = f"[{self._host}]" + ("" if default_port else f":{self._port}")
         self._headers = dict(headers)
         self._ssl = ssl_context if self._https else None
         self._conn: http.client.HTTPConnection | None = None
@@ -89,9 +94,15 @@ class FastConnection:
         try:
             if conn is None:
                 conn = self._conn = self._connect(timeout)
-            self._set_timeout(conn.sock, timeout)
-            conn.request("POST", self._path, body=body, headers={**self._headers, **headers})
-            answer = conn.getresponse()
+            sock = conn.sock
+            self._set_timeout(sock, timeout)
+            lines = [f"POST {self._path} HTTP/1.1", f"Host: {self._host_header}", f"Content-Length: {len(body)}"]
+            lines += [f"{k}: {v}" for k, v in {**self._headers, **headers}.items()]
+            if any("\r" in line or "\n" in line for line in lines):
+                raise ValueError("a header name or value contains a line break")
+            sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)  # one send, not two
+            answer = http.client.HTTPResponse(sock, method="POST")
+            answer.begin()
             content = answer.read()
         except BaseException:
             self.close()
