@@ -314,7 +314,8 @@ def main_parent(args: argparse.Namespace) -> int:
         f"{rounds} round(s); each (mode, workload) a fresh process, modes interleaved round-robin; per child "
         f"{blocks} block(s) of runs {runs} each ending with a flush, median block; receiver on 127.0.0.1 at 0 ms."
         + (" Test receiver patched to TCP_NODELAY." if patched else "")
-        + (f"\nExtra variants (ours + env): {extras}" if extras else ""),
+        + (f"\nExtra variants (ours + env): {extras}" if extras else "")
+        + (f"\nEvery child pinned to CPU {args.pin} (all its threads)." if args.pin is not None else ""),
     )
     receiver = LangfuseReceiver().start()
     env = {k: v for k, v in receiver.env().items() if k != "LANGFUSE_BASE_URL"}
@@ -333,6 +334,8 @@ def main_parent(args: argparse.Namespace) -> int:
                         child_env["OTEL_BASIC_SPOOL_DIR"] = str(spool_root / f"{mode}-{workload}-{r}")
                         child_env["OTEL_BASIC_LOG_LEVEL"] = "info"  # the default (common.child_env turns it off)
                         child_env.update(extras.get(mode, {}))
+                    if args.pin is not None:
+                        child_env["BENCH_PIN"] = str(args.pin)
                     receiver.clear()
                     result = run_child(
                         Path(__file__),
@@ -543,6 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workloads", nargs="*", choices=WORKLOADS, help="only these workloads")
     parser.add_argument(
+        "--pin", type=int, metavar="CPU",
+        help="run every child (all modes) on this one CPU: the GIL then never changes cores",
+    )
+    parser.add_argument(
         "--png", help="plot path, or 'none' (default: bench/side_by_side.png; none with --quick, so smoke runs keep it)"
     )
     parser.add_argument("--child", choices=BASE_MODES, help=argparse.SUPPRESS)
@@ -553,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
+        if os.environ.get("BENCH_PIN"):  # every thread this child starts shares one CPU (--pin)
+            os.sched_setaffinity(0, {int(os.environ["BENCH_PIN"])})
         emit(asyncio.run(child(args.child, args.workload, args.url, args.runs, args.blocks, args.concurrency)))
         return 0
     return main_parent(args)
