@@ -463,3 +463,40 @@ def test_an_endpoint_that_never_answers_costs_one_timeout_not_a_hang() -> None:
         assert result.kind == "retryable" and time.monotonic() - started < 2.0, result
     finally:
         listener.close()
+
+
+class _SlowAfterFirst(BaseHTTPRequestHandler):
+    """Keep-alive; answers the first request at once and every later one after 2 s."""
+
+    protocol_version = "HTTP/1.1"
+    served = 0
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        type(self).served += 1
+        if type(self).served > 1:
+            time.sleep(2.0)
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+
+def test_a_slow_answer_on_a_kept_alive_connection_costs_one_timeout_not_two() -> None:
+    """The kernel's receive timeout reads as an empty answer, like a stale connection's; it must not
+    be retried as one (that doubled a flush's deadline against a slow endpoint)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowAfterFirst)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        transport = build_transport(_settings({}, f"http://127.0.0.1:{server.server_address[1]}"), timeout=0.6)
+        assert transport.send(ExportTraceServiceRequest(), time.monotonic() + 5).kind == "delivered"
+        started = time.monotonic()
+        result = transport.send(ExportTraceServiceRequest(), time.monotonic() + 0.6)
+        took = time.monotonic() - started
+        transport.close()
+        assert result.kind == "retryable" and took < 1.1, (result, took)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -22,6 +22,7 @@ import http.client
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -39,7 +40,8 @@ def _timeval(seconds: float) -> bytes:
 class FastConnection:
     """POSTs to one URL over a reused connection; answers as ``httpx.Response`` for the classifier.
 
-    Not thread-safe: each export worker has its own (the transport keeps one per thread).
+    Not thread-safe: one user at a time (the transport pools them, one per concurrent export; the
+    score sender posts under its own lock). Timeouts bound each socket operation, as httpx's do.
     """
 
     def __init__(self, url: str, headers: Mapping[str, str], ssl_context: ssl.SSLContext | None) -> None:
@@ -81,13 +83,16 @@ class FastConnection:
 
         A kept-alive connection the server closed meanwhile fails before any answer: that case
         is retried once at once on a new connection (what httpx's readability check is for)."""
-        reused = self._conn is not None
+        reused, started = self._conn is not None, time.monotonic()
         try:
             return self._post(body, timeout, headers)
-        except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
-            if not reused:
+        except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
+            elapsed = time.monotonic() - started
+            if elapsed >= 0.9 * timeout:  # the kernel's timeout reads as an empty answer: not stale
+                raise TimeoutError(f"no answer within {timeout:.3f} s") from exc
+            if not reused or elapsed > 0.25:  # a stale connection fails at once; anything else is real
                 raise
-        return self._post(body, timeout, headers)
+        return self._post(body, timeout - (time.monotonic() - started), headers)
 
     def _post(self, body: bytes, timeout: float, headers: Mapping[str, str]) -> httpx.Response:
         conn = self._conn
