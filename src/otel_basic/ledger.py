@@ -49,18 +49,21 @@ class Ledger:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._totals = Totals()
+        self._totals = Totals()  # everything but ``created``, which is the counter below
+        self._created = 0
         self._reported = Totals()
         self._reason_since_report: str | None = None
         self._warned: set[str] = set()
 
     @property
     def totals(self) -> Totals:
-        return self._totals
+        with self._lock:
+            return replace(self._totals, created=self._created)
 
     def created(self, n: int = 1) -> None:
+        """Called for every span that ends: a counter, not a new Totals each time."""
         with self._lock:
-            self._totals = replace(self._totals, created=self._totals.created + n)
+            self._created += n
 
     def record(self, tally: Tally) -> None:
         """Add one tally; log a failure the first time its reason appears in a report period."""
@@ -94,7 +97,7 @@ class Ledger:
     def since_report(self) -> tuple[Totals, str | None]:
         """What changed since the previous report, and the latest failure reason; starts a new period."""
         with self._lock:
-            now = self._totals
+            now = self.totals
             diff = now.minus(self._reported)
             reason = self._reason_since_report
             self._reported = now
@@ -106,5 +109,6 @@ class Ledger:
         """In a fork child: the parent's history is the parent's to report."""
         self._lock = threading.RLock()
         self._totals = self._reported = Totals()
+        self._created = 0
         self._reason_since_report = None
         self._warned = set()
