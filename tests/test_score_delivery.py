@@ -105,3 +105,40 @@ def test_random_score_faults_never_lose_or_repeat_a_score_silently(
     assert set(received) <= set(created)
     assert len(received) + dropped == len(created), (received, dropped, created, final)
 
+
+
+def test_a_score_that_is_not_a_finite_number_is_refused_at_once(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """NaN and infinities are not JSON: one would make Langfuse refuse the whole request."""
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert not _score_in_span("bad", bad)
+    assert _score_in_span("good", 0.5)
+    assert otel_basic.flush(timeout=5)
+    assert [s["name"] for s in langfuse_env.scores] == ["good"]
+    raw = [r.body for r in langfuse_env.requests if r.path == "/api/public/scores"]
+    assert raw and all(b"NaN" not in body and b"Infinity" not in body for body in raw)
+
+
+def test_a_flush_retries_scores_within_its_deadline(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """Two 503s in a row (a blip at exit) do not lose a score the flush has time to retry."""
+    assert _score_in_span("blip")
+    langfuse_env.fail_scores_next(503, count=2)
+    report = otel_basic.flush(timeout=5)
+    assert report, report
+    assert [s["name"] for s in langfuse_env.scores] == ["blip"]
+
+
+def test_the_score_sender_never_shows_credentials_of_its_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    with LangfuseReceiver() as receiver:
+        for key, value in receiver.env().items():
+            monkeypatch.setenv(key, value)
+        url = receiver.base_url.replace("http://", "http://user:urlpassw0rd@")
+        telemetry = otel_basic.configure(langfuse_base_url=url)
+        try:
+            assert telemetry.scores is not None
+            assert "urlpassw0rd" not in repr(telemetry.scores) and "urlpassw0rd" not in repr(telemetry)
+        finally:
+            otel_basic.reset()

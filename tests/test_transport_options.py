@@ -6,6 +6,8 @@ the functions return must make a real handshake succeed, and the same client wit
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import datetime
 import ipaddress
 import select
@@ -500,3 +502,90 @@ def test_a_slow_answer_on_a_kept_alive_connection_costs_one_timeout_not_two() ->
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _RawServer:
+    """A raw-socket server for one behaviour: ``behave(conn, request_bytes)`` per connection."""
+
+    def __init__(self, behave: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.requests: list[bytes] = []
+        self.behave = behave
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1/traces"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            lengths = [h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")]
+            length = int(lengths[0]) if lengths else 0
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.requests.append(head)
+            with contextlib.suppress(OSError):
+                self.behave(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n", b"HTTP/1.1 200 OK\r"],
+    ids=["status-line", "one-header", "half-line"],
+)
+def test_an_answer_that_stalls_before_its_end_is_not_a_success(answer: bytes) -> None:
+    server = _RawServer(lambda conn: (conn.sendall(answer), time.sleep(5)))
+    try:
+        result = _export_http(_settings({}, server.url), timeout=1.0)
+        assert result.kind == "retryable", result  # the kernel's timeout is a timeout, not the end of a 200
+    finally:
+        server.close()
+
+
+def test_an_answer_trickled_byte_by_byte_cannot_outlast_the_deadline() -> None:
+    def trickle(conn: socket.socket) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.1)
+
+    server = _RawServer(trickle)
+    try:
+        started = time.monotonic()
+        result = _export_http(_settings({}, server.url), timeout=1.0)
+        assert result.kind == "retryable" and time.monotonic() - started < 2.5, result
+    finally:
+        server.close()
+
+
+def test_credentials_in_the_endpoint_url_are_sent_as_basic_auth() -> None:
+    def ok(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    server = _RawServer(ok)
+    try:
+        endpoint = server.url.replace("http://", "http://alice:s3cr%40t@")
+        assert _export_http(_settings({}, endpoint)).kind == "delivered"
+        expected = b"Basic " + base64.b64encode(b"alice:s3cr@t")
+        assert any(b"\r\nAuthorization: " + expected in h for h in server.requests), server.requests
+    finally:
+        server.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 # in registration order). The SDK gets that order by accident from Resource.create(); we build the
 # resource from Settings, so we import it here, or every fork() child would hang.
 import concurrent.futures.thread  # noqa: F401
+import functools
 from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import TELEMETRY_SDK_LANGUAGE, TELEMETRY_SDK_NAME, TELEMETRY_SDK_VERSION, Resource
@@ -25,7 +26,7 @@ from otel_basic.road import Prepare, Road, Transport
 from otel_basic.score_sender import ScoreSender
 from otel_basic.settings import Settings
 from otel_basic.spool import Spool, destination_key
-from otel_basic.transport_options import httpx_client_options, proxy_applies
+from otel_basic.transport_options import httpx_client_options, proxy_configured
 from otel_basic.transports.console import ConsoleTransport
 from otel_basic.transports.file import FileTransport
 from otel_basic.transports.otlp_http import HttpTransport
@@ -81,7 +82,7 @@ def build_transport(settings: Settings, *, timeout: float | None = None) -> Tran
         timeout=seconds,
         encoding="json" if settings.protocol == "http/json" else "protobuf",
         client_options=httpx_client_options(settings),
-        fast=not proxy_applies(settings, settings.endpoint),
+        fast=not proxy_configured(settings),
     )
 
 
@@ -138,7 +139,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         workers=settings.export_workers,
         idle_interval=settings.spool_retry_interval,
         linger=settings.export_linger,
-        after_delivery=scores.send if scores is not None else None,
+        after_delivery=functools.partial(scores.send, retry=False) if scores is not None else None,
     )
     provider = TracerProvider(
         resource=resource,

@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from otel_basic.redact import redact_urls_in
+from otel_basic.redact import redact_url, redact_urls_in
 from otel_basic.settings import Settings, basic_auth
-from otel_basic.transport_options import httpx_client_options, proxy_applies
+from otel_basic.transport_options import httpx_client_options, proxy_configured
 from otel_basic.transports.http_conn import FastConnection
 
 __all__ = ["ScoreSender", "ScoreTally"]
@@ -98,10 +98,10 @@ class ScoreSender:
             "x-langfuse-sdk-name": "otel-basic",
         }
         url = settings.langfuse_base_url.rstrip("/") + SCORES_PATH
-        return cls(url, headers, httpx_client_options(settings), fast=not proxy_applies(settings, url))
+        return cls(url, headers, httpx_client_options(settings), fast=not proxy_configured(settings))
 
-    def __repr__(self) -> str:  # no headers: they hold the secret key
-        return f"ScoreSender(url={self._url!r}, queued={self.queued()})"
+    def __repr__(self) -> str:  # no headers (the secret key), no credentials from the URL
+        return f"ScoreSender(url={redact_url(self._url)!r}, queued={self.queued()})"
 
     def _after_fork(self) -> None:
         """A fork child's queue is the parent's to send; its sockets and locks are not usable."""
@@ -131,11 +131,12 @@ class ScoreSender:
         with self._lock:
             return len(self._queue) + self._inflight
 
-    def send(self, deadline: float) -> ScoreTally:
+    def send(self, deadline: float, *, retry: bool = True) -> ScoreTally:
         """Post what is queued when called (in batches) until done, refused, or ``deadline``.
 
         Scores queued meanwhile wait for the next call: the export worker that calls this between
-        span batches must not be kept from its spans by an app that scores continuously."""
+        span batches must not be kept from its spans by an app that scores continuously; for the
+        same reason it passes ``retry=False`` (one attempt; a flush retries with backoff)."""
         tally = ScoreTally()
         if not self.queued() and not self._overflowed:
             return tally  # (a request in flight counts: waiting for it below is what a flush needs)
@@ -148,6 +149,7 @@ class ScoreSender:
                 if tally.dropped:
                     tally.reason = "score queue full"
                 budget = len(self._queue)
+            backoff = 0.25
             while (left := deadline - time.monotonic()) > 0 and budget > 0:
                 with self._lock:
                     batch = [self._queue.popleft() for _ in range(min(BATCH, budget, len(self._queue)))]
@@ -163,15 +165,21 @@ class ScoreSender:
                 if outcome == "sent":
                     tally.sent += len(batch) - refused
                     tally.dropped += refused
-                    tally.reason = self._reason if refused else tally.reason
+                    tally.reason = tally.reason or (self._reason if refused else None)
                     continue
                 if outcome == "refused":
                     tally.dropped += len(batch)
-                else:
-                    with self._lock:  # back to the front, in order, for the next attempt
-                        self._queue.extendleft(reversed(batch))
-                tally.reason = self._reason
-                break
+                    tally.reason = tally.reason or self._reason
+                    continue
+                with self._lock:  # back to the front, in order, for the next attempt
+                    self._queue.extendleft(reversed(batch))
+                    budget += len(batch)
+                tally.reason = tally.reason or self._reason
+                pause = min(backoff, deadline - time.monotonic())
+                if not retry or pause <= 0.01:  # retries with backoff while the deadline allows, as spans do
+                    break
+                time.sleep(pause)
+                backoff = min(backoff * 2, 4.0)
             with self._lock:
                 self._since_report.sent += tally.sent
                 self._since_report.dropped += tally.dropped
@@ -207,7 +215,7 @@ class ScoreSender:
     def _post(self, batch: list[dict[str, Any]], timeout: float) -> tuple[str, int]:
         """("sent", scores refused within it: a 207), ("refused", 0) for a 4xx that retrying cannot
         help, or ("retry", 0) for network errors, 408, 429 and 5xx."""
-        body = json.dumps(batch, separators=(",", ":"), default=str).encode()
+        body = json.dumps(batch, separators=(",", ":"), default=str, allow_nan=False).encode()
         try:
             seconds = max(0.05, min(timeout, 30.0))
             with suppress_instrumentation():  # our own request is not the app's to trace

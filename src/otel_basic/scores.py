@@ -23,6 +23,7 @@ through the span pipeline's masking: keep personal data out of names, string val
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from typing import Literal
 
@@ -68,6 +69,9 @@ def score_current_trace(
         elif isinstance(value, int | float):
             data_type = data_type or "NUMERIC"
             value = float(value)
+            if not math.isfinite(value):  # not JSON: Langfuse would refuse the whole request
+                _log.debug("score %r not recorded: %r is not a finite number", name, value)
+                return False
         else:
             data_type = data_type or "CATEGORICAL"
         score_id = uuid.uuid4().hex

@@ -29,7 +29,7 @@ from otel_basic.settings import Settings
 if TYPE_CHECKING:
     import grpc
 
-__all__ = ["ca_file", "grpc_channel", "grpc_target", "httpx_client_options", "proxy_applies", "ssl_context"]
+__all__ = ["ca_file", "grpc_channel", "grpc_target", "httpx_client_options", "proxy_configured", "ssl_context"]
 
 
 def ca_file(settings: Settings) -> tuple[Path | None, Path | None]:
@@ -74,22 +74,15 @@ def httpx_client_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def proxy_applies(settings: Settings, url: str) -> bool:
-    """Whether an HTTP(S)_PROXY/ALL_PROXY from the environment would carry requests to ``url``
-    (``NO_PROXY`` honoured, as httpx does); then the transport leaves the request to httpx."""
+def proxy_configured(settings: Settings) -> bool:
+    """Whether any HTTP(S)_PROXY/ALL_PROXY variable is in effect. Then the HTTP transports leave
+    every request to httpx, whose ``NO_PROXY`` rules decide per URL; ours would have to copy them
+    exactly (they differ from curl's), so the direct socket is used only when no proxy is set."""
     if not settings.trust_env:
         return False
-    env = {k.lower(): v for k, v in settings.network_env.items()}
-    parts = urlsplit(url)
-    proxy = env.get(f"{parts.scheme}_proxy") or env.get("all_proxy")
-    if not proxy:
-        return False
-    host = (parts.hostname or "").lower()
-    for entry in env.get("no_proxy", "").split(","):
-        entry = entry.strip().lower().lstrip(".").split(":")[0].strip("[]")
-        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
-            return False
-    return True
+    return any(
+        v.strip() for k, v in settings.network_env.items() if k.lower() in ("http_proxy", "https_proxy", "all_proxy")
+    )
 
 
 def grpc_target(settings: Settings, target: str | None = None) -> tuple[str, bool]:

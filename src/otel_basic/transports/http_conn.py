@@ -7,24 +7,29 @@ before every send and receive, headers and body apart); under load an export the
 milliseconds, the next kick is due when it ends, and the worker and the app trade the GIL
 thousands of times a second (measured: a hello run cost 1.3 ms of CPU or 1.9 ms, depending on
 which of those two states the process fell into). Here a request is one ``sendall`` (headers and
-body together, as ``http.client`` does) and usually one ``recv``, on a blocking socket whose
-timeouts the kernel enforces (``SO_SNDTIMEO``/``SO_RCVTIMEO``), so Python polls nothing.
+body together; ``http.client`` sends them apart) and usually one ``recv``, on a blocking socket
+whose timeouts the kernel enforces (``SO_SNDTIMEO``/``SO_RCVTIMEO``), so Python polls nothing.
 
-``http.client`` (stdlib) formats the request and parses the answer; this module only owns the
-socket, and writes the request itself so that headers and body leave in one ``sendall``
-(``http.client`` sends them apart). It is used when no proxy applies (httpx handles proxies);
-TLS uses the same SSL context as httpx would.
+One deadline bounds the whole request: every receive gets only the time left, so a server that
+trickles its answer a byte at a time cannot stretch it, and a receive that times out raises
+``TimeoutError`` (``http.client`` reading through ``socket.makefile`` would take the timeout for
+the end of the answer and report a 200). ``http.client`` (stdlib) parses the answer. Credentials
+in the URL (``user:password@``) become Basic auth, as httpx does. Used only when no proxy variable
+is set at all (httpx handles proxies); TLS uses the same SSL context httpx would.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
+import io
 import socket
 import ssl
 import struct
 import time
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -37,11 +42,60 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
+class _Timeouts:
+    """The kernel's send/receive timeouts of one socket, moved only when they change noticeably."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send = self._recv = -1.0
+
+    def send(self, seconds: float) -> None:
+        if abs(seconds - self._send) > 0.005:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
+            self._send = seconds
+
+    def recv(self, seconds: float) -> None:
+        if abs(seconds - self._recv) > 0.005:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+            self._recv = seconds
+
+
+class _DeadlineReader(io.RawIOBase):
+    """What ``http.client`` reads the answer from: each receive bounded by the time left."""
+
+    def __init__(self, timeouts: _Timeouts, deadline: float) -> None:
+        self._timeouts = timeouts
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete answer before the deadline")
+        self._timeouts.recv(left)
+        try:
+            return self._timeouts.sock.recv_into(buffer)
+        except (BlockingIOError, ssl.SSLWantReadError) as exc:  # SO_RCVTIMEO expired
+            raise TimeoutError("no answer before the deadline") from exc
+
+
+class _AnswerSource:
+    """Stands in for the socket ``http.client.HTTPResponse`` wants: it only calls ``makefile``."""
+
+    def __init__(self, reader: _DeadlineReader) -> None:
+        self._reader = reader
+
+    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(self._reader)
+
+
 class FastConnection:
     """POSTs to one URL over a reused connection; answers as ``httpx.Response`` for the classifier.
 
     Not thread-safe: one user at a time (the transport pools them, one per concurrent export; the
-    score sender posts under its own lock). Timeouts bound each socket operation, as httpx's do.
+    score sender posts under its own lock).
     """
 
     def __init__(self, url: str, headers: Mapping[str, str], ssl_context: ssl.SSLContext | None) -> None:
@@ -51,13 +105,15 @@ class FastConnection:
         self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         default_port = parts.port is None or parts.port == (443 if self._https else 80)
-        self._host_header = self._host if default_port else f"{self._host}:{self._port}"
-        if ":" in self._host:  # an IPv6 literal
-            self._host_header = f"[{self._host}]" + ("" if default_port else f":{self._port}")
+        host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal
+        self._host_header = host if default_port else f"{host}:{self._port}"
         self._headers = dict(headers)
+        if parts.username is not None and not any(k.lower() == "authorization" for k in self._headers):
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         self._ssl = ssl_context if self._https else None
         self._conn: http.client.HTTPConnection | None = None
-        self._timeout = 0.0
+        self._timeouts: _Timeouts | None = None
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
@@ -66,47 +122,45 @@ class FastConnection:
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         conn.connect()
-        sock = conn.sock
-        sock.settimeout(None)  # blocking: no poll() before each operation ...
-        self._timeout = -1.0  # ... the kernel enforces the deadline (set per request below)
+        conn.sock.settimeout(None)  # blocking: no poll() before each operation; the kernel times out
+        self._timeouts = _Timeouts(conn.sock)
         return conn
 
-    def _set_timeout(self, sock: socket.socket, timeout: float) -> None:
-        if abs(timeout - self._timeout) > 0.05:  # one pair of setsockopt calls per noticeable change
-            value = _timeval(timeout)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-            self._timeout = timeout
-
     def post(self, body: bytes, timeout: float, headers: Mapping[str, str]) -> httpx.Response:
-        """One POST; raises on any network or protocol error (after closing the connection).
+        """One POST within ``timeout`` seconds in all; raises on any network or protocol error
+        (after closing the connection), ``TimeoutError`` when the time ran out.
 
-        A kept-alive connection the server closed meanwhile fails before any answer: that case
-        is retried once at once on a new connection (what httpx's readability check is for)."""
-        reused, started = self._conn is not None, time.monotonic()
+        A kept-alive connection the server closed meanwhile fails at once, before any answer: that
+        case alone is retried, once, on a new connection (what httpx's readability check is for)."""
+        deadline = time.monotonic() + timeout
+        reused = self._conn is not None
         try:
-            return self._post(body, timeout, headers)
-        except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
-            elapsed = time.monotonic() - started
-            if elapsed >= 0.9 * timeout:  # the kernel's timeout reads as an empty answer: not stale
-                raise TimeoutError(f"no answer within {timeout:.3f} s") from exc
-            if not reused or elapsed > 0.25:  # a stale connection fails at once; anything else is real
+            return self._post(body, deadline, headers)
+        except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+            if not reused or timeout - (deadline - time.monotonic()) > 0.25:
                 raise
-        return self._post(body, timeout - (time.monotonic() - started), headers)
+        return self._post(body, deadline, headers)
 
-    def _post(self, body: bytes, timeout: float, headers: Mapping[str, str]) -> httpx.Response:
-        conn = self._conn
+    def _post(self, body: bytes, deadline: float, headers: Mapping[str, str]) -> httpx.Response:
         try:
-            if conn is None:
-                conn = self._conn = self._connect(timeout)
-            sock = conn.sock
-            self._set_timeout(sock, timeout)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no time left to send")
+            conn = self._conn if self._conn is not None else self._connect(left)
+            self._conn = conn
+            timeouts = self._timeouts
+            assert timeouts is not None
             lines = [f"POST {self._path} HTTP/1.1", f"Host: {self._host_header}", f"Content-Length: {len(body)}"]
             lines += [f"{k}: {v}" for k, v in {**self._headers, **headers}.items()]
             if any("\r" in line or "\n" in line for line in lines):
                 raise ValueError("a header name or value contains a line break")
-            sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)  # one send, not two
-            answer = http.client.HTTPResponse(sock, method="POST")
+            timeouts.send(max(0.001, deadline - time.monotonic()))
+            try:
+                timeouts.sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+            except (BlockingIOError, ssl.SSLWantWriteError) as exc:  # SO_SNDTIMEO expired
+                raise TimeoutError("the endpoint did not take the request before the deadline") from exc
+            source = _AnswerSource(_DeadlineReader(timeouts, deadline))
+            answer = http.client.HTTPResponse(source, method="POST")  # type: ignore[arg-type]
             answer.begin()
             content = answer.read()
         except BaseException:
@@ -118,5 +172,6 @@ class FastConnection:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
+        self._timeouts = None
         if conn is not None:
             conn.close()
