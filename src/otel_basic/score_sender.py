@@ -10,8 +10,10 @@ every flush sends the rest before it reports. The request is what the SDK sends:
 camelCase scores, gzip-free, with the same Basic auth.
 
 Delivery: a batch the endpoint refuses for good (4xx other than 408/429) is dropped and counted;
-anything else stays queued for the next attempt. The queue is bounded (oldest dropped, counted).
-Scores are not spooled to disk: a process killed before its next export or flush loses them.
+anything else stays queued for the next attempt (a flush retries with backoff within its deadline;
+the export worker tries once). At least once, like spans: a timed-out request may have arrived and is
+sent again with the same score ids. The queue is bounded (oldest dropped, counted). Scores are not
+spooled to disk: a process killed before its next export or flush loses them.
 """
 
 from __future__ import annotations
