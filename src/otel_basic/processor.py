@@ -47,6 +47,9 @@ REPLAY_BATCHES_PER_SUCCESS = 8
 # average is above this) or one is out longer than this now: each wake costs the app's thread a
 # GIL round trip, which on a fast endpoint buys nothing.
 SPARE_AFTER = 0.02
+# An idle primary worker wakes at least this far apart to start the batch timer of a first span by
+# itself (a notify per first span is a GIL round trip); a shorter schedule delay is notified instead.
+IDLE_WAKE = 0.25
 
 
 @dataclass
@@ -194,6 +197,8 @@ class DeliveryProcessor(SpanProcessor):
             state.queue.append((state.enqueued, span))
             if len(state.queue) == 1:  # the batch timer starts; the primary worker wakes for it by itself
                 state.first_at = time.monotonic()
+                if self._delay < IDLE_WAKE:  # too short for the primary's own idle timeout
+                    self._work.notify()
                 self._wake_spare()  # ... unless it is busy sending to a slow endpoint
             if kick:
                 self._linger_locked()
@@ -361,7 +366,8 @@ class DeliveryProcessor(SpanProcessor):
                         self._cond.acquire()
                     next_replay = time.monotonic() + self._idle_interval
                     continue
-                wait = self._delay if self.road.spool is None else min(self._delay, next_replay - now)
+                idle = max(self._delay, IDLE_WAKE)
+                wait = idle if self.road.spool is None else min(idle, next_replay - now)
                 cond.wait(max(0.0, wait))
             count = min(self._batch, len(state.queue))
             batch = [state.queue.popleft() for _ in range(count)]
