@@ -150,13 +150,14 @@ def plain_server() -> Iterator[str]:
     server.server_close()
 
 
-class Proxy:
-    """A forward proxy on 127.0.0.1: CONNECT tunnels and absolute-URI requests, each recorded."""
+class _Listener:
+    """A socket on 127.0.0.1 that hands each connection to ``_handle`` in a thread of its own."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.seen: list[str] = []
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.port = self.sock.getsockname()[1]
+
+    def _start(self) -> None:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -166,6 +167,22 @@ class Proxy:
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Proxy(_Listener):
+    """A forward proxy on 127.0.0.1: CONNECT tunnels and absolute-URI requests, each recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._start()
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
@@ -192,8 +209,6 @@ class Proxy:
                     upstream.sendall(rest)
                 _pipe(conn, upstream)
 
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:
@@ -504,30 +519,17 @@ def test_a_slow_answer_on_a_kept_alive_connection_costs_one_timeout_not_two() ->
         server.server_close()
 
 
-class _RawServer:
-    """A raw-socket server for one behaviour: ``behave(conn, request_bytes)`` per connection."""
+class _RawServer(_Listener):
+    """A raw-socket server for one behaviour: ``behave(conn)`` answers each request."""
 
     def __init__(self, behave: Any) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
+        super().__init__()
         self.requests: list[bytes] = []
         self.behave = behave
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.port}/v1/traces"
+        self._start()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1/traces"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> None:
         with conn:
             data = b""
             while b"\r\n\r\n" not in data:
@@ -544,8 +546,6 @@ class _RawServer:
             with contextlib.suppress(OSError):
                 self.behave(conn)
 
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.mark.parametrize(

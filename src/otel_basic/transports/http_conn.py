@@ -111,9 +111,26 @@ class FastConnection:
         if parts.username is not None and not any(k.lower() == "authorization" for k in self._headers):
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self._url = url
         self._ssl = ssl_context if self._https else None
         self._conn: http.client.HTTPConnection | None = None
         self._timeouts: _Timeouts | None = None
+
+    @classmethod
+    def for_client(
+        cls, url: str, headers: Mapping[str, str], client_options: Mapping[str, Any]
+    ) -> FastConnection | None:
+        """A connection with the TLS context httpx would use (``client_options["verify"]``), or None
+        when there is none to use (an ``https`` URL without an ``SSLContext``): then httpx sends."""
+        verify = client_options.get("verify")
+        context = verify if isinstance(verify, ssl.SSLContext) else None
+        if context is None and url.startswith("https:"):
+            return None
+        return cls(url, headers, context)
+
+    def fresh(self) -> FastConnection:
+        """Another, unconnected connection like this one (a pool's next, or a fork child's)."""
+        return FastConnection(self._url, self._headers, self._ssl)
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection

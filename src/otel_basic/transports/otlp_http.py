@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import ssl
 import threading
 import time
 import zlib
@@ -89,18 +88,16 @@ class HttpTransport:
         self._client_options = {"trust_env": False, **(client_options or {}), "follow_redirects": False}
         self._client = self._new_client()
         self._stop = threading.Event()
-        # fast: no proxy applies, so a FastConnection per concurrent sender (see http_conn)
-        verify = self._client_options.get("verify")
-        self._fast_ssl = verify if isinstance(verify, ssl.SSLContext) else None
-        self._fast = fast and (self._fast_ssl is not None or not endpoint.startswith("https:"))
+        # fast: no proxy is set, so a FastConnection per concurrent sender (see http_conn)
+        self._direct = FastConnection.for_client(endpoint, self._headers, self._client_options) if fast else None
         self._idle: list[FastConnection] = []
         self._idle_lock = threading.Lock()
 
-    def _fast_post(self, body: bytes, timeout: float, headers: Mapping[str, str]) -> httpx.Response:
+    def _fast_post(
+        self, direct: FastConnection, body: bytes, timeout: float, headers: Mapping[str, str]
+    ) -> httpx.Response:
         with self._idle_lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = FastConnection(self.endpoint, self._headers, self._fast_ssl)
+            conn = self._idle.pop() if self._idle else direct.fresh()
         response = conn.post(body, timeout, headers)  # on error the connection closed itself: not pooled
         with self._idle_lock:
             self._idle.append(conn)
@@ -141,8 +138,8 @@ class HttpTransport:
                 return result
             wait: float | None
             try:
-                if self._fast:
-                    response = self._fast_post(body, max(left, 0.001), headers)
+                if self._direct is not None:
+                    response = self._fast_post(self._direct, body, max(left, 0.001), headers)
                 else:
                     response = self._client.post(self.endpoint, content=body, headers=headers, timeout=max(left, 0.001))
             except Exception as exc:  # httpx errors, and anything exotic (OverflowError, ssl, ...)
