@@ -10,6 +10,7 @@ originals back.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,19 +22,30 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
+from llama_index.core.base.llms.types import ImageBlock, TextBlock
 from llama_index.core.llms import MockLLM
+from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.tools import FunctionTool
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+from openinference.instrumentation import TraceConfig
 from openinference.instrumentation.llama_index import LlamaIndexInstrumentor, _handler
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import BaseModel
+from workflows import Workflow, step
+from workflows.events import Event, StartEvent, StopEvent
 
 from basic.llm import OfflineLLM, format_email, triage_prompt
 from basic.samples import sample_email
 from otel_basic.instrumentation import disable_fast_path, enable_fast_path
 
 DETECTORS = ("_detect_llm_provider", "_detect_llm_system")
+
+
+class _Middle(Event):
+    text: str
 
 
 class _EchoLLM(CustomLLM):
@@ -199,3 +211,134 @@ def test_enable_is_idempotent_and_disable_restores_originals(exporter: InMemoryS
     disable_fast_path()  # harmless when already off
     for name in DETECTORS:
         assert getattr(_handler, name) is originals[name]
+
+
+# --- the whole handler: every kind of span OpenInference makes, stock vs fast path ----------------
+
+
+class _FailingLLM(_EchoLLM):
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        raise RuntimeError("the provider said no")
+
+
+def _lookup(city: str) -> str:
+    """Weather for a city."""
+    return f"sunny in {city}"
+
+
+class _TwoSteps(Workflow):
+    @step
+    async def first(self, ev: StartEvent) -> _Middle:
+        OfflineLLM().complete(str(ev.get("text", "")))
+        return _Middle(text=str(ev.get("text", "")).upper())
+
+    @step
+    async def second(self, ev: _Middle) -> StopEvent:
+        return StopEvent(result=ev.text[::-1])
+
+
+async def _broad_workload() -> None:
+    """Streams, async streams, an error, tools, images (one over the base64 limit), a workflow."""
+    echo = _EchoLLM()
+    for _ in echo.stream_complete("stream me"):
+        pass
+    mock = MockLLM(max_tokens=3)
+    messages = [ChatMessage(role=MessageRole.USER, content="hello there")]
+    for _ in mock.stream_chat(messages):
+        pass
+    async for _ in await mock.astream_chat(messages):
+        pass
+    with pytest.raises(RuntimeError):
+        _FailingLLM().complete("fail please")
+    tool = FunctionTool.from_defaults(fn=_lookup)
+    caller = MockFunctionCallingLLM(max_tokens=5)
+    caller.chat_with_tools([tool], user_msg="weather in Paris?")
+    tool.call(city="Paris")
+    big = "data:image/png;base64," + "A" * 40_000
+    images = [
+        ChatMessage(
+            role=MessageRole.USER,
+            blocks=[TextBlock(text="what is this?"), ImageBlock(url=big), ImageBlock(url="https://example.com/a.png")],
+        )
+    ]
+    mock.chat(images)
+    await _TwoSteps(timeout=10).run(text="step by step")
+
+
+def _collect_all(memory: InMemorySpanExporter) -> list[tuple[Any, ...]]:
+    spans = memory.get_finished_spans()
+    memory.clear()
+    names = {s.context.span_id: s.name for s in spans}
+    return sorted(
+        (
+            s.name,
+            names.get(s.parent.span_id) if s.parent else None,
+            s.status.status_code.name,
+            s.status.description,
+            sorted((k, _steady(v)) for k, v in (s.attributes or {}).items()),
+            [(e.name, sorted(k for k in (e.attributes or {}))) for e in s.events],
+        )
+        for s in spans
+    )
+
+
+_RANDOM = re.compile(r"0x[0-9a-f]+|run_id\": \"\w+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
+
+
+def _steady(value: Any) -> str:
+    """The value with what differs between any two runs (addresses, uuids, random ids) blanked."""
+    return _RANDOM.sub("<random>", repr(value))
+
+
+@pytest.mark.parametrize("hiding", [False, True], ids=["default-config", "hide-inputs-and-output-messages"])
+async def test_every_span_kind_identical_with_and_without_fast_path(hiding: bool) -> None:
+    disable_fast_path()
+    instrumentor = LlamaIndexInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    config = TraceConfig(hide_inputs=hiding, hide_output_messages=hiding)
+    instrumentor.instrument(tracer_provider=provider, config=config)
+    try:
+        await _broad_workload()
+        stock = _collect_all(memory)
+        assert enable_fast_path()
+        await _broad_workload()
+        fast = _collect_all(memory)
+    finally:
+        instrumentor.uninstrument()
+        disable_fast_path()
+        provider.shutdown()
+    assert len(stock) >= 12
+    assert fast == stock
+    flat = {k: v for row in stock for k, v in row[4]}
+    assert any(k.startswith("llm.tools.") for k in flat) != hiding  # hidden with hide_inputs
+    assert any(row[2] == "ERROR" and row[5] and row[5][0][0] == "exception" for row in stock)
+    if not hiding:
+        urls = [v for k, v in flat.items() if k.endswith("image.url")]
+        assert urls and all(len(u) < 1000 for u in urls)  # the big one was redacted by OpenInference's limit
+
+
+def test_spans_are_not_pydantic_models_on_the_fast_path(exporter: InMemorySpanExporter) -> None:
+    """The light span is what OpenInference keeps while a call runs (the point of the fast path)."""
+    seen: list[Any] = []
+
+    class Peek(_EchoLLM):
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+            from llama_index_instrumentation import get_dispatcher
+
+            handlers = [h for h in get_dispatcher().span_handlers if isinstance(h, _handler._SpanHandler)]
+            seen.extend(span for h in handlers for span in h.open_spans.values())
+            return CompletionResponse(text="ok")
+
+    assert enable_fast_path()
+    Peek().complete("look")
+    assert seen and not any(isinstance(span, BaseModel) for span in seen)
+    disable_fast_path()
+    seen.clear()
+    Peek().complete("look")
+    assert seen and all(isinstance(span, _handler._Span) for span in seen)

@@ -1,0 +1,271 @@
+"""OpenInference's LlamaIndex span handler, minus its per-call overheads; attributes unchanged.
+
+Every patch here keeps OpenInference's own code computing every attribute value and only removes
+work whose answer is already known (issue 14; ``tests/test_fast_path.py`` compares the exported
+spans key for key against the stock handler, with hiding configs, images, tools, streams and errors):
+
+* ``_detect_llm_provider`` / ``_detect_llm_system``: each tries up to four ``import llama_index.llms.*``
+  per LLM span and a failed import is not cached by Python. The answer depends only on the instance's
+  class (``isinstance`` against provider classes), so it is cached per class: a provider package
+  installed later cannot make an existing class its subclass, and its own classes are new keys.
+* ``_Span.__getattr__``: the span keeps its state in pydantic private attributes; every read missed
+  the normal lookup and ran pydantic's generic ``__getattr__`` (~2 µs); reading
+  ``__pydantic_private__`` directly gives the same value (~0.6 µs).
+* ``_Span._process_event`` / ``_Span.process_instance``: ``functools.singledispatchmethod`` builds a
+  bound closure and copies the wrapper's metadata on every access (Python 3.11); a plain function
+  asks the same dispatcher for the same implementation. ``register`` still works.
+* ``OpenInferenceSpan.set_attributes``: with a ``TraceConfig`` that hides nothing, its ``mask`` returns
+  every value unchanged except image URLs (base64 size limit) and lazy values, and the span kind is
+  book-kept for the end; those keys still take OpenInference's path, every other run of keys goes to
+  the SDK span in one call, in the same order. Any ``hide_*`` flag set: the stock path for every key.
+* ``_Span(...)`` builds a :func:`light span <_light_span_class>` instead of a pydantic model: the same
+  state in slots, the same behaviour (every method is ``_Span``'s own function, looked up when called,
+  so later patches of ``_Span`` apply). Constructing the pydantic model and reading or writing its
+  private attributes cost ~40 µs per span. It replays ``_Span.__init__`` of the OpenInference
+  version it was checked against (a fingerprint of that function's code); any other version keeps
+  the pydantic span.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from time import time
+from typing import Any
+
+_log = logging.getLogger("otel_basic")
+
+_lock = threading.RLock()
+#: (owner, attribute) -> what was there before (``None``: nothing in the owner's own ``__dict__``)
+_originals: dict[tuple[Any, str], Any] = {}
+
+
+def _cached(fn: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    cache: dict[type, str | None] = {}
+
+    def detect(instance: Any) -> str | None:
+        cls = type(instance)
+        try:
+            return cache[cls]
+        except KeyError:
+            value = cache[cls] = fn(instance)
+            return value
+
+    detect.__wrapped__ = fn  # type: ignore[attr-defined]
+    return detect
+
+
+def _private_getattr(cls: Any) -> Callable[[Any, str], Any]:
+    """A faster ``__getattr__`` for a pydantic model's private attributes without descriptor defaults."""
+    from pydantic import BaseModel
+
+    fallback = BaseModel.__getattr__  # type: ignore[attr-defined]
+    plain = frozenset(k for k, v in cls.__private_attributes__.items() if not hasattr(v, "__get__"))
+    get = object.__getattribute__
+
+    def fast(self: Any, item: str) -> Any:
+        if item in plain:
+            try:
+                return get(self, "__pydantic_private__")[item]
+            except (KeyError, TypeError):
+                pass
+        return fallback(self, item)
+
+    return fast
+
+
+def _plain_dispatch(method: Any) -> Callable[[Any, Any], Any]:
+    """What ``singledispatchmethod.__get__(obj)(arg)`` calls, without building a closure per call."""
+    dispatch = method.dispatcher.dispatch
+
+    def call(self: Any, arg: Any) -> Any:
+        return dispatch(arg.__class__)(self, arg)
+
+    call.register = method.register  # type: ignore[attr-defined]
+    call.dispatcher = method.dispatcher  # type: ignore[attr-defined]
+    call.__wrapped__ = method  # type: ignore[attr-defined]
+    return call
+
+
+def _hides_nothing(config: Any) -> bool:
+    return not any(
+        getattr(config, f.name, False) for f in dataclasses.fields(config) if f.name.startswith("hide_")
+    )
+
+
+def _direct_set_attributes(original: Callable[[Any, Mapping[str, Any]], None]) -> Callable[..., None]:
+    from openinference.instrumentation import _spans
+    from openinference.semconv.trace import ImageAttributes
+
+    important = frozenset(_spans._IMPORTANT_ATTRIBUTES)
+    image_url = ImageAttributes.IMAGE_URL
+    verdicts: dict[int, tuple[Any, bool]] = {}  # id(config) -> (config kept alive, hides nothing)
+
+    def set_attributes(self: Any, attributes: Mapping[str, Any]) -> None:
+        config = self._self_config
+        try:
+            kept, plain = verdicts[id(config)]
+            if kept is not config:
+                raise KeyError
+        except KeyError:
+            plain = _hides_nothing(config)
+            if len(verdicts) > 64:
+                verdicts.clear()
+            verdicts[id(config)] = (config, plain)
+        if not plain or not self.is_recording():
+            original(self, attributes)
+            return
+        span = self.__wrapped__
+        run: dict[str, Any] = {}
+        for key, value in attributes.items():
+            if key in important or callable(value) or key.endswith(image_url):
+                if run:
+                    span.set_attributes(run)
+                    run = {}
+                self.set_attribute(key, value)
+            else:
+                run[key] = value
+        if run:
+            span.set_attributes(run)
+
+    set_attributes.__wrapped__ = original  # type: ignore[attr-defined]
+    return set_attributes
+
+
+#: ``_Span.__init__`` whose assignments :func:`_light_new` replays (openinference-instrumentation-llama-index 4.6.x)
+_KNOWN_SPAN_INIT = "778092c3e63b1f9e"
+
+
+def _fingerprint(fn: Any) -> str:
+    code = fn.__code__
+    raw = code.co_code + repr((code.co_names, code.co_varnames, code.co_consts)).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _delegate(span_cls: Any, name: str, value: Any) -> Any:
+    """A method or property of the light span that runs ``_Span``'s current one on it."""
+    if isinstance(value, property):
+        return property(lambda self: vars(span_cls)[name].fget(self))
+    if hasattr(value, "dispatcher"):  # singledispatchmethod, or our plain dispatch of it
+
+        def dispatched(self: Any, arg: Any) -> Any:
+            return vars(span_cls)[name].dispatcher.dispatch(arg.__class__)(self, arg)
+
+        return dispatched
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return vars(span_cls)[name](self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+def _light_span_class(span_cls: Any) -> type:
+    """``_Span`` without pydantic: its private attributes and fields as slots, its methods delegated."""
+    slots = (*span_cls.__private_attributes__, "id_", "parent_id", "tags", "_list_attr_len", "__weakref__")
+    namespace: dict[str, Any] = {"__slots__": slots, "__module__": __name__, "__doc__": _light_span_class.__doc__}
+    for name, value in vars(span_cls).items():
+        if (name.startswith("__") and name != "__setitem__") or name in ("_", "model_post_init"):
+            continue
+        if isinstance(value, property) or callable(value) or hasattr(value, "dispatcher"):
+            namespace[name] = _delegate(span_cls, name, value)
+    return type("LightSpan", (), namespace)
+
+
+def _light_new(_: Any) -> Callable[..., Any]:
+    """``_Span.__new__`` that returns a light span for OpenInference's own call (keywords only)."""
+    from openinference.instrumentation.llama_index import _handler
+
+    span_cls = _handler._Span
+    light = _light_span_class(span_cls)
+    current_span = _handler._CurrentSpan
+    expected = frozenset(("otel_span", "span_kind", "parent", "id_", "parent_id"))
+
+    def __new__(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        if cls is not span_cls or args or not expected.issuperset(kwargs) or not isinstance(kwargs.get("id_"), str):
+            return object.__new__(cls)
+        otel_span = kwargs["otel_span"]
+        span = object.__new__(light)
+        span.id_ = kwargs["id_"]
+        span.parent_id = kwargs.get("parent_id")
+        span.tags = {}
+        span._otel_span = otel_span
+        span._active = otel_span.is_recording()
+        span._span_kind = kwargs.get("span_kind")
+        span._parent = kwargs.get("parent")
+        span._first_token_timestamp = None
+        span._attributes = {}
+        span._end_time = None
+        span._last_updated_at = time()
+        span._current_span = current_span(otel_span)
+        span._context_token = None
+        span._list_attr_len = defaultdict(int)
+        return span
+
+    return staticmethod(__new__)  # type: ignore[return-value]
+
+
+def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
+    """(owner, attribute, make replacement from the current value) for everything we speed up."""
+    from openinference.instrumentation import _spans
+    from openinference.instrumentation.llama_index import _handler
+
+    span = _handler._Span
+    patches: list[tuple[Any, str, Callable[[Any], Any]]] = [
+        (_handler, "_detect_llm_provider", _cached),
+        (_handler, "_detect_llm_system", _cached),
+        (span, "__getattr__", lambda _: _private_getattr(span)),
+        (_handler._SpanHandler, "__getattr__", lambda _: _private_getattr(_handler._SpanHandler)),
+        (_handler.EventHandler, "__getattr__", lambda _: _private_getattr(_handler.EventHandler)),
+        (span, "_process_event", _plain_dispatch),
+        (span, "process_instance", _plain_dispatch),
+        (_spans.OpenInferenceSpan, "set_attributes", _direct_set_attributes),
+    ]
+    if _fingerprint(span.__init__) == _KNOWN_SPAN_INIT:
+        patches.append((span, "__new__", _light_new))
+    else:
+        _log.debug("OpenInference's _Span.__init__ is not the one checked; spans stay pydantic models")
+    return patches
+
+
+def enable() -> bool:
+    """Install every patch once (idempotent); False when OpenInference is not importable."""
+    try:
+        patches = _patches()
+    except ImportError:
+        return False
+    with _lock:
+        for owner, name, make in patches:
+            if (owner, name) in _originals:
+                continue
+            own = vars(owner).get(name)  # the class's own, not an inherited one
+            if name == "__new__" and isinstance(own, staticmethod) and own.__func__ is _object_new:
+                own = None  # what an earlier disable() left
+            if own is None and name not in ("__getattr__", "__new__"):
+                continue
+            _originals[owner, name] = own
+            setattr(owner, name, make(own))
+    return True
+
+
+def _object_new(cls: Any, *args: Any, **kwargs: Any) -> Any:
+    return object.__new__(cls)
+
+
+def disable() -> None:
+    """Put back exactly what :func:`enable` replaced."""
+    with _lock:
+        for (owner, name), original in _originals.items():
+            if original is None and name == "__new__":
+                # Deleting an assigned __new__ leaves CPython's slot calling object.__new__ with the
+                # constructor's arguments (TypeError); this is what the class did before.
+                owner.__new__ = staticmethod(_object_new)
+            elif original is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+        _originals.clear()
