@@ -19,15 +19,16 @@ from llama_index.core.base.llms.types import (
     ChatMessage,
     CompletionResponse,
     CompletionResponseGen,
+    ImageBlock,
     LLMMetadata,
     MessageRole,
+    TextBlock,
 )
-from llama_index.core.base.llms.types import ImageBlock, TextBlock
 from llama_index.core.llms import MockLLM
-from llama_index.core.llms.mock import MockFunctionCallingLLM
-from llama_index.core.tools import FunctionTool
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.tools import FunctionTool
 from openinference.instrumentation import TraceConfig
 from openinference.instrumentation.llama_index import LlamaIndexInstrumentor, _handler
 from opentelemetry.sdk.trace import TracerProvider
@@ -283,7 +284,9 @@ def _collect_all(memory: InMemorySpanExporter) -> list[tuple[Any, ...]]:
     )
 
 
-_RANDOM = re.compile(r"0x[0-9a-f]+|run_id\": \"\w+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
+_RANDOM = re.compile(
+    r"0x[0-9a-f]+|run_id\": \"\w+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}"
+)
 
 
 def _steady(value: Any) -> str:

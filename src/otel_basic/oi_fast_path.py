@@ -92,16 +92,14 @@ def _plain_dispatch(method: Any) -> Callable[[Any, Any], Any]:
 
 
 def _hides_nothing(config: Any) -> bool:
-    return not any(
-        getattr(config, f.name, False) for f in dataclasses.fields(config) if f.name.startswith("hide_")
-    )
+    return not any(getattr(config, f.name, False) for f in dataclasses.fields(config) if f.name.startswith("hide_"))
 
 
 def _direct_set_attributes(original: Callable[[Any, Mapping[str, Any]], None]) -> Callable[..., None]:
     from openinference.instrumentation import _spans
     from openinference.semconv.trace import ImageAttributes
 
-    important = frozenset(_spans._IMPORTANT_ATTRIBUTES)
+    important = frozenset(_spans._IMPORTANT_ATTRIBUTES)  # type: ignore[attr-defined]
     image_url = ImageAttributes.IMAGE_URL
     verdicts: dict[int, tuple[Any, bool]] = {}  # id(config) -> (config kept alive, hides nothing)
 
@@ -189,7 +187,7 @@ def _light_new(_: Any) -> Callable[..., Any]:
         if cls is not span_cls or args or not expected.issuperset(kwargs) or not isinstance(kwargs.get("id_"), str):
             return object.__new__(cls)
         otel_span = kwargs["otel_span"]
-        span = object.__new__(light)
+        span: Any = object.__new__(light)
         span.id_ = kwargs["id_"]
         span.parent_id = kwargs.get("parent_id")
         span.tags = {}
@@ -206,7 +204,7 @@ def _light_new(_: Any) -> Callable[..., Any]:
         span._list_attr_len = defaultdict(int)
         return span
 
-    return staticmethod(__new__)  # type: ignore[return-value]
+    return staticmethod(__new__)
 
 
 def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
@@ -219,8 +217,6 @@ def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
         (_handler, "_detect_llm_provider", _cached),
         (_handler, "_detect_llm_system", _cached),
         (span, "__getattr__", lambda _: _private_getattr(span)),
-        (_handler._SpanHandler, "__getattr__", lambda _: _private_getattr(_handler._SpanHandler)),
-        (_handler.EventHandler, "__getattr__", lambda _: _private_getattr(_handler.EventHandler)),
         (span, "_process_event", _plain_dispatch),
         (span, "process_instance", _plain_dispatch),
         (_spans.OpenInferenceSpan, "set_attributes", _direct_set_attributes),

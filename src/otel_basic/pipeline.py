@@ -11,7 +11,9 @@ from __future__ import annotations
 # resource from Settings, so we import it here, or every fork() child would hang.
 import concurrent.futures.thread  # noqa: F401
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.sdk.resources import TELEMETRY_SDK_LANGUAGE, TELEMETRY_SDK_NAME, TELEMETRY_SDK_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -43,6 +45,18 @@ class Pipeline:
     @property
     def spool(self) -> Spool | None:
         return self.road.spool
+
+
+class FixedResource(Resource):
+    """A resource that hashes once: the SDK's OTLP encoder hashes every span's resource (a sorted
+    JSON dump of its attributes, ~5 µs) to group spans, and ours never changes."""
+
+    def __init__(self, attributes: Mapping[str, Any], schema_url: str | None = None) -> None:
+        super().__init__(dict(attributes), schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -125,6 +139,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     resource = build_resource(settings)
     if road.prepare.masker is not None:  # what we add to every span's resource is masked like the rest
         resource = Resource(road.prepare.masker.mask_attributes(resource.attributes), resource.schema_url)
+    resource = FixedResource(resource.attributes, resource.schema_url)
     ledger = Ledger()
     scores = ScoreSender.from_settings(settings)
     processor = DeliveryProcessor(
