@@ -345,3 +345,32 @@ def test_spans_are_not_pydantic_models_on_the_fast_path(exporter: InMemorySpanEx
     seen.clear()
     Peek().complete("look")
     assert seen and all(isinstance(span, _handler._Span) for span in seen)
+
+
+def test_span_ids_ignore_the_apps_random_seed_and_differ_after_fork(exporter: InMemorySpanExporter) -> None:
+    """What OpenInference's own id generator promises, kept without a system call per id."""
+    import os
+    import random
+
+    assert enable_fast_path()
+    ids = []
+    for _ in range(2):
+        random.seed(1234)  # an app that seeds the global generator must not repeat trace ids
+        OfflineLLM().complete("ids please")
+        span = exporter.get_finished_spans()[-1]
+        ids.append((span.context.trace_id, span.context.span_id))
+    assert ids[0] != ids[1]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids must not be the parent's next ids
+        from openinference.instrumentation import _tracers
+
+        os.write(write, str(_tracers.randbits(64)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    from openinference.instrumentation import _tracers
+
+    child = int(os.read(read, 64))
+    os.close(read)
+    assert child != _tracers.randbits(64)

@@ -18,20 +18,34 @@ spans key for key against the stock handler, with hiding configs, images, tools,
   every value unchanged except image URLs (base64 size limit) and lazy values, and the span kind is
   book-kept for the end; those keys still take OpenInference's path, every other run of keys goes to
   the SDK span in one call, in the same order. Any ``hide_*`` flag set: the stock path for every key.
+* OpenInference's span and trace ids: ``secrets.randbits`` makes an ``os.urandom`` system call per id,
+  and every system call on the app's thread hands the GIL to a waiting export thread. OpenInference
+  wants ids that the app's ``random.seed`` cannot repeat; a private generator seeded from
+  ``os.urandom`` (re-seeded in a forked child) gives that without a call per id. It is a Mersenne
+  Twister, like the SDK's own default id generator: unpredictable to the app, not cryptographically
+  secure (trace ids travel in plain ``traceparent`` headers anyway).
 * ``_Span(...)`` builds a :func:`light span <_light_span_class>` instead of a pydantic model: the same
-  state in slots, the same behaviour (every method is ``_Span``'s own function, looked up when called,
+  state in slots, the same exports (every method is ``_Span``'s own, looked up and bound when called,
   so later patches of ``_Span`` apply). Constructing the pydantic model and reading or writing its
   private attributes cost ~40 µs per span. It replays ``_Span.__init__`` of the OpenInference
-  version it was checked against (a fingerprint of that function's code); any other version keeps
-  the pydantic span.
+  version it was checked against (a fingerprint of that function's source and the declared fields);
+  any other version keeps the pydantic span. ``disable()`` leaves ``_Span.__new__`` as
+  ``object.__new__`` (deleting an assigned ``__new__`` breaks the class in CPython).
+
+A TraceConfig subclass (its own ``mask``) keeps OpenInference's path; ``None`` values are skipped,
+as its ``mask`` check skips them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import logging
+import os
+import random
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from time import time
@@ -45,7 +59,7 @@ _originals: dict[tuple[Any, str], Any] = {}
 
 
 def _cached(fn: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-    cache: dict[type, str | None] = {}
+    cache: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()  # classes may come and go
 
     def detect(instance: Any) -> str | None:
         cls = type(instance)
@@ -92,6 +106,11 @@ def _plain_dispatch(method: Any) -> Callable[[Any, Any], Any]:
 
 
 def _hides_nothing(config: Any) -> bool:
+    """A stock ``TraceConfig`` with every ``hide_*`` off (a subclass may mask in its own ``mask``)."""
+    from openinference.instrumentation import TraceConfig
+
+    if type(config) is not TraceConfig:
+        return False
     return not any(getattr(config, f.name, False) for f in dataclasses.fields(config) if f.name.startswith("hide_"))
 
 
@@ -120,6 +139,8 @@ def _direct_set_attributes(original: Callable[[Any, Mapping[str, Any]], None]) -
         span = self.__wrapped__
         run: dict[str, Any] = {}
         for key, value in attributes.items():
+            if value is None:  # what mask() returns None for is not set
+                continue
             if key in important or callable(value) or key.endswith(image_url):
                 if run:
                     span.set_attributes(run)
@@ -134,36 +155,48 @@ def _direct_set_attributes(original: Callable[[Any, Mapping[str, Any]], None]) -
     return set_attributes
 
 
-#: ``_Span.__init__`` whose assignments :func:`_light_new` replays (openinference-instrumentation-llama-index 4.6.x)
-_KNOWN_SPAN_INIT = "778092c3e63b1f9e"
+#: ``_Span.__init__`` (source) and declared state that :func:`_light_new` replays
+#: (openinference-instrumentation-llama-index 4.6.1)
+_KNOWN_SPAN_INIT = "a11c3a35d288eb1e"
 
 
-def _fingerprint(fn: Any) -> str:
-    code = fn.__code__
-    raw = code.co_code + repr((code.co_names, code.co_varnames, code.co_consts)).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
+def _fingerprint(span_cls: Any) -> str:
+    """The source of ``_Span.__init__`` and the span's declared state (stable across Python versions)."""
+    try:
+        source = inspect.getsource(span_cls.__init__)
+    except (OSError, TypeError):
+        return "no source"
+    declared = (sorted(span_cls.__private_attributes__), sorted(span_cls.model_fields))
+    return hashlib.sha256((source + repr(declared)).encode()).hexdigest()[:16]
+
+
+def _bound(span_cls: Any, name: str, self: Any) -> Any:
+    """``name`` as ``_Span`` has it now (a later patch included), bound to ``self``."""
+    for klass in span_cls.__mro__:
+        if name in klass.__dict__:
+            attr = klass.__dict__[name]
+            return attr.__get__(self, span_cls) if hasattr(attr, "__get__") else attr
+    raise AttributeError(name)
 
 
 def _delegate(span_cls: Any, name: str, value: Any) -> Any:
     """A method or property of the light span that runs ``_Span``'s current one on it."""
     if isinstance(value, property):
-        return property(lambda self: vars(span_cls)[name].fget(self))
-    if hasattr(value, "dispatcher"):  # singledispatchmethod, or our plain dispatch of it
-
-        def dispatched(self: Any, arg: Any) -> Any:
-            return vars(span_cls)[name].dispatcher.dispatch(arg.__class__)(self, arg)
-
-        return dispatched
+        return property(lambda self: _bound(span_cls, name, self))
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return vars(span_cls)[name](self, *args, **kwargs)
+        return _bound(span_cls, name, self)(*args, **kwargs)
 
     method.__name__ = name
     return method
 
 
 def _light_span_class(span_cls: Any) -> type:
-    """``_Span`` without pydantic: its private attributes and fields as slots, its methods delegated."""
+    """``_Span`` without pydantic: its private attributes and fields as slots, its methods delegated.
+
+    Its exports are the pydantic span's; the object itself is not a pydantic model (no ``model_dump``,
+    its own ``repr``), which nothing in OpenInference or otel_basic uses.
+    """
     slots = (*span_cls.__private_attributes__, "id_", "parent_id", "tags", "_list_attr_len", "__weakref__")
     namespace: dict[str, Any] = {"__slots__": slots, "__module__": __name__, "__doc__": _light_span_class.__doc__}
     for name, value in vars(span_cls).items():
@@ -171,6 +204,13 @@ def _light_span_class(span_cls: Any) -> type:
             continue
         if isinstance(value, property) or callable(value) or hasattr(value, "dispatcher"):
             namespace[name] = _delegate(span_cls, name, value)
+
+    def __getattr__(self: Any, name: str) -> Any:  # a method added to _Span after enable()
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _bound(span_cls, name, self)
+
+    namespace["__getattr__"] = __getattr__
     return type("LightSpan", (), namespace)
 
 
@@ -207,9 +247,17 @@ def _light_new(_: Any) -> Callable[..., Any]:
     return staticmethod(__new__)
 
 
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
+def _private_randbits(_: Any) -> Callable[[int], int]:
+    return _ids.getrandbits
+
+
 def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, make replacement from the current value) for everything we speed up."""
-    from openinference.instrumentation import _spans
+    from openinference.instrumentation import _spans, _tracers
     from openinference.instrumentation.llama_index import _handler
 
     span = _handler._Span
@@ -220,8 +268,9 @@ def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
         (span, "_process_event", _plain_dispatch),
         (span, "process_instance", _plain_dispatch),
         (_spans.OpenInferenceSpan, "set_attributes", _direct_set_attributes),
+        (_tracers, "randbits", _private_randbits),
     ]
-    if _fingerprint(span.__init__) == _KNOWN_SPAN_INIT:
+    if _fingerprint(span) == _KNOWN_SPAN_INIT:
         patches.append((span, "__new__", _light_new))
     else:
         _log.debug("OpenInference's _Span.__init__ is not the one checked; spans stay pydantic models")
@@ -233,6 +282,9 @@ def enable() -> bool:
     try:
         patches = _patches()
     except ImportError:
+        return False
+    except Exception:  # an OpenInference we do not know: run it stock, never break configure()
+        _log.warning("OpenInference fast path not installed", exc_info=True)
         return False
     with _lock:
         for owner, name, make in patches:
