@@ -374,3 +374,71 @@ def test_span_ids_ignore_the_apps_random_seed_and_differ_after_fork(exporter: In
     child = int(os.read(read, 64))
     os.close(read)
     assert child != _tracers.randbits(64)
+
+
+# --- what a hostile review found (each failed before its fix) -------------------------------------
+
+
+class _AtRedacting(TraceConfig):
+    """A config that masks in its own ``mask`` (OpenInference supports such subclasses)."""
+
+    def mask(self, key: str, value: Any, *, externalize: bool = True) -> Any:
+        value = super().mask(key, value, externalize=externalize)
+        return value.replace("@", "[at]") if isinstance(value, str) else value
+
+
+def _unnamed_tool_call_and_email() -> None:
+    call = {"id": "c1", "function": {"arguments": "{}"}}  # no name: OpenInference yields a None value
+    history = [
+        ChatMessage(role=MessageRole.USER, content="write to bob@example.com"),
+        ChatMessage(role=MessageRole.ASSISTANT, content="", additional_kwargs={"tool_calls": [call]}),
+    ]
+    MockLLM(max_tokens=2).chat(history)
+
+
+@pytest.mark.parametrize("config", [TraceConfig(), _AtRedacting()], ids=["stock-config", "config-subclass"])
+def test_config_subclass_masks_and_none_values_stay_unset(config: TraceConfig) -> None:
+    disable_fast_path()
+    instrumentor = LlamaIndexInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    instrumentor.instrument(tracer_provider=provider, config=config)
+    try:
+        _unnamed_tool_call_and_email()
+        stock = _collect_all(memory)
+        assert enable_fast_path()
+        _unnamed_tool_call_and_email()
+        fast = _collect_all(memory)
+    finally:
+        instrumentor.uninstrument()
+        disable_fast_path()
+        provider.shutdown()
+    assert fast == stock
+    values = {k: v for row in fast for k, v in row[4]}
+    assert "None" not in values.values()
+    if isinstance(config, _AtRedacting):  # its mask ran on the string values (llm.prompts is a tuple)
+        assert "[at]example.com" in values["llm.input_messages.0.message.content"]
+        assert not any("@example.com" in v for k, v in values.items() if k != "llm.prompts")
+
+
+def test_a_later_patch_of_a_span_method_applies_to_light_spans(exporter: InMemorySpanExporter) -> None:
+    """Like fast_io's patch of ``process_input``: installed after the fast path, it must still run."""
+    assert enable_fast_path()
+    original = vars(_handler._Span)["process_instance"]
+
+    def process_instance(self: Any, instance: Any) -> None:
+        self["patched.by"] = "later-patch"
+        original.__get__(self, type(self))(instance)
+
+    _handler._Span.process_instance = process_instance  # type: ignore[method-assign]
+    try:
+        MockLLM(max_tokens=2).complete("hi")
+    finally:
+        _handler._Span.process_instance = original  # type: ignore[method-assign]
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes["patched.by"] == "later-patch"
+    assert span.attributes["llm.model_name"]  # the original ran too
