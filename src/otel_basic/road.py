@@ -61,13 +61,15 @@ class SendResult:
     """What one request to the endpoint achieved. ``reason`` is redacted (no credential, no header).
 
     ``partial``: the endpoint answered with OTLP ``partial_success``; ``rejected_spans`` of the batch
-    were refused for good, the rest arrived.
+    were refused for good, the rest arrived. ``answer_seconds``: how long the endpoint took to answer
+    once the request was written, when the transport knows (the processor's "is the endpoint slow?").
     """
 
     kind: SendKind
     reason: str | None = None
     rejected_spans: int = 0
     status: int | None = None
+    answer_seconds: float | None = None
 
     @staticmethod
     def ok() -> SendResult:
@@ -85,6 +87,7 @@ class Tally:
     endpoint (kept in the spool's ``rejected/`` when there is one); ``dropped``: gone (counted, with a
     reason: no spool, a refusing disk, the spool's size cap evicted them). ``requests``: HTTP/gRPC
     requests made. A replay's ``delivered`` counts spans that were waiting in the spool.
+    ``answer_seconds``: the slowest answer time the transport reported (None: none reported).
     """
 
     delivered: int = 0
@@ -94,6 +97,7 @@ class Tally:
     requests: int = 0
     reasons: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # spool/rejected files written (see Road.withdraw)
+    answer_seconds: float | None = None
 
     @property
     def failed(self) -> int:
@@ -259,6 +263,7 @@ class _Outcome:
     partial_rejected: int = 0
     reasons: list[str] = field(default_factory=list)
     last: SendResult | None = None
+    answer_seconds: float | None = None
 
 
 class Road:
@@ -376,6 +381,8 @@ class Road:
                 continue
             result = outcome.last = self._send(part, deadline)
             outcome.requests += 1
+            if result.answer_seconds is not None:
+                outcome.answer_seconds = max(outcome.answer_seconds or 0.0, result.answer_seconds)
             if result.reason and result.reason not in outcome.reasons:
                 outcome.reasons.append(result.reason)
             if result.kind == "delivered":
@@ -400,7 +407,12 @@ class Road:
 
     def _settle(self, outcome: _Outcome) -> Tally:
         """Stage 5: each span that did not arrive goes to exactly one bucket."""
-        tally = Tally(delivered=outcome.delivered, requests=outcome.requests, reasons=list(outcome.reasons))
+        tally = Tally(
+            delivered=outcome.delivered,
+            requests=outcome.requests,
+            reasons=list(outcome.reasons),
+            answer_seconds=outcome.answer_seconds,
+        )
         if outcome.partial_rejected:
             tally.rejected += outcome.partial_rejected  # which spans is not said: nothing to keep
         for batch in outcome.retryable:

@@ -36,6 +36,11 @@ import httpx
 __all__ = ["FastConnection"]
 
 
+#: ``Response.extensions`` key: seconds from the request written to its status line read (the
+#: endpoint's answer time, plus at most the GIL hand-offs of one read: not the encoding before it)
+ANSWER_SECONDS = "otel_basic.answer_seconds"
+
+
 def _timeval(seconds: float) -> bytes:
     seconds = max(0.001, min(seconds, 3600.0))
     whole = int(seconds)
@@ -176,16 +181,20 @@ class FastConnection:
                 timeouts.sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
             except (BlockingIOError, ssl.SSLWantWriteError) as exc:  # SO_SNDTIMEO expired
                 raise TimeoutError("the endpoint did not take the request before the deadline") from exc
+            written = time.monotonic()
             source = _AnswerSource(_DeadlineReader(timeouts, deadline))
             answer = http.client.HTTPResponse(source, method="POST")  # type: ignore[arg-type]
             answer.begin()
+            waited = time.monotonic() - written
             content = answer.read()
         except BaseException:
             self.close()
             raise
         if answer.will_close:
             self.close()
-        return httpx.Response(answer.status, headers=answer.getheaders(), content=content)
+        return httpx.Response(
+            answer.status, headers=answer.getheaders(), content=content, extensions={ANSWER_SECONDS: waited}
+        )
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
