@@ -49,6 +49,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from time import time
+from types import FunctionType
 from typing import Any
 
 _log = logging.getLogger("otel_basic")
@@ -181,10 +182,21 @@ def _bound(span_cls: Any, name: str, self: Any) -> Any:
 
 def _delegate(span_cls: Any, name: str, value: Any) -> Any:
     """A method or property of the light span that runs ``_Span``'s current one on it."""
+    own = span_cls.__dict__  # a live view: a later patch of _Span shows here
     if isinstance(value, property):
-        return property(lambda self: _bound(span_cls, name, self))
+
+        def get(self: Any) -> Any:
+            attr = own.get(name)
+            if type(attr) is property and attr.fget is not None:
+                return attr.fget(self)
+            return _bound(span_cls, name, self)
+
+        return property(get)
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        attr = own.get(name)
+        if type(attr) is FunctionType:  # the common case, without building a bound method
+            return attr(self, *args, **kwargs)
         return _bound(span_cls, name, self)(*args, **kwargs)
 
     method.__name__ = name
