@@ -66,7 +66,14 @@ def _set_fault(receiver: LangfuseReceiver, fault: str) -> None:
 
 
 def _disk_bytes(root: Path) -> list[bytes]:
-    return [p.read_bytes() for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    """Every file's bytes; one a worker replays (and deletes) meanwhile went to the receiver instead."""
+    found: list[bytes] = []
+    for path in root.rglob("*") if root.exists() else ():
+        try:
+            found.append(path.read_bytes())
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+    return found
 
 
 def _assert_nothing_planted(receiver: LangfuseReceiver, spool_root: Path) -> None:
