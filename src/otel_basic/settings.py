@@ -677,8 +677,9 @@ TABLE: tuple[Row, ...] = (
         "(a flush, a full batch and the exit never wait for it). `0`: one request per step end.",
         _number(0, 1000, scale=0.001), group="otel-basic"),
     Row(("OTEL_BASIC_EXPORT_WORKERS",), "export_workers", "int", "", "1 – 16", "`2`",
-        "Exports in flight at most: the first worker sends; the others only while an export has been out "
-        "20 ms (a slow endpoint).", _number(1, 16, integer=True), group="otel-basic"),
+        "Exports in flight at most: the first worker sends; the others once an export has been out 20 ms "
+        "on a slow endpoint (its last three answers each over 20 ms), or 1 s on a fast one.",
+        _number(1, 16, integer=True), group="otel-basic"),
     Row(("OTEL_BASIC_OVERFLOW",), "overflow", "enum", "", "spool, block, drop", "`spool`",
         "When the queue is full: `spool` writes the oldest batch to disk; `block` makes the producer wait up "
         "to 1 s, then spools; `drop` drops. Every case is counted.", _choice("spool", "block", "drop"),
