@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -89,21 +90,10 @@ NAMED = (MyOpenAICompatibleLLM, CorpAzureOpenAIProxy, AnthropicGatewayLLM, Gemin
 
 @pytest.fixture
 def exporter() -> Iterator[InMemorySpanExporter]:
-    """OpenInference on a private provider, stock detectors to start with; everything undone after."""
-    disable_fast_path()  # another test's configure() may have left it on
-    instrumentor = LlamaIndexInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    instrumentor.instrument(tracer_provider=provider)
-    try:
+    """OpenInference on a private provider, stock to start with (another test's configure() may have
+    left the fast path on); everything undone after."""
+    with _instrumented(TraceConfig()) as memory:
         yield memory
-    finally:
-        instrumentor.uninstrument()
-        disable_fast_path()
-        provider.shutdown()
 
 
 async def _workload() -> None:
@@ -294,27 +284,33 @@ def _steady(value: Any) -> str:
     return _RANDOM.sub("<random>", repr(value))
 
 
-@pytest.mark.parametrize("hiding", [False, True], ids=["default-config", "hide-inputs-and-output-messages"])
-async def test_every_span_kind_identical_with_and_without_fast_path(hiding: bool) -> None:
-    disable_fast_path()
+@contextmanager
+def _instrumented(config: TraceConfig) -> Iterator[InMemorySpanExporter]:
+    """OpenInference with ``config`` on a private provider, stock to start with; undone after."""
+    disable_fast_path()  # another test's configure() may have left it on
     instrumentor = LlamaIndexInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    config = TraceConfig(hide_inputs=hiding, hide_output_messages=hiding)
     instrumentor.instrument(tracer_provider=provider, config=config)
     try:
+        yield memory
+    finally:
+        instrumentor.uninstrument()
+        disable_fast_path()
+        provider.shutdown()
+
+
+@pytest.mark.parametrize("hiding", [False, True], ids=["default-config", "hide-inputs-and-output-messages"])
+async def test_every_span_kind_identical_with_and_without_fast_path(hiding: bool) -> None:
+    with _instrumented(TraceConfig(hide_inputs=hiding, hide_output_messages=hiding)) as memory:
         await _broad_workload()
         stock = _collect_all(memory)
         assert enable_fast_path()
         await _broad_workload()
         fast = _collect_all(memory)
-    finally:
-        instrumentor.uninstrument()
-        disable_fast_path()
-        provider.shutdown()
     assert len(stock) >= 12
     assert fast == stock
     flat = {k: v for row in stock for k, v in row[4]}
@@ -398,24 +394,12 @@ def _unnamed_tool_call_and_email() -> None:
 
 @pytest.mark.parametrize("config", [TraceConfig(), _AtRedacting()], ids=["stock-config", "config-subclass"])
 def test_config_subclass_masks_and_none_values_stay_unset(config: TraceConfig) -> None:
-    disable_fast_path()
-    instrumentor = LlamaIndexInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    instrumentor.instrument(tracer_provider=provider, config=config)
-    try:
+    with _instrumented(config) as memory:
         _unnamed_tool_call_and_email()
         stock = _collect_all(memory)
         assert enable_fast_path()
         _unnamed_tool_call_and_email()
         fast = _collect_all(memory)
-    finally:
-        instrumentor.uninstrument()
-        disable_fast_path()
-        provider.shutdown()
     assert fast == stock
     values = {k: v for row in fast for k, v in row[4]}
     assert "None" not in values.values()
