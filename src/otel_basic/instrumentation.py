@@ -1,7 +1,7 @@
 """OpenInference's LlamaIndex instrumentor on our provider, with the fast path of :mod:`otel_basic.oi_fast_path`.
 
 The generation fixes, the workflow input/output handler and per-step flushing are installed by
-``otel_basic.configure`` (:mod:`otel_basic.lifecycle`), not here.
+``otel_basic.configure`` (:mod:`otel_basic.runtime`), not here.
 """
 
 from __future__ import annotations

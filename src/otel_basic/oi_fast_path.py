@@ -14,7 +14,7 @@ spans key for key against the stock handler, with hiding configs, images, tools,
 * ``_Span._process_event`` / ``_Span.process_instance``: ``functools.singledispatchmethod`` builds a
   bound closure and copies the wrapper's metadata on every access (Python 3.11); a plain function
   asks the same dispatcher for the same implementation. ``register`` still works.
-* ``OpenInferenceSpan.set_attributes``: with a ``TraceConfig`` that hides nothing, its ``mask`` returns
+* ``OpenInferenceSpan.set_attributes``: with a stock ``TraceConfig`` that hides nothing, its ``mask`` returns
   every value unchanged except image URLs (base64 size limit) and lazy values, and the span kind is
   book-kept for the end; those keys still take OpenInference's path, every other run of keys goes to
   the SDK span in one call, in the same order. Any ``hide_*`` flag set: the stock path for every key.
@@ -25,7 +25,7 @@ spans key for key against the stock handler, with hiding configs, images, tools,
   Twister, like the SDK's own default id generator: unpredictable to the app, not cryptographically
   secure (trace ids travel in plain ``traceparent`` headers anyway).
 * ``_Span(...)`` builds a :func:`light span <_light_span_class>` instead of a pydantic model: the same
-  state in slots, the same exports (every method is ``_Span``'s own, looked up and bound when called,
+  state in slots, the same exports (every method is ``_Span``'s own, looked up when called,
   so later patches of ``_Span`` apply). Constructing the pydantic model and reading or writing its
   private attributes cost ~40 µs per span. It replays ``_Span.__init__`` of the OpenInference
   version it was checked against (a fingerprint of that function's source and the declared fields);
