@@ -434,8 +434,8 @@ def test_the_export_transport_uses_the_proxy_unless_no_proxy_says_direct(
     assert len(proxy.seen) == count
 
 
-class _ClosesSilently(BaseHTTPRequestHandler):
-    """Promises keep-alive (HTTP/1.1, no Connection: close), then closes the socket after answering."""
+class _KeepAlive(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, an empty 200 to every POST; subclasses change one thing (``before_answer``)."""
 
     protocol_version = "HTTP/1.1"
     seen = 0
@@ -443,28 +443,45 @@ class _ClosesSilently(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def before_answer(self) -> None:
+        pass
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         type(self).seen += 1
+        self.before_answer()
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
+
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A plain HTTP server with ``handler`` on 127.0.0.1; its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _ClosesSilently(_KeepAlive):
+    """Promises keep-alive (HTTP/1.1, no Connection: close), then closes the socket after answering."""
+
+    def before_answer(self) -> None:
         self.close_connection = True
 
 
 def test_a_kept_alive_connection_the_server_closed_is_replaced_without_a_duplicate() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClosesSilently)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        transport = build_transport(_settings({}, f"http://127.0.0.1:{server.server_address[1]}"), timeout=5)
+    with _serving(_ClosesSilently) as url:
+        transport = build_transport(_settings({}, url), timeout=5)
         for _ in range(5):
             time.sleep(0.05)  # the server's close has arrived before the next request
             assert transport.send(ExportTraceServiceRequest(), time.monotonic() + 5).kind == "delivered"
         transport.close()
         assert _ClosesSilently.seen == 5
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_an_endpoint_that_never_answers_costs_one_timeout_not_a_hang() -> None:
@@ -482,41 +499,25 @@ def test_an_endpoint_that_never_answers_costs_one_timeout_not_a_hang() -> None:
         listener.close()
 
 
-class _SlowAfterFirst(BaseHTTPRequestHandler):
+class _SlowAfterFirst(_KeepAlive):
     """Keep-alive; answers the first request at once and every later one after 2 s."""
 
-    protocol_version = "HTTP/1.1"
-    served = 0
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        type(self).served += 1
-        if type(self).served > 1:
+    def before_answer(self) -> None:
+        if type(self).seen > 1:
             time.sleep(2.0)
-        self.send_response(200)
-        self.send_header("content-length", "0")
-        self.end_headers()
 
 
 def test_a_slow_answer_on_a_kept_alive_connection_costs_one_timeout_not_two() -> None:
     """The kernel's receive timeout reads as an empty answer, like a stale connection's; it must not
     be retried as one (that doubled a flush's deadline against a slow endpoint)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowAfterFirst)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        transport = build_transport(_settings({}, f"http://127.0.0.1:{server.server_address[1]}"), timeout=0.6)
+    with _serving(_SlowAfterFirst) as url:
+        transport = build_transport(_settings({}, url), timeout=0.6)
         assert transport.send(ExportTraceServiceRequest(), time.monotonic() + 5).kind == "delivered"
         started = time.monotonic()
         result = transport.send(ExportTraceServiceRequest(), time.monotonic() + 0.6)
         took = time.monotonic() - started
         transport.close()
         assert result.kind == "retryable" and took < 1.1, (result, took)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class _RawServer(_Listener):

@@ -110,6 +110,8 @@ class Tally:
         self.dropped += other.dropped
         self.requests += other.requests
         self.files += other.files
+        if other.answer_seconds is not None:
+            self.answer_seconds = max(self.answer_seconds or 0.0, other.answer_seconds)
         for reason in other.reasons:
             self._reason(reason)
         return self
