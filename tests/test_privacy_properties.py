@@ -158,7 +158,7 @@ def test_a_transient_outage_spools_only_masked_data(
 ) -> None:
     """503s until the retries give up: the batch waits in the spool (not rejected/), then drains."""
     monkeypatch.setenv("OTEL_BASIC_MASK", level)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")  # milliseconds, as the OTLP spec says
     otel_basic.configure()
     langfuse_env.fail_next(503, count=1000)
     emit(FIXED)
