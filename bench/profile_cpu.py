@@ -228,12 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--modes", nargs="+", choices=("off", "stock", "ours"), default=["off", "stock", "ours"])
     parser.add_argument("--runs", type=int, default=300, help="measured email runs per mode (default 300)")
-    parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second (default 1000)")
+    parser.add_argument(
+        "--rate", type=int, default=None, help="py-spy samples per second (default 1000; 100 with --quick)"
+    )
     parser.add_argument("--profiler", choices=("py-spy", "yappi"), default="py-spy")
     parser.add_argument(
         "--variant", nargs="*", default=[], metavar="KEY=VALUE", help="environment for the ours mode (knobs)"
     )
-    parser.add_argument("--quick", action="store_true", help="20 runs (smoke)")
+    # At 1 kHz py-spy's pauses make a child's imports take ~50 s on 2 cores; a smoke run needs few samples.
+    parser.add_argument("--quick", action="store_true", help="20 runs at 100 samples/s (smoke)")
     parser.add_argument("--yappi-child", choices=("off", "stock", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -248,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.profiler == "yappi":
         return run_yappi(args.modes, runs, extra)
-    return run_py_spy(args.modes, runs, extra, args.rate)
+    rate = args.rate if args.rate is not None else (100 if args.quick else 1000)
+    return run_py_spy(args.modes, runs, extra, rate)
 
 
 if __name__ == "__main__":
