@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from langfuse import observe, propagate_attributes
 from llama_index.core.llms import MockLLM
 
@@ -101,3 +102,63 @@ def test_carries_langfuse_state_reads_context_and_baggage() -> None:
     assert not lf.carries_langfuse_state(baggage.set_baggage("other", "x", context.Context()))
     assert lf.carries_langfuse_state(baggage.set_baggage("langfuse_user_id", "u", context.Context()))
     assert lf.carries_langfuse_state(context.set_value("langfuse.propagated.user_id", "u", context.Context()))
+
+
+# --- the client's own batch processor must accept whatever environment ours accepts ----------------
+
+HOSTILE_BATCH_ENV = [
+    {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"},  # valid with our 65536 queue; the SDK's default is 2048
+    {"OTEL_BSP_MAX_QUEUE_SIZE": "100"},  # valid for us; the SDK's batch default (512) exceeds it
+    {"LANGFUSE_FLUSH_AT": "abc"},
+    {"LANGFUSE_FLUSH_AT": "99999"},
+    {"LANGFUSE_FLUSH_AT": "-3"},
+    {"LANGFUSE_FLUSH_INTERVAL": "nan"},
+    {"LANGFUSE_FLUSH_INTERVAL": "soon"},
+    {"OTEL_BSP_SCHEDULE_DELAY": "0"},
+    {"OTEL_BSP_MAX_QUEUE_SIZE": "0"},
+    {"OTEL_BSP_MAX_QUEUE_SIZE": "unset", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"},
+]
+
+
+@pytest.mark.parametrize("env", HOSTILE_BATCH_ENV, ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()))
+def test_batch_settings_the_sdk_refuses_never_stop_tracing(
+    env: dict[str, str],
+    langfuse_env: LangfuseReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The Langfuse client's processor reads OTEL_BSP_*/LANGFUSE_FLUSH_* itself and raised on these,
+    which turned all tracing off ("could not start telemetry (ValueError)")."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    tel = otel_basic.configure()
+    assert tel.enabled, tel.settings.reason
+    with tel.tracer("tests.gate").start_as_current_span("still-traced"):
+        pass
+    assert otel_basic.flush(timeout=10)
+    assert "still-traced" in [s.name for s in langfuse_env.spans]
+    assert tel.langfuse is not None  # bound: @observe and propagate_attributes work
+    assert "Traceback" not in caplog.text  # the SDK logs one for a number it cannot parse
+
+
+def test_a_langfuse_client_that_cannot_start_leaves_tracing_on(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever makes the client's constructor raise (a future SDK's check, a setting we do not know),
+    spans still export; the warning says why, without the secret key the error may quote."""
+    import langfuse
+
+    secret = "sk-lf-test"  # the receiver's (LangfuseReceiver default)
+
+    def broken(**kwargs: Any) -> None:
+        raise ValueError(f"cannot start with secret {kwargs['secret_key']} at http://u:{secret}@host/")
+
+    monkeypatch.setattr(langfuse, "Langfuse", broken)
+    tel = otel_basic.configure()
+    assert tel.enabled and tel.langfuse is None, tel.settings.reason
+    with tel.tracer("tests.gate").start_as_current_span("traced-without-client"):
+        pass
+    assert otel_basic.flush(timeout=10)
+    assert "traced-without-client" in [s.name for s in langfuse_env.spans]
+    assert "the Langfuse client could not start (ValueError" in caplog.text
+    assert secret not in caplog.text

@@ -27,6 +27,7 @@ from opentelemetry import context as context_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
+from otel_basic.redact import redact_urls_in
 from otel_basic.settings import Settings
 
 _log = logging.getLogger("otel_basic")
@@ -142,7 +143,17 @@ def create_client(settings: Settings, provider: TracerProvider) -> Any | None:
         kwargs["environment"] = settings.environment
     if settings.release:
         kwargs["release"] = settings.release
-    client = _construct_gated(provider, lambda: Langfuse(**kwargs))
+    try:
+        client = _construct_gated(provider, lambda: Langfuse(**kwargs))
+    except Exception as exc:  # the client is an extra: our pipeline exports without it
+        detail = redact_urls_in(str(exc)).replace(settings.langfuse_secret_key, "***")[:300]
+        _log.warning(
+            "otel-basic: the Langfuse client could not start (%s: %s); spans still export, but "
+            "@observe, propagate_attributes and client scores are not bound to otel-basic",
+            type(exc).__name__,
+            detail,
+        )
+        return None
     bound = getattr(getattr(client, "_resources", None), "tracer_provider", provider)
     if bound is not provider:
         _log.warning(

@@ -7,7 +7,11 @@ Some SDK code reads ``os.environ`` on its own, whatever otel-basic's settings sa
 * every ``BatchSpanProcessor`` reads ``OTEL_BSP_*`` when it is built: the Langfuse client's processor
   on our provider, and the SDK's own under ``opentelemetry-instrument``. ``OTEL_BSP_MAX_QUEUE_SIZE=100``
   (smaller than the default batch) or ``0`` makes it raise, and that used to turn tracing off;
-  ``1e308`` or ``nan`` make it log a traceback.
+  ``1e308`` or ``nan`` make it log a traceback. Its queue defaults to 2048, ours to 65536: a batch
+  size between the two, valid for us, made it raise too;
+* that Langfuse processor also reads ``LANGFUSE_FLUSH_AT`` (``int()``, its batch size) and
+  ``LANGFUSE_FLUSH_INTERVAL`` (``float()``): a word, a non-positive value or a batch above the queue
+  raised in the client's constructor.
 
 :func:`sanitize` writes the value the settings table would use (clamped, or removed to get the
 default) back into the environment, with ONE warning naming the variable and the accepted range, so
@@ -30,6 +34,9 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_BSP_SCHEDULE_DELAY,
     OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT,
 )
+
+LANGFUSE_FLUSH_AT = "LANGFUSE_FLUSH_AT"  # names as langfuse/_client/environment_variables.py spells them
+LANGFUSE_FLUSH_INTERVAL = "LANGFUSE_FLUSH_INTERVAL"
 
 # (variable, low, high, default): the same ranges as the settings table's rows.
 _INTEGERS = (
@@ -62,6 +69,39 @@ def _fix(environ: MutableMapping[str, str], name: str, low: int, high: int, defa
     return f"{name}: {shown} is out of range {accepted}; using {clamped}"
 
 
+_SDK_QUEUE = 2048  # the SDK's BatchSpanProcessor default queue (ours: 65536)
+
+
+def _fix_langfuse(environ: MutableMapping[str, str], sdk_queue: int) -> list[str]:
+    """``LANGFUSE_FLUSH_AT``/``LANGFUSE_FLUSH_INTERVAL`` as the Langfuse client's processor can take them."""
+    messages = []
+    raw = environ.get(LANGFUSE_FLUSH_AT)
+    if raw is not None:
+        text = raw.strip()
+        accepted = f"(accepted: 1 – {sdk_queue}, the SDK's span queue)"
+        if not text.isdigit() or int(text) < 1:
+            del environ[LANGFUSE_FLUSH_AT]
+            messages.append(
+                f"{LANGFUSE_FLUSH_AT}: expected a whole number, got {text[:40]!r} {accepted}; using Langfuse's default"
+            )
+        elif int(text) > sdk_queue:
+            environ[LANGFUSE_FLUSH_AT] = str(sdk_queue)
+            messages.append(f"{LANGFUSE_FLUSH_AT}: {text[:40]!r} is out of range {accepted}; using {sdk_queue}")
+    raw = environ.get(LANGFUSE_FLUSH_INTERVAL)
+    if raw is not None:
+        try:
+            seconds = float(raw.strip())
+        except ValueError:
+            seconds = math.nan
+        if not 0 < seconds <= 3600:  # NaN too
+            del environ[LANGFUSE_FLUSH_INTERVAL]
+            messages.append(
+                f"{LANGFUSE_FLUSH_INTERVAL}: expected seconds, got {raw.strip()[:40]!r} "
+                "(accepted: above 0, up to 3600); using Langfuse's default"
+            )
+    return messages
+
+
 applied: list[str] = []
 """What :func:`sanitize` changed in this process's environment (``otel-basic doctor`` reports it)."""
 
@@ -80,6 +120,12 @@ def sanitize(environ: MutableMapping[str, str] = os.environ) -> list[str]:
         )
     elif not batch and queue_size < 512:  # the SDK's default batch (512) would exceed the queue
         environ[OTEL_BSP_MAX_EXPORT_BATCH_SIZE] = str(queue_size)
+    batch = environ.get(OTEL_BSP_MAX_EXPORT_BATCH_SIZE)
+    queue_unset = not queue or queue.strip().lower() in ("", "unset")
+    if queue_unset and batch and batch.strip().isdigit() and int(batch) > _SDK_QUEUE:
+        environ[OTEL_BSP_MAX_QUEUE_SIZE] = str(queue_size)  # ours, which the SDK's 2048 would not hold
+    sdk_queue = (environ.get(OTEL_BSP_MAX_QUEUE_SIZE) or "").strip()
+    messages += _fix_langfuse(environ, int(sdk_queue) if sdk_queue.isdigit() else _SDK_QUEUE)
     for message in messages:
         logging.getLogger("otel_basic").warning("otel-basic: %s", message)
     if environ is os.environ:
