@@ -484,13 +484,21 @@ def test_console_exporter_prints_spans() -> None:
         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=0",
         "OTEL_BSP_SCHEDULE_DELAY=1e308",
         "OTEL_BSP_MAX_QUEUE_SIZE=nan",
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=²",  # "²".isdigit() is true, int("²") raises: crashed the import
+        "OTEL_BSP_SCHEDULE_DELAY=²",
+        "LANGFUSE_FLUSH_AT=²",
+        "OTEL_BSP_SCHEDULE_DELAY= ",  # blank or "unset": the SDK logged a traceback parsing it
+        "OTEL_BSP_MAX_QUEUE_SIZE=unset",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=4096",  # valid for our queue, above the SDK's default 2048
+        "LANGFUSE_FLUSH_AT=abc",
     ],
 )
 def test_bsp_values_the_sdk_reads_itself_never_turn_tracing_off(variable: str) -> None:
     """The Langfuse client's processor (an SDK BatchSpanProcessor) reads OTEL_BSP_* on its own."""
     from otel_basic.testing import LangfuseReceiver
 
-    name, value = variable.split("=")
+    name, value = variable.split("=", 1)
     with LangfuseReceiver() as receiver:
         code = (
             "import otel_basic\nt = otel_basic.configure()\nprint('enabled', t.enabled)\n"

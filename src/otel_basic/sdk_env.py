@@ -7,7 +7,8 @@ Some SDK code reads ``os.environ`` on its own, whatever otel-basic's settings sa
 * every ``BatchSpanProcessor`` reads ``OTEL_BSP_*`` when it is built: the Langfuse client's processor
   on our provider, and the SDK's own under ``opentelemetry-instrument``. ``OTEL_BSP_MAX_QUEUE_SIZE=100``
   (smaller than the default batch) or ``0`` makes it raise, and that used to turn tracing off;
-  ``1e308`` or ``nan`` make it log a traceback. Its queue defaults to 2048, ours to 65536: a batch
+  ``1e308``, ``nan``, a blank value or ``unset`` make it log a traceback (a blank or ``unset`` value
+  is removed: it means "not set" to otel-basic). Its queue defaults to 2048, ours to 65536: a batch
   size between the two, valid for us, made it raise too;
 * that Langfuse processor also reads ``LANGFUSE_FLUSH_AT`` (``int()``, its batch size) and
   ``LANGFUSE_FLUSH_INTERVAL`` (``float()``): a word, a non-positive value or a batch above the queue
@@ -48,15 +49,26 @@ _INTEGERS = (
 )
 
 
+def _whole(text: str) -> int | None:
+    """``text`` as the SDK's ``int()`` reads it, or None. ASCII digits only: ``"²".isdigit()`` is true
+    but ``int("²")`` raises."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def _fix(environ: MutableMapping[str, str], name: str, low: int, high: int, default: int) -> str | None:
     raw = environ.get(name)
     if raw is None:
         return None
     text = raw.strip().lower()
-    if text in ("", "unset") or (text.isdigit() and low <= int(text) <= high):
+    if text in ("", "unset"):  # "not set" for us; the SDK would log a traceback parsing it
+        del environ[name]
+        return None
+    whole = _whole(text)
+    if whole is not None and low <= whole <= high:
         return None
     try:
-        number = float(text)
+        number = float(text) if text.isascii() else math.nan
     except ValueError:
         number = math.nan
     accepted = f"(accepted: {low} – {high})"
@@ -66,6 +78,8 @@ def _fix(environ: MutableMapping[str, str], name: str, low: int, high: int, defa
         return f"{name}: expected a whole number, got {shown} {accepted}; using the default `{default}`"
     clamped = low if number < low else high if number > high else int(number)
     environ[name] = str(clamped)
+    if low <= number <= high:
+        return f"{name}: expected a whole number, got {shown} {accepted}; using {clamped}"
     return f"{name}: {shown} is out of range {accepted}; using {clamped}"
 
 
@@ -79,24 +93,26 @@ def _fix_langfuse(environ: MutableMapping[str, str], sdk_queue: int) -> list[str
     if raw is not None:
         text = raw.strip()
         accepted = f"(accepted: 1 – {sdk_queue}, the SDK's span queue)"
-        if not text.isdigit() or int(text) < 1:
+        flush_at = _whole(text)
+        if flush_at is None or flush_at < 1:
             del environ[LANGFUSE_FLUSH_AT]
             messages.append(
                 f"{LANGFUSE_FLUSH_AT}: expected a whole number, got {text[:40]!r} {accepted}; using Langfuse's default"
             )
-        elif int(text) > sdk_queue:
+        elif flush_at > sdk_queue:
             environ[LANGFUSE_FLUSH_AT] = str(sdk_queue)
             messages.append(f"{LANGFUSE_FLUSH_AT}: {text[:40]!r} is out of range {accepted}; using {sdk_queue}")
     raw = environ.get(LANGFUSE_FLUSH_INTERVAL)
     if raw is not None:
         try:
-            seconds = float(raw.strip())
+            seconds = float(raw.strip()) if raw.isascii() else math.nan
         except ValueError:
             seconds = math.nan
         if not 0 < seconds <= 3600:  # NaN too
             del environ[LANGFUSE_FLUSH_INTERVAL]
+            why = "expected seconds, got" if math.isnan(seconds) else "out of range:"
             messages.append(
-                f"{LANGFUSE_FLUSH_INTERVAL}: expected seconds, got {raw.strip()[:40]!r} "
+                f"{LANGFUSE_FLUSH_INTERVAL}: {why} {raw.strip()[:40]!r} "
                 "(accepted: above 0, up to 3600); using Langfuse's default"
             )
     return messages
@@ -109,23 +125,22 @@ applied: list[str] = []
 def sanitize(environ: MutableMapping[str, str] = os.environ) -> list[str]:
     """Fix the variables in ``environ`` the SDK would crash or misbehave on; return the warnings."""
     messages = [m for name, low, high, default in _INTEGERS if (m := _fix(environ, name, low, high, default))]
-    queue = environ.get(OTEL_BSP_MAX_QUEUE_SIZE)
-    batch = environ.get(OTEL_BSP_MAX_EXPORT_BATCH_SIZE)
-    queue_size = int(queue) if queue and queue.strip().isdigit() else 65536
-    if batch and batch.strip().isdigit() and int(batch) > queue_size:
+    queue = _whole(environ.get(OTEL_BSP_MAX_QUEUE_SIZE, ""))
+    batch = _whole(environ.get(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, ""))
+    queue_size = 65536 if queue is None else queue
+    if batch is not None and batch > queue_size:
         environ[OTEL_BSP_MAX_EXPORT_BATCH_SIZE] = str(queue_size)
         messages.append(
             f"{OTEL_BSP_MAX_EXPORT_BATCH_SIZE}: must not exceed {OTEL_BSP_MAX_QUEUE_SIZE} "
             f"(accepted: 1 – queue size); using {queue_size}"
         )
-    elif not batch and queue_size < 512:  # the SDK's default batch (512) would exceed the queue
+    elif batch is None and queue_size < 512:  # the SDK's default batch (512) would exceed the queue
         environ[OTEL_BSP_MAX_EXPORT_BATCH_SIZE] = str(queue_size)
-    batch = environ.get(OTEL_BSP_MAX_EXPORT_BATCH_SIZE)
-    queue_unset = not queue or queue.strip().lower() in ("", "unset")
-    if queue_unset and batch and batch.strip().isdigit() and int(batch) > _SDK_QUEUE:
+    batch = _whole(environ.get(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, ""))
+    if queue is None and batch is not None and batch > _SDK_QUEUE:
         environ[OTEL_BSP_MAX_QUEUE_SIZE] = str(queue_size)  # ours, which the SDK's 2048 would not hold
-    sdk_queue = (environ.get(OTEL_BSP_MAX_QUEUE_SIZE) or "").strip()
-    messages += _fix_langfuse(environ, int(sdk_queue) if sdk_queue.isdigit() else _SDK_QUEUE)
+    sdk_queue = _whole(environ.get(OTEL_BSP_MAX_QUEUE_SIZE, ""))
+    messages += _fix_langfuse(environ, _SDK_QUEUE if sdk_queue is None else sdk_queue)
     for message in messages:
         logging.getLogger("otel_basic").warning("otel-basic: %s", message)
     if environ is os.environ:
