@@ -162,3 +162,25 @@ def test_a_langfuse_client_that_cannot_start_leaves_tracing_on(
     assert "traced-without-client" in [s.name for s in langfuse_env.spans]
     assert "the Langfuse client could not start (ValueError" in caplog.text
     assert secret not in caplog.text
+
+
+def _client_timer_seconds(tel: otel_basic.Telemetry) -> float:
+    assert tel.provider is not None
+    gates = [p for p in tel.provider._active_span_processor._span_processors if isinstance(p, lf.LangfuseGate)]
+    assert len(gates) == 1
+    seconds: float = gates[0].inner._batch_processor._schedule_delay  # the SDK's private field
+    return seconds
+
+
+def test_the_client_processor_timer_does_not_follow_a_short_batch_delay(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its processor exports nothing; at OTEL_BSP_SCHEDULE_DELAY=1 it woke ~900 times a second in an idle
+    app. LANGFUSE_FLUSH_INTERVAL, the client's own setting, still applies."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "1")
+    tel = otel_basic.configure()
+    assert tel.settings.schedule_delay == 0.001  # ours follows the variable
+    assert _client_timer_seconds(tel) == 1.0
+    otel_basic.shutdown()  # not one of our settings: configure() alone would keep the running pipeline
+    monkeypatch.setenv("LANGFUSE_FLUSH_INTERVAL", "7")
+    assert _client_timer_seconds(otel_basic.configure()) == 7.0

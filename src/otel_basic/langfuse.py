@@ -18,6 +18,7 @@ context; every other span (all of LlamaIndex's, usually) skips it, which is exac
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from otel_basic.redact import redact_urls_in
+from otel_basic.sdk_env import LANGFUSE_FLUSH_INTERVAL
 from otel_basic.settings import Settings
 
 _log = logging.getLogger("otel_basic")
@@ -143,6 +145,10 @@ def create_client(settings: Settings, provider: TracerProvider) -> Any | None:
         kwargs["environment"] = settings.environment
     if settings.release:
         kwargs["release"] = settings.release
+    if LANGFUSE_FLUSH_INTERVAL not in os.environ:
+        # Its span processor exports nothing, so its timer need not follow OTEL_BSP_SCHEDULE_DELAY (1 ms
+        # there woke it ~900 times a second in an idle app); 1 s is the client's default for score batches.
+        kwargs["flush_interval"] = 1.0
     try:
         client = _construct_gated(provider, lambda: Langfuse(**kwargs))
     except Exception as exc:  # the client is an extra: our pipeline exports without it
