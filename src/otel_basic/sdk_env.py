@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import MutableMapping
 
 from opentelemetry.sdk.environment_variables import (
@@ -83,6 +84,7 @@ def _fix(environ: MutableMapping[str, str], name: str, low: int, high: int, defa
     return f"{name}: {shown} is out of range {accepted}; using {clamped}"
 
 
+_NUMBER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _SDK_QUEUE = 2048  # the SDK's BatchSpanProcessor default queue (ours: 65536)
 
 
@@ -96,9 +98,8 @@ def _fix_langfuse(environ: MutableMapping[str, str], sdk_queue: int) -> list[str
         flush_at = _whole(text)
         if flush_at is None or flush_at < 1:
             del environ[LANGFUSE_FLUSH_AT]
-            messages.append(
-                f"{LANGFUSE_FLUSH_AT}: expected a whole number, got {text[:40]!r} {accepted}; using Langfuse's default"
-            )
+            why = "out of range:" if _NUMBER.fullmatch(text) else "expected a whole number, got"
+            messages.append(f"{LANGFUSE_FLUSH_AT}: {why} {text[:40]!r} {accepted}; using Langfuse's default")
         elif flush_at > sdk_queue:
             environ[LANGFUSE_FLUSH_AT] = str(sdk_queue)
             messages.append(f"{LANGFUSE_FLUSH_AT}: {text[:40]!r} is out of range {accepted}; using {sdk_queue}")
