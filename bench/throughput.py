@@ -26,6 +26,7 @@ Target: ours >= 0.9x raw OTel with zero drops, against ``raw_queue_heap`` (same 
 
     .venv/bin/python bench/throughput.py            # ~1 min
     .venv/bin/python bench/throughput.py --quick    # smoke run
+    .venv/bin/python bench/throughput.py --no-gc    # diagnostic: the same without the garbage collector
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ ATTRIBUTES = {
 }
 
 
-def child(variant: str, spans: int, base_url: str) -> dict[str, Any]:
+def child(variant: str, spans: int, base_url: str, no_gc: bool = False) -> dict[str, Any]:
+    import gc
     import os
 
     if variant.startswith("raw"):
@@ -136,6 +138,8 @@ def child(variant: str, spans: int, base_url: str) -> dict[str, Any]:
         tracer.start_span("warmup", attributes=ATTRIBUTES).end()
     flush()
     print("START", flush=True)
+    if no_gc:  # diagnostic: what the pipelines cost without the collector's passes over the heap
+        gc.disable()
     start = time.perf_counter()
     for i in range(spans):
         tracer.start_span("bench-span", attributes={**ATTRIBUTES, "app.index": i}).end()
@@ -173,7 +177,8 @@ def main_parent(args: argparse.Namespace) -> int:
         f"Throughput: {spans} spans created in a tight loop, exported to the test receiver, flushed",
         f"{rounds} round(s); variants interleaved round-robin, each in a fresh process; 5-6 attributes "
         "per span; OTLP/HTTP protobuf + gzip to the Langfuse route (receiver decodes every span)."
-        + (" Test receiver patched to TCP_NODELAY." if patched else ""),
+        + (" Test receiver patched to TCP_NODELAY." if patched else "")
+        + (" Diagnostic: the garbage collector disabled in every child (--no-gc)." if args.no_gc else ""),
     )
     receiver = LangfuseReceiver().start()
     counter = Counter()
@@ -189,7 +194,8 @@ def main_parent(args: argparse.Namespace) -> int:
             for variant in rotation(VARIANTS, r):
                 result = run_child(
                     Path(__file__),
-                    ["--variant", variant, "--json", "--spans", str(spans), "--url", receiver.base_url],
+                    ["--variant", variant, "--json", "--spans", str(spans), "--url", receiver.base_url]
+                    + (["--no-gc"] if args.no_gc else []),
                     env=env,
                 )
                 got = counter.take()
@@ -267,12 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="500 spans, one round (smoke test)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--spans", type=int, default=20_000)
+    parser.add_argument(
+        "--no-gc", action="store_true", help="diagnostic: gc.disable() in every child while it creates and flushes"
+    )
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant:
-        emit(child(args.variant, args.spans, args.url))
+        emit(child(args.variant, args.spans, args.url, args.no_gc))
         return 0
     return main_parent(args)
 
