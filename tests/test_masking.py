@@ -546,6 +546,24 @@ def test_phone_formats(text: str) -> None:
     assert re.fullmatch(r"<phone:[0-9a-f]{16}>", Masker().mask_text(text)), text
 
 
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("card 4111 1111 1111 1111 12/25 cvv 123", " 12/25 cvv 123"),  # a card, then its expiry
+        ("card 4111111111111111 1 item", " 1 item"),
+        ("378282246310005 12 34", " 12 34"),
+        ("+44 20 7946 0958 2024-06-03", " 2024-06-03"),  # a phone, then a date
+        ("+440000000000 2024-06-03", " 2024-06-03"),
+        ("Ruf 030 901820 2024-06-03 an", " 2024-06-03 an"),
+    ],
+)
+def test_a_value_followed_by_more_digit_groups_is_masked(text: str, kept: str) -> None:
+    """The numeric detector's match is greedy; a value that checks only without the groups after it is
+    still found (these leaked before: the whole match failed its length or Luhn check)."""
+    out = Masker().mask_text(text)
+    assert re.search(r"<(card|phone):[0-9a-f]{16}>" + re.escape(kept) + "$", out), out
+
+
 # --- the exporter ------------------------------------------------------------------------------------------
 
 

@@ -198,16 +198,47 @@ def _iban_at(start: int, body: str, *, strict: bool) -> Hit | None:
     return (start, start + end, "iban", compact) if iban_valid(compact) else None
 
 
+# What may follow each kind (its look-ahead in _NUM): where a shorter prefix of a match may end.
+_NUM_AFTER = {
+    "card": re.compile(r"(?![\w]|[.-][0-9])", re.ASCII),
+    "intl": re.compile(r"(?![\w]|[.,][0-9])", re.ASCII),
+    "national": re.compile(r"(?![\w/]|[.,:][0-9])", re.ASCII),
+}
+
+
 def _numeric_hit(text: str, m: re.Match[str]) -> Hit | None:
+    """The match as a phone, card or IBAN; or its longest prefix that is one.
+
+    The match is greedy: a card followed by its expiry ("4111 1111 1111 1111 12/25") matches 18 digits, a
+    phone followed by a date ("+44 20 7946 0958 2024-06-03") 20; neither checks as a whole. So a match
+    that does not is cut back group by group, at a separator where the kind's look-ahead allows an end.
+    """
     kind = _NUM_KINDS[m.lastindex or 0]
     if kind == "iban":
         return _iban_hit(text, m)
     value = m.group()
+    after = _NUM_AFTER.get(kind)
+    end = len(value)
+    while True:
+        found = _numeric_value(kind, value[:end])
+        if found is not None:
+            return m.start(), m.start() + end, found[0], found[1]
+        if after is None:
+            return None
+        while True:  # the previous end of a group that the kind's look-ahead accepts
+            end -= 1
+            while end > 0 and not value[end - 1].isdigit():
+                end -= 1
+            if end <= 0:
+                return None
+            if value[end] in " -./" and after.match(text, m.start() + end):
+                break
+
+
+def _numeric_value(kind: str, value: str) -> tuple[str, str] | None:
     if kind == "card":
         digits = value.replace(" ", "").replace("-", "").replace(".", "")
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            return m.start(), m.end(), "card", digits
-        return None
+        return ("card", digits) if 13 <= len(digits) <= 19 and luhn_valid(digits) else None
     groups = _DIGITS.findall(value)
     digits = "".join(groups)
     if kind == "intl":
@@ -215,14 +246,14 @@ def _numeric_hit(text: str, m: re.Match[str]) -> Hit | None:
             return None
         if len(groups) == 2 and value[len(groups[0]) + 1] in ".,":
             return None  # "+1234.56" is an amount
-        return m.start(), m.end(), "phone", "+" + digits
+        return "phone", "+" + digits
     if kind == "national":
         if not 9 <= len(digits) <= 12:
             return None
         french = len(groups) == 5 and all(len(g) == 2 for g in groups)  # 06 12 34 56 78
         if len(groups[0]) <= 2 and len(groups[1]) < 3 and not french:
             return None  # "01-02-2024" is a date, not an area code
-    return m.start(), m.end(), "phone", digits
+    return "phone", digits
 
 
 # --- e-mail: anchored on each "@" -------------------------------------------------------------------------

@@ -47,10 +47,11 @@ inside JSON documents.
 
 JSON: a string that looks like a JSON object/array stays valid JSON. Usually the detectors run over the
 raw document and the tokens go in place (keeping its formatting; no parse needed, since no token or match
-contains a quote or backslash). When the raw text cannot settle it safely (escapes next to a hit, an
-escaped ASCII character such as ``\\u0040``, a secret key name, a card as a bare number, user patterns),
-the document is parsed, every string (object keys too: a state dump can be keyed by address) is masked,
-and it is re-serialized compactly with ``ensure_ascii=False``. A string inside that is itself a JSON
+contains a quote or backslash); a long document in remembered pieces cut at ``", "``, so one that
+differs from a previous one by a number is mostly not scanned again. When the raw text cannot settle it
+safely (escapes next to a hit, an escaped ASCII character such as ``\\u0040``, a secret key name, a card
+as a bare number, user patterns), the document is parsed, every string (object keys too: a state dump
+can be keyed by address) is masked, and it is re-serialized compactly with ``ensure_ascii=False``. A string inside that is itself a JSON
 document (tool-call arguments inside a message list) is masked the same way, secret-named keys included
 (the raw text shows them as ``\\"password\\":``); the depth is bounded (``_MAX_DEPTH``) and so is the
 size (``max_chars``).
@@ -291,6 +292,17 @@ _MEMO_GENERATION_CHARS = 2_000_000
 """Characters (inputs plus masked forms) per memo generation: at most ~4M held, 4-16 MB."""
 _MEMO_MAX_CHARS = 65536
 """Longer strings are not memoized: rarely repeated, and each would take a large share of the budget."""
+_JSON_CHUNK_CHARS = 256
+"""A JSON document longer than twice this is masked in pieces of about this size, each remembered (see
+:meth:`Masker._mask_json_raw`): a step's input and output differ from run to run by a few numbers, so
+only the pieces holding those are scanned again."""
+# Where a document is cut into pieces: a string's closing quote, a comma and the next string's opening
+# quote. No detector match holds a quote or a comma-then-quote, and none reads context across one (the
+# assignment detector reads `key": "value` across a colon, never a comma): so the pieces' hits are the
+# document's.
+_CHUNK_CUT = re.compile(r'",[ \t\r\n]*"')
+_CHUNK_DEPTH = -1
+"""The memo key of a piece is ``(piece, _CHUNK_DEPTH)``: apart from whole texts and ``(text, depth)``."""
 _LOOKAHEAD = 512
 """Characters past the cut the detectors still read, so a value straddling it is recognised whole."""
 _NO_BOUND = sys.maxsize
@@ -1045,17 +1057,63 @@ class Masker:
         sequences inside or right before a hit, an escaped non-ASCII domain, a bare JSON number, a key
         that names a secret, user patterns) take the slow path (:meth:`_mask_json_parsed`): parse, mask
         every string, re-serialize. Depth plays no part here, so the memo keeps these results by text alone.
+
+        A long document is settled in pieces cut at ``", "`` (:data:`_CHUNK_CUT`), each remembered: no hit
+        or detector context crosses such a cut, so the pieces give the document's result, and a document
+        that differs from one seen before by a number (a tool's ``duration_ms``) scans only the piece that
+        holds it. Kept whole: documents with user patterns (slow path anyway) or a PEM header (a private
+        key's body runs to its END line, past any quote). Two results can differ from the whole
+        document's only in what no single string would show either: a lower-case IBAN whose own piece has
+        no run of 8 digits (found whole only when another value's digits are within 40 characters) and a
+        value of over 400 characters holding an escape (the decoded view is read in 400-character windows).
         """
-        if self._custom or (
-            "\\u" in text and (_ASCII_ESCAPE.search(text) is not None or ("@" in text and _escaped_domain(text)))
-        ):
+        if self._custom:
             return None
+        n = len(text)
+        if n < 2 * _JSON_CHUNK_CHARS or "PRIVATE KEY-----" in text:
+            masked, words = self._mask_json_piece(text)
+            if masked is None or (words and _json_names_secret(text)):
+                return None
+            return masked
+        memo = self._memo
+        young = memo.young
+        search = _CHUNK_CUT.search
+        parts: list[str] = []
+        words = False
+        pos = 0
+        while pos < n:
+            cut = search(text, pos + _JSON_CHUNK_CHARS) if pos + _JSON_CHUNK_CHARS < n else None
+            end = cut.end() - 1 if cut is not None else n
+            key = (text[pos:end], _CHUNK_DEPTH)
+            found = young.get(key)
+            if found is None and memo.old:
+                found = memo.recall(key, end - pos)
+            if found is None:
+                masked, piece_words = self._mask_json_piece(key[0])
+                # Remembered as one string: "-" or "W" (a secret-naming word occurs) before the masked
+                # piece, or "B" alone (only the slow path can settle the document).
+                found = "B" if masked is None else ("W" if piece_words else "-") + masked
+                memo.put(key, found, end - pos + len(found))
+            if found == "B":
+                return None
+            words = words or found[0] == "W"
+            parts.append(found)
+            pos = end
+        if words and _json_names_secret(text):
+            return None
+        return "".join([part[1:] for part in parts])
+
+    def _mask_json_piece(self, text: str) -> tuple[str | None, bool]:
+        """The raw path for a whole document or one piece of it: (the masked text, or ``None`` when only the
+        parse path can settle it; whether a word that can name a secret occurs)."""
+        if "\\u" in text and (_ASCII_ESCAPE.search(text) is not None or ("@" in text and _escaped_domain(text))):
+            return None, False
         scan = text
         if "\\" in text:
             if "\\/" in text or ("=" in text and has_quoted_printable(text, escaped_break_only=True)):
                 # "030\/901820": an escape inside a value; "exam=\nple.org": a quoted-printable soft line
                 # break inside one. Only the parsed string shows them.
-                return None
+                return None, False
             # In the raw text, the escape in "\\n+44 20 ..." must read as a line break, not a letter "n".
             for esc in ("\\n", "\\t", "\\r", "\\b", "\\f"):
                 scan = scan.replace(esc, "\\ ")
@@ -1064,10 +1122,8 @@ class Masker:
                 # touching it to the parse path (below).
                 scan = _UNICODE_ESCAPE.sub(_blank_escape, scan)
         hits, secret_words = self._scanner.hits_and_secret_words(scan, True)
-        if secret_words and _json_names_secret(text):
-            return None
         if not hits:
-            return text
+            return text, secret_words
         for start, end, _label, _normalized in hits:
             if (
                 (start > 0 and scan[start - 1] in _ESCAPED)
@@ -1075,8 +1131,8 @@ class Masker:
                 or "\\" in text[start:end]
                 or _bare_json_value(text, start, end)
             ):
-                return None
-        return self._apply(text, hits)
+                return None, secret_words
+        return self._apply(text, hits), secret_words
 
     def _mask_json_parsed(self, text: str, depth: int) -> str:
         try:
