@@ -51,10 +51,10 @@ contains a quote or backslash); a long document in remembered pieces cut at ``",
 differs from a previous one by a number is mostly not scanned again. When the raw text cannot settle it
 safely (escapes next to a hit, an escaped ASCII character such as ``\\u0040``, a secret key name, a card
 as a bare number, user patterns), the document is parsed, every string (object keys too: a state dump
-can be keyed by address) is masked, and it is re-serialized compactly with ``ensure_ascii=False``. A string inside that is itself a JSON
-document (tool-call arguments inside a message list) is masked the same way, secret-named keys included
-(the raw text shows them as ``\\"password\\":``); the depth is bounded (``_MAX_DEPTH``) and so is the
-size (``max_chars``).
+can be keyed by address) is masked, and it is re-serialized compactly with ``ensure_ascii=False``. A
+string inside that is itself a JSON document (tool-call arguments inside a message list) is masked the
+same way, secret-named keys included (the raw text shows them as ``\\"password\\":``); the depth is
+bounded (``_MAX_DEPTH``) and so is the size (``max_chars``).
 
 Cost: bounded by ``max_chars`` (default 16384, ``OTEL_BASIC_MAX_ATTRIBUTE_CHARS``), not by the input. A
 longer string is cut *before* detection: the detectors see its first ``max_chars`` characters plus a
