@@ -158,7 +158,7 @@ _NUM = re.compile(
     # in groups of four (4111.1111.1111.1111) or 4-6-5 (Amex), never a free-form decimal
     r"|(?<!\.)([2-6][0-9]{3}(?:[ -]?[0-9]){9,15}|[2-6][0-9]{3}(?:\.[0-9]{4}){3}|[2-6][0-9]{3}(?: - [0-9]{4}){3}"
     r"|3[0-9]{3}\.[0-9]{6}\.[0-9]{5})"
-    r"(?![\w]|[.-][0-9])"
+    r"(?!\w)"  # "-12/25" or ".5" may follow: the longest Luhn-valid prefix is the card (_numeric_hit)
     # North American: 415-555-0132, 415.555.0132, and with spaces 415 555 0132 (area code and exchange
     # 2-9, as the numbering plan requires: "100 200 3000" is not a phone number)
     r"|(?<![./:])([0-9]{3}[.-][0-9]{3}[ .-][0-9]{4}|[2-9][0-9]{2} [2-9][0-9]{2}[ -][0-9]{4})(?![\w]|[.,-][0-9])"
@@ -200,7 +200,7 @@ def _iban_at(start: int, body: str, *, strict: bool) -> Hit | None:
 
 # What may follow each kind (its look-ahead in _NUM): where a shorter prefix of a match may end.
 _NUM_AFTER = {
-    "card": re.compile(r"(?![\w]|[.-][0-9])", re.ASCII),
+    "card": re.compile(r"(?!\w)", re.ASCII),  # a Luhn-valid prefix is a card even before "-12/25"
     "intl": re.compile(r"(?![\w]|[.,][0-9])", re.ASCII),
     "national": re.compile(r"(?![\w/]|[.,:][0-9])", re.ASCII),
 }
@@ -778,6 +778,7 @@ class Scanner:
 
     def _numeric_hits(self, text: str) -> list[Hit]:
         hits: list[Hit] = []
+        prefixes: list[Hit] = []
         search = _NUM.search
         labels = self._numeric_labels
         lower_iban = "iban" in labels
@@ -801,7 +802,13 @@ class Scanner:
             end = cand.end() + 2
             while (m := search(text, pos, end)) is not None:
                 hit = _numeric_hit(text, m)
-                if hit is not None and hit[2] in labels:
+                if hit is not None and hit[2] in labels and hit[1] < m.end():
+                    # Only a prefix of the match checked: a value may start inside the rest (of two that
+                    # overlap, the higher-ranked is kept). A national number's prefix is weak evidence
+                    # ("01 4111 1111" of "01 4111 1111 1111 1111"): any whole match it overlaps wins.
+                    (prefixes if _NUM_KINDS[m.lastindex or 0] == "national" else hits).append(hit)
+                    pos = m.start() + 1
+                elif hit is not None and hit[2] in labels:
                     hits.append(hit)
                     pos = hit[1]
                     if end - pos < 11:  # no room left for another phone, card or IBAN
@@ -809,6 +816,9 @@ class Scanner:
                 else:
                     # Not valid as a whole (e.g. a non-Luhn digit run): a phone may still start inside it.
                     pos = m.start() + 1
+        for hit in prefixes:
+            if not any(h[0] < hit[1] and hit[0] < h[1] for h in hits):
+                hits.append(hit)
         return hits
 
 
