@@ -327,6 +327,30 @@ def test_keys_naming_secrets_are_masked_whole() -> None:
     assert doc["note"] == "fine words"
 
 
+_SECRETS = {"Authorization": "q8Zr2LmX0vT5bN7wK3yP1sD9", "cookie": "sid=abc", "api_key": "hunter-horse-battery"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # over max_chars: cut before detection, so no longer JSON to parse (these leaked)
+        json.dumps({"headers": _SECRETS, "items": [f"lorem ipsum {i}" for i in range(3000)]}),
+        json.dumps({"args": json.dumps({"password": "hunter2xyz", "token": "t0k3n"}), "pad": "p" * 20000}),
+        # broken or cut by someone else
+        '{"a": "x", "api_key": "AbCdEfGhIjKlMnOpQrStUvWx", "z": "yy',
+        '[{"token": "abcdefgh',
+        json.dumps(_SECRETS)[:-3] + "…[truncated by otel-basic: original 99999 chars]",
+    ],
+    ids=["long", "long-nested", "broken", "unterminated", "already-cut"],
+)
+def test_secret_named_members_are_masked_in_json_that_cannot_be_parsed(text: str) -> None:
+    out = str(Masker().mask_value("input.value", text))
+    for secret in ("q8Zr2LmX0vT5bN7wK3yP1sD9", "sid=abc", "hunter-horse-battery", "hunter2xyz", "t0k3n", "AbCdEfGh",
+                   "abcdefgh", "hunter-horse-batte"):  # fmt: skip
+        assert secret not in out, out[:300]
+    assert "<secret:" in out
+
+
 def test_hide_level_hides_content_and_still_runs_detectors() -> None:
     attrs = {
         "input.value": json.dumps({"body": "hello"}),

@@ -989,6 +989,8 @@ class Masker:
                 masked = raw
         else:
             masked = self._scan(text)
+            if text[0] in "{[":  # JSON cut by someone else, or broken: its secret-named members still
+                masked = self._mask_secret_members(masked)
         if n <= _MEMO_MAX_CHARS:
             memo.put(key, masked, n + len(masked))
         return masked
@@ -1008,6 +1010,8 @@ class Masker:
             if start >= cut:
                 break
         masked = self._scan(window[:cut])
+        if text[0] in "{[":
+            masked = self._mask_secret_members(masked)  # a cut document is no longer JSON to parse
         if len(masked) > limit:
             keep = masked[:limit]
             token = _TOKEN_START.search(keep, max(0, limit - self._hash_chars - 24))
@@ -1022,7 +1026,26 @@ class Masker:
         body = text[: marker.start()]
         body = body[: partial_tail_start(body)]
         masked = self._scan(body)
+        if body[:1] in ("{", "["):
+            masked = self._mask_secret_members(masked)
         return masked + text[marker.start() :]
+
+    def _mask_secret_members(self, text: str) -> str:
+        """In JSON that cannot be parsed (cut, or broken), the string values of members whose name says
+        secret (``"api_key": "..."``, also escaped once: JSON inside a JSON string), each replaced whole by
+        a secret token, as the parse path does; a value the cut ends inside is replaced to the end."""
+        if not _json_names_secret(text):
+            return text
+        token = self._token
+
+        def replace(m: re.Match[str]) -> str:
+            if not m.group(2) or not _is_secret_key(m.group(1)):
+                return m.group()
+            base = m.start()
+            whole = m.group()
+            return whole[: m.start(2) - base] + token("secret", m.group(2)) + whole[m.end(2) - base :]
+
+        return _RAW_ESCAPED_MEMBER.sub(replace, _RAW_MEMBER.sub(replace, text))
 
     def _scan(self, text: str) -> str:
         out = text
@@ -1138,7 +1161,7 @@ class Masker:
         try:
             doc = json.loads(text)
         except ValueError:
-            return self._scan(text)
+            return self._mask_secret_members(self._scan(text))
         if not isinstance(doc, (dict, list)):
             return self._scan(text)
         new = self._mask_json(doc, depth + 1)
@@ -1215,6 +1238,10 @@ class Masker:
 
 
 _UNICODE_ESCAPE = re.compile(r"\\u[0-9A-Fa-f]{4}")
+# A member with a string value in raw JSON text, "name": "value" (the value may run to the end of a cut
+# text); and the same escaped once, \\"name\\": \\"value\\" (JSON inside a JSON string).
+_RAW_MEMBER = re.compile(r'"([^"\\\n]{1,64})"[ \t\r\n]*:[ \t\r\n]*"((?:[^"\\]|\\.)*)(?:"|\Z)')
+_RAW_ESCAPED_MEMBER = re.compile(r'\\"([^"\\\n]{1,64})\\"[ \t\r\n]*:[ \t\r\n]*\\"((?:[^"\\]|\\[^"])*)(?:\\"|\Z)')
 # An escaped printable ASCII or full-width character ("eve\\u0040example.com"): no JSON encoder needs
 # one, so it hides something; only the parsed string shows it to the detectors. The same for the
 # characters the detectors' decoded view folds: the small "@" and invisible format characters (soft
