@@ -453,6 +453,24 @@ def test_json_escapes_never_hide_a_value(value: str, ensure_ascii: bool) -> None
         assert planted not in flat
 
 
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('{"password": "hunter2xyz", "password": 1}', "hunter2xyz"),  # a key twice: parsing keeps the last
+        ('{"a": "eve\\u0040example.org", "a": 1}', "eve\\u0040example.org"),
+        ('{"authorization": "abc", "authorization": null}', '"abc"'),
+        ('{"a": -4111111111111111}', "4111111111111111"),  # a negative card number: a bare JSON value
+        ('{"a": "-----BEGIN PRIVATE KEY-----", "b": "x", "c": [1, 2]}', None),  # a PEM header alone
+    ],
+)
+def test_json_in_odd_shapes_stays_valid_and_masked(text: str, secret: str | None) -> None:
+    out = str(Masker().mask_value("input.value", text))
+    json.loads(out)  # still valid JSON (the PEM header swallowed the rest of the document before)
+    assert secret is None or secret not in out, out
+    if secret is None:
+        assert json.loads(out) == json.loads(text)
+
+
 def test_json_with_escaped_slashes_is_parsed() -> None:
     raw = '{"tel": "Ruf an: 030\\/901820", "url": "https:\\/\\/example.org\\/a"}'  # as some serializers write
     out = json.loads(str(Masker().mask_value("input.value", raw)))

@@ -82,7 +82,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -1152,6 +1152,7 @@ class Masker:
                 (start > 0 and scan[start - 1] in _ESCAPED)
                 or scan[end : end + 1] == "\x00"
                 or "\\" in text[start:end]
+                or '"' in text[start:end]  # a PEM body from a BEGIN line in one value to the next values
                 or _bare_json_value(text, start, end)
             ):
                 return None, secret_words
@@ -1159,8 +1160,8 @@ class Masker:
 
     def _mask_json_parsed(self, text: str, depth: int) -> str:
         try:
-            doc = json.loads(text)
-        except ValueError:
+            doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except ValueError:  # not JSON, or a key twice (parsing would keep only the last value)
             return self._mask_secret_members(self._scan(text))
         if not isinstance(doc, (dict, list)):
             return self._scan(text)
@@ -1295,9 +1296,18 @@ def _escaped_domain(text: str) -> bool:
     return False
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise ValueError("a key occurs twice")
+    return doc
+
+
 def _bare_json_value(text: str, start: int, end: int) -> bool:
     """Could text[start:end] be a JSON number rather than part of a string (``[4111111111111111]``)?"""
     i = start - 1
+    if i >= 0 and text[i] == "-":  # a negative number
+        i -= 1
     while i >= 0 and text[i] in " \t\r\n":
         i -= 1
     if i < 0 or text[i] not in ":,[":
