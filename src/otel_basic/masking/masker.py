@@ -76,6 +76,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -968,7 +969,7 @@ class Masker:
         young = memo.young
         cached = young.get(text)
         if cached is None:
-            deep: _MemoKey | None = (text, depth) if text[0] in "{[" and text[-1] in "}]" else None
+            deep: _MemoKey | None = (text, depth) if _json_document(text) else None
             if deep is not None:
                 cached = young.get(deep)
             if cached is None and memo.old:
@@ -980,7 +981,7 @@ class Masker:
         key: _MemoKey = text
         if text[-1] == "]" and _MARKER_TAIL.search(text):
             masked = self._mask_already_cut(text, depth)
-        elif text[0] in "{[" and text[-1] in "}]":
+        elif _json_document(text):
             raw = self._mask_json_raw(text)
             if raw is None:
                 masked = self._mask_json_parsed(text, depth)
@@ -989,7 +990,7 @@ class Masker:
                 masked = raw
         else:
             masked = self._scan(text)
-            if text[0] in "{[":  # JSON cut by someone else, or broken: its secret-named members still
+            if _JSON_OPEN.match(text):  # JSON cut by someone else, or broken: its secret-named members
                 masked = self._mask_secret_members(masked)
         if n <= _MEMO_MAX_CHARS:
             memo.put(key, masked, n + len(masked))
@@ -1010,7 +1011,7 @@ class Masker:
             if start >= cut:
                 break
         masked = self._scan(window[:cut])
-        if text[0] in "{[":
+        if _JSON_OPEN.match(text):
             masked = self._mask_secret_members(masked)  # a cut document is no longer JSON to parse
         if len(masked) > limit:
             keep = masked[:limit]
@@ -1026,26 +1027,41 @@ class Masker:
         body = text[: marker.start()]
         body = body[: partial_tail_start(body)]
         masked = self._scan(body)
-        if body[:1] in ("{", "["):
+        if _JSON_OPEN.match(body):
             masked = self._mask_secret_members(masked)
         return masked + text[marker.start() :]
 
     def _mask_secret_members(self, text: str) -> str:
         """In JSON that cannot be parsed (cut, or broken), the string values of members whose name says
         secret (``"api_key": "..."``, also escaped once: JSON inside a JSON string), each replaced whole by
-        a secret token, as the parse path does; a value the cut ends inside is replaced to the end."""
-        if not _json_names_secret(text):
+        a secret token, as the parse path does; a value the cut ends inside is replaced to the end. The
+        strings are read in order from the start, so a string holding a colon cannot shift them."""
+        if not _json_names_secret(text) and not (
+            "\\u" in text and _json_names_secret(_UNICODE_ESCAPE.sub(_decoded_escape, text))  # "pass\\u0077ord"
+        ):
             return text
         token = self._token
+        parts: list[str] = []
+        pos = 0
+        strings = list(_RAW_STRING.finditer(text))
+        for name, value in itertools.pairwise(strings):
+            if (
+                value.group(1)
+                and _WS_COLON_WS.fullmatch(text, name.end(), value.start())
+                and _is_secret_key(_json_unescaped(name.group(1)))
+            ):
+                parts += [text[pos : value.start(1)], token("secret", value.group(1))]
+                pos = value.end(1)
+        text = "".join(parts) + text[pos:] if parts else text
 
         def replace(m: re.Match[str]) -> str:
-            if not m.group(2) or not _is_secret_key(m.group(1)):
+            if not m.group(2) or not _is_secret_key(_json_unescaped(m.group(1))):
                 return m.group()
             base = m.start()
             whole = m.group()
             return whole[: m.start(2) - base] + token("secret", m.group(2)) + whole[m.end(2) - base :]
 
-        return _RAW_ESCAPED_MEMBER.sub(replace, _RAW_MEMBER.sub(replace, text))
+        return _RAW_ESCAPED_MEMBER.sub(replace, text)
 
     def _scan(self, text: str) -> str:
         out = text
@@ -1147,16 +1163,26 @@ class Masker:
         hits, secret_words = self._scanner.hits_and_secret_words(scan, True)
         if not hits:
             return text, secret_words
-        for start, end, _label, _normalized in hits:
-            if (
+        kept: list[Hit] = []
+        for hit in hits:
+            start, end = hit[0], hit[1]
+            if '"' in text[start:end]:
+                # A private key whose BEGIN line is in one value and its body in the next values (or
+                # array items): each string's part of it becomes a token, the structure between stays.
+                parts = _string_parts(text, start, end)
+                if parts is None:
+                    return None, secret_words
+                kept += [(a, b, "secret", text[a:b]) for a, b in parts]
+            elif (
                 (start > 0 and scan[start - 1] in _ESCAPED)
                 or scan[end : end + 1] == "\x00"
                 or "\\" in text[start:end]
-                or '"' in text[start:end]  # a PEM body from a BEGIN line in one value to the next values
                 or _bare_json_value(text, start, end)
             ):
                 return None, secret_words
-        return self._apply(text, hits), secret_words
+            else:
+                kept.append(hit)
+        return self._apply(text, kept), secret_words
 
     def _mask_json_parsed(self, text: str, depth: int) -> str:
         try:
@@ -1239,10 +1265,13 @@ class Masker:
 
 
 _UNICODE_ESCAPE = re.compile(r"\\u[0-9A-Fa-f]{4}")
-# A member with a string value in raw JSON text, "name": "value" (the value may run to the end of a cut
-# text); and the same escaped once, \\"name\\": \\"value\\" (JSON inside a JSON string).
-_RAW_MEMBER = re.compile(r'"([^"\\\n]{1,64})"[ \t\r\n]*:[ \t\r\n]*"((?:[^"\\]|\\.)*)(?:"|\Z)')
-_RAW_ESCAPED_MEMBER = re.compile(r'\\"([^"\\\n]{1,64})\\"[ \t\r\n]*:[ \t\r\n]*\\"((?:[^"\\]|\\[^"])*)(?:\\"|\Z)')
+# A JSON string in raw text (it may run to the end of a cut text); a member escaped once,
+# \\"name\\": \\"value\\" (JSON inside a JSON string; its value may hold a quote escaped twice).
+_RAW_STRING = re.compile(r'"((?:[^"\\]|\\.)*)(?:"|\\?\Z)')
+_WS_COLON_WS = re.compile(r"[ \t\r\n]*:[ \t\r\n]*")
+_RAW_ESCAPED_MEMBER = re.compile(
+    r'\\"([^"\\\n]{1,256})\\"[ \t\r\n]*:[ \t\r\n]*\\"((?:\\\\\\"|\\[^"]|[^"\\])*)(?:\\"|\\?\Z)'
+)
 # An escaped printable ASCII or full-width character ("eve\\u0040example.com"): no JSON encoder needs
 # one, so it hides something; only the parsed string shows it to the detectors. The same for the
 # characters the detectors' decoded view folds: the small "@" and invisible format characters (soft
@@ -1254,32 +1283,52 @@ _ASCII_ESCAPE = re.compile(
 _ESCAPED = ("\\", "\x00")
 
 
+def _decoded_escape(m: re.Match[str]) -> str:
+    return chr(int(m.group()[2:], 16))
+
+
 def _blank_escape(_m: re.Match[str]) -> str:
     return "\\\x00\x00\x00\x00\x00"  # same length as "\\u00e9"; \x00 is in no detector's alphabet
 
 
-_JSON_KEY_NEEDLES = (
-    "key", "Key", "KEY", "oken", "OKEN", "ecret", "ECRET", "assw", "ASSW", "pwd", "PWD",
-    "uthorization", "UTHORIZATION", "ookie", "OOKIE",
-)  # fmt: skip
+_JSON_KEY_NEEDLES = ("key", "oken", "ecret", "assw", "pwd", "uthorization", "ookie")
+_WS_COLON = re.compile(r"[ \t\r\n]*:")
 
 
 def _json_names_secret(text: str) -> bool:
-    """Does the raw JSON have an object key like "password" or "api_key" (whose value we mask whole)?"""
+    """Does the raw JSON have an object key like "password" or "api_key" (whose value we mask whole)?
+    Any case (``ToKen``), any whitespace before the colon; each name is judged once."""
+    lower = text.lower()
+    if len(lower) != len(text):  # a few non-ASCII letters change length when lower-cased
+        lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
     for needle in _JSON_KEY_NEEDLES:
-        p = text.find(needle)
+        p = lower.find(needle)
         while p >= 0:
             close = text.find('"', p)
             if close < 0:
                 break
-            if text[close + 1 : close + 3].lstrip().startswith(":"):
+            if _WS_COLON.match(text, close + 1):
                 open_ = text.rfind('"', 0, p)
                 # JSON inside a JSON string (tool-call arguments in a message list): the key's quotes
                 # are escaped, \"password\": its name is what is left without the backslashes.
                 if open_ >= 0 and _is_secret_key(text[open_ + 1 : close].rstrip("\\")):
                     return True
-            p = text.find(needle, p + 1)
+            p = lower.find(needle, close + 1)  # the rest of this name was judged with it
     return False
+
+
+_JSON_SPACE = " \t\r\n\ufeff"
+_JSON_OPEN = re.compile("[" + _JSON_SPACE + r"]*[{\[]")
+
+
+def _json_document(text: str) -> bool:
+    """Does ``text`` look like one JSON object or array (whitespace or a byte-order mark around it allowed)?"""
+    if not _JSON_OPEN.match(text):
+        return False
+    i = len(text) - 1
+    while i > 0 and text[i] in _JSON_SPACE:
+        i -= 1
+    return text[i] in "}]"
 
 
 def _escaped_domain(text: str) -> bool:
@@ -1294,6 +1343,45 @@ def _escaped_domain(text: str) -> bool:
             return True
         at = text.find("@", end)
     return False
+
+
+_QUOTE_OR_ESCAPE = re.compile(r'\\.|"', re.DOTALL)
+
+
+def _string_parts(text: str, start: int, end: int) -> list[tuple[int, int]] | None:
+    """The parts of ``text[start:end]`` that lie inside JSON strings other than member names; ``None`` unless
+    ``start`` is in a string or at its closing quote (``"-----BEGIN PRIVATE KEY-----", "MIIE..."``)."""
+    parts: list[tuple[int, int]] = []
+    opened = -1  # the open string's quote
+    anchored = False
+    for m in _QUOTE_OR_ESCAPE.finditer(text, 0, end):
+        if m.group() != '"':
+            continue
+        if opened < 0:
+            opened = m.start()
+            continue
+        lo, hi = max(opened + 1, start), m.start()
+        anchored = anchored or opened < start <= hi
+        if lo < hi and not _WS_COLON.match(text, hi + 1):  # member names stay
+            parts.append((lo, hi))
+        opened = -1
+    if opened >= 0:
+        anchored = anchored or opened < start
+        if max(opened + 1, start) < end:
+            parts.append((max(opened + 1, start), end))
+    return parts if parts and anchored else None
+
+
+def _json_unescaped(name: str) -> str:
+    """A raw JSON string's text with its escapes decoded (``pass\\u0077ord``), or as it is if it has none
+    or they are broken."""
+    if "\\" not in name:
+        return name
+    try:
+        decoded = json.loads(f'"{name}"')
+    except ValueError:
+        return name.replace("\\", "")
+    return decoded if isinstance(decoded, str) else name
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
