@@ -475,6 +475,8 @@ def test_json_escapes_never_hide_a_value(value: str, ensure_ascii: bool) -> None
         ('{"ToKen": "9f2c1ab7e5"}', "9f2c1ab7e5"),  # any case
         ('\n{"authorization": "Token 9f2c1ab7e5"}', "9f2c1ab7e5"),  # whitespace before the document
         ('{"api_key": "9f2c1ab7e5"}\n', "9f2c1ab7e5"),
+        ('{"api_key": ["9f2c1ab7e5"]}', "9f2c1ab7e5"),  # a list or an object under a secret name
+        ('{"authorization": {"scheme": "x", "credentials": "9f2c1ab7e5"}}', "9f2c1ab7e5"),
     ],
 )
 def test_json_in_odd_shapes_stays_valid_and_masked(text: str, secret: str | None) -> None:

@@ -1209,6 +1209,8 @@ class Masker:
                 nk = self._scan(k)  # a state dump can be keyed by address
                 if isinstance(v, str) and v and _is_secret_key(k):
                     nv: object = self._token("secret", v)
+                elif isinstance(v, (dict, list)) and v and _is_secret_key(k):
+                    nv = self._secret_strings(v, depth + 1)  # {"authorization": {"credentials": "..."}}
                 else:
                     nv = self._mask_json(v, depth + 1)
                 changed = changed or nk is not k or nv is not v
@@ -1222,6 +1224,18 @@ class Masker:
             digits = str(node)
             hits = self._scanner.hits(digits)
             return self._apply(digits, hits) if hits else node
+        return node
+
+    def _secret_strings(self, node: object, depth: int) -> object:
+        """Every non-empty string under a secret-named key, each a secret token (numbers and names stay)."""
+        if depth > _MAX_DEPTH:
+            raise RecursionError("JSON nested too deeply to mask")
+        if isinstance(node, str):
+            return self._token("secret", node) if node else node
+        if isinstance(node, dict):
+            return {k: self._secret_strings(v, depth + 1) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._secret_strings(v, depth + 1) for v in node]
         return node
 
     def _replacer(self, label: str, find: Callable[[re.Match[str]], _Span | None]) -> Replacer:
