@@ -147,6 +147,7 @@ class TracedWorkflow(_Workflow):
                 run_kwargs = {**event_fields(kwargs["start_event"]), **run_kwargs}
             attrs = self.trace_attributes(**run_kwargs)
         except Exception:  # bad input is the workflow's to report, not ours
+            _log.debug("trace_attributes() failed; the run starts without trace fields", exc_info=True)
             attrs = {}
         kwargs = self._without_trace_fields(kwargs)
         with trace_attributes(**{k: v for k, v in attrs.items() if k in _ATTR_KEYS and v}):
@@ -163,6 +164,7 @@ class TracedWorkflow(_Workflow):
         try:
             declared = set(getattr(self.start_event_class, "model_fields", {}))
         except Exception:
+            _log.debug("could not read the start event's fields; run arguments kept", exc_info=True)
             return kwargs
         return {k: v for k, v in kwargs.items() if k not in _DEFAULT_KEYS or k in declared}
 

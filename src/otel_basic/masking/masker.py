@@ -758,6 +758,7 @@ class Masker:
                 name=name,
             )
         except Exception:  # a span that cannot even be copied: the bare minimum, still no raw value
+            _log.debug("masking: the skeleton of span %r could not be copied either", span.name, exc_info=True)
             return ReadableSpan(
                 name=ERROR_PLACEHOLDER,
                 context=span.get_span_context(),
@@ -968,8 +969,10 @@ class Masker:
         memo = self._memo
         young = memo.young
         cached = young.get(text)
+        document = False
         if cached is None:
-            deep: _MemoKey | None = (text, depth) if _json_document(text) else None
+            document = _json_document(text)
+            deep: _MemoKey | None = (text, depth) if document else None
             if deep is not None:
                 cached = young.get(deep)
             if cached is None and memo.old:
@@ -981,7 +984,7 @@ class Masker:
         key: _MemoKey = text
         if text[-1] == "]" and _MARKER_TAIL.search(text):
             masked = self._mask_already_cut(text, depth)
-        elif _json_document(text):
+        elif document:
             raw = self._mask_json_raw(text)
             if raw is None:
                 masked = self._mask_json_parsed(text, depth)
@@ -1053,15 +1056,7 @@ class Masker:
                 parts += [text[pos : value.start(1)], token("secret", value.group(1))]
                 pos = value.end(1)
         text = "".join(parts) + text[pos:] if parts else text
-
-        def replace(m: re.Match[str]) -> str:
-            if not m.group(2) or not _is_secret_key(_json_unescaped(m.group(1))):
-                return m.group()
-            base = m.start()
-            whole = m.group()
-            return whole[: m.start(2) - base] + token("secret", m.group(2)) + whole[m.end(2) - base :]
-
-        return _RAW_ESCAPED_MEMBER.sub(replace, text)
+        return _RAW_ESCAPED_MEMBER.sub(self._replacer("secret", _secret_member_value), text)
 
     def _scan(self, text: str) -> str:
         out = text
@@ -1384,6 +1379,13 @@ def _string_parts(text: str, start: int, end: int) -> list[tuple[int, int]] | No
         if max(opened + 1, start) < end:
             parts.append((max(opened + 1, start), end))
     return parts if parts and anchored else None
+
+
+def _secret_member_value(m: re.Match[str]) -> _Span | None:
+    """The value of a :data:`_RAW_ESCAPED_MEMBER` match whose name says secret."""
+    if not m.group(2) or not _is_secret_key(_json_unescaped(m.group(1))):
+        return None
+    return m.start(2), m.end(2), m.group(2)
 
 
 def _json_unescaped(name: str) -> str:
