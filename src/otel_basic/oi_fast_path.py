@@ -24,6 +24,13 @@ spans key for key against the stock handler, with hiding configs, images, tools,
   ``os.urandom`` (re-seeded in a forked child) gives that without a call per id. It is a Mersenne
   Twister, like the SDK's own default id generator: unpredictable to the app, not cryptographically
   secure (trace ids travel in plain ``traceparent`` headers anyway).
+* LlamaIndex's instrumentation ids (the dispatcher's span ids, event and span model ids, the legacy
+  callback manager's event ids, the workflow runner's run-span id) come from ``uuid.uuid4()``, an
+  ``os.urandom`` call, four or five per LLM call: the same
+  private generator makes them (same format, version-4 UUIDs). They only key LlamaIndex's and
+  OpenInference's bookkeeping of open spans; ids an app sees (workflow run ids, handler ids) are not
+  touched. With an export thread waiting for the GIL, these calls were two thirds of the LLM span's
+  GIL hand-offs (each ~15 µs of CPU).
 * ``_Span(...)`` builds a :func:`light span <_light_span_class>` instead of a pydantic model: the same
   state in slots, the same exports (every method is ``_Span``'s own, looked up when called,
   so later patches of ``_Span`` apply). Constructing the pydantic model and reading or writing its
@@ -45,6 +52,7 @@ import logging
 import os
 import random
 import threading
+import uuid
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -267,8 +275,29 @@ def _private_randbits(_: Any) -> Callable[[int], int]:
     return _ids.getrandbits
 
 
+def _private_uuid4() -> uuid.UUID:
+    return uuid.UUID(int=_ids.getrandbits(128), version=4)
+
+
+class _UuidModule:
+    """The ``uuid`` module with :func:`_private_uuid4` as its ``uuid4``; anything else is the real module's."""
+
+    uuid4 = staticmethod(_private_uuid4)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(uuid, name)
+
+
+_uuid_module = _UuidModule()
+
+
 def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, make replacement from the current value) for everything we speed up."""
+    from llama_index.core.callbacks import base as callbacks_base
+    from llama_index.core.callbacks import schema as callbacks_schema
+    from llama_index_instrumentation import dispatcher
+    from llama_index_instrumentation.base import event
+    from llama_index_instrumentation.span import base as span_base
     from openinference.instrumentation import _spans, _tracers
     from openinference.instrumentation.llama_index import _handler
 
@@ -281,7 +310,18 @@ def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
         (span, "process_instance", _plain_dispatch),
         (_spans.OpenInferenceSpan, "set_attributes", _direct_set_attributes),
         (_tracers, "randbits", _private_randbits),
+        (dispatcher, "uuid", lambda _: _uuid_module),
+        (callbacks_base, "uuid", lambda _: _uuid_module),
+        (callbacks_schema, "uuid", lambda _: _uuid_module),
+        (event, "uuid4", lambda _: _private_uuid4),
+        (span_base, "uuid4", lambda _: _private_uuid4),
     ]
+    try:  # llama-index-workflows: the run span's id
+        from workflows.runtime.types import step_function
+
+        patches.append((step_function, "uuid", lambda _: _uuid_module))
+    except ImportError:
+        pass
     if _fingerprint(span) == _KNOWN_SPAN_INIT:
         patches.append((span, "__new__", _light_new))
     else:

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import json_format
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
+
+from otel_basic.otlp_encode import encode_message
 
 _ID_KEYS = {"traceId", "spanId", "parentSpanId"}
 
@@ -34,4 +35,4 @@ def request_to_json_line(request: ExportTraceServiceRequest) -> str:
 
 
 def spans_to_json_line(spans: Sequence[ReadableSpan]) -> str:
-    return request_to_json_line(encode_spans(spans))
+    return request_to_json_line(encode_message(spans))

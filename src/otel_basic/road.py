@@ -3,7 +3,7 @@
 Read top to bottom; each stage is a small object or function with a typed result::
 
     1. PREPARE   Langfuse fields, mask, size-limit each span, once  -> list[ReadableSpan] (nothing raw past here)
-    2. ENCODE    one OTLP ExportTraceServiceRequest           -> Batch (message + span count)
+    2. ENCODE    one OTLP ExportTraceServiceRequest (otlp_encode) -> Batch (message + span count)
     3. SEND      the transport, instrumentation suppressed    -> SendResult (delivered | partial | rejected
                                                                   | retryable | too_large), one deadline
     4. SPLIT     too_large: halve and re-enter 3; a single span is shrunk, then given up as rejected
@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
@@ -42,6 +41,7 @@ from opentelemetry.util.types import AnyValue
 
 from otel_basic.langfuse_fields import langfuse_visible
 from otel_basic.limits import Limiter
+from otel_basic.otlp_encode import encode_message
 from otel_basic.spool import MASK_LEVELS, ClaimedBatch, Spool
 
 _log = logging.getLogger("otel_basic")
@@ -197,7 +197,7 @@ class Prepare:
 
 
 def encode(spans: Sequence[ReadableSpan]) -> Batch:
-    return Batch(encode_spans(spans), len(spans))
+    return Batch(encode_message(spans), len(spans))
 
 
 def count_spans(request: ExportTraceServiceRequest) -> int:

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from rich.text import Text
 from rich.tree import Tree
 
 from otel_basic.otlp_decode import ReceivedSpan, spans_from_request
+from otel_basic.otlp_encode import encode_message
 
 SPAN_KIND_ATTR = "openinference.span.kind"
 _KIND_STYLE = {
@@ -36,7 +36,7 @@ def from_readable(spans: Sequence[ReadableSpan]) -> list[ReceivedSpan]:
     """SDK spans -> ReceivedSpan, through the same OTLP encoding the exporters use."""
     if not spans:
         return []
-    return spans_from_request(encode_spans(spans))
+    return spans_from_request(encode_message(spans))
 
 
 def group_traces(spans: Iterable[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:
