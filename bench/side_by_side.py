@@ -25,11 +25,16 @@ outside any workflow: the LLM span alone, through the whole pipeline).
 
 Metric: process CPU time (user+sys of every thread, export threads included) per run, measured over
 blocks of runs that each end with a flush (so the export work the runs caused is inside the block);
+with the default (short) blocks stock's batch processor never fills a 512-span batch, so all of its export
+work happens in that flush while the app's thread waits; ``--steady`` makes the blocks long enough for it
+to export in the background three times or more, as in a long-running app, where both compete with the
+app's thread for the GIL;
 added cost = mode - off, paired per round. Event-loop lag (hello50): a task sleeping 1 ms measures
 how late it wakes; the max per batch. Export requests per run are counted by the receiver.
 
     .venv/bin/python bench/side_by_side.py                      # 3 rounds: ~4 min, +1 min per --variant
     .venv/bin/python bench/side_by_side.py --quick              # smoke run (numbers mean nothing)
+    .venv/bin/python bench/side_by_side.py --steady --png none  # long blocks: stock exports in the background too
     .venv/bin/python bench/side_by_side.py --rounds 5 --variant one_worker=OTEL_BASIC_EXPORT_WORKERS=1
 
 Where the added CPU goes: ``bench/profile_cpu.py`` (py-spy, all threads, same child processes).
@@ -78,6 +83,11 @@ LABELS = {
 }
 # Per child: measured runs per block; blocks per child (each block ends with a flush).
 RUNS = {"hello": 150, "email": 40, "hello50": 150, "llm": 300}
+# --steady: each block holds at least three of the stock BatchSpanProcessor's 512-span batches (hello and
+# LLM make 1-3 spans a run, email ~10), so stock exports in the background while the app runs, as it does
+# in a long-running process; with the short blocks above it never fills a batch and exports only in the
+# flush that ends the block, while the app's thread waits.
+STEADY_RUNS = {"hello": 1500, "email": 300, "hello50": 1500, "llm": 1500}
 QUICK_RUNS = {"hello": 6, "email": 3, "hello50": 10, "llm": 10}
 BLOCKS, QUICK_BLOCKS = 3, 1
 CONCURRENCY, QUICK_CONCURRENCY = 50, 5
@@ -300,7 +310,7 @@ def main_parent(args: argparse.Namespace) -> int:
 
     quick = args.quick
     rounds = 1 if quick else args.rounds
-    runs = dict(QUICK_RUNS if quick else RUNS)
+    runs = dict(QUICK_RUNS if quick else STEADY_RUNS if args.steady else RUNS)
     if args.runs:
         runs = {w: args.runs for w in WORKLOADS}
     blocks = QUICK_BLOCKS if quick else BLOCKS
@@ -537,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one round, tiny runs (smoke test)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--runs", type=int, default=0, help="runs per block for every workload (default: per workload)")
+    parser.add_argument(
+        "--steady", action="store_true",
+        help="blocks long enough for stock's batch processor to export in the background (STEADY_RUNS)",
+    )
     parser.add_argument(
         "--variant",
         action="append",

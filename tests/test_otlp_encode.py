@@ -154,3 +154,59 @@ def test_a_value_otlp_cannot_hold_leaves_out_that_attribute_only() -> None:
     assert encode_request(batch) == sdk_bytes(batch)
     span = encode_message(batch).resource_spans[0].scope_spans[0].spans[0]
     assert [kv.key for kv in span.attributes] == ["ok", "n"]
+
+
+def test_a_value_nested_too_deep_for_protobuf_leaves_out_that_attribute_not_the_batch() -> None:
+    # found by a hostile review: the bytes were written, parsing them back (over 100 levels) failed,
+    # and the road dropped every span of the batch
+    deep_list: Any = "x"
+    for _ in range(60):
+        deep_list = [deep_list]
+    deep_map: Any = "x"
+    for _ in range(40):
+        deep_map = {"k": deep_map}
+    shallow: Any = "x"
+    for _ in range(15):  # 75 levels: kept
+        shallow = {"k": [shallow]}
+    batch = [span_with({"list": deep_list, "map": deep_map, "ok": "kept", "shallow": shallow}), span_with({"b": 1})]
+    request = encode_message(batch)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    assert [kv.key for kv in spans[0].attributes] == ["ok", "shallow"]
+    assert [kv.key for kv in spans[1].attributes] == ["b"]
+
+
+class _OwnEncode(str):
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:  # type: ignore[override]
+        return b"EVIL"
+
+
+class _OddCompare(int):
+    def __lt__(self, other: object) -> bool:
+        return True
+
+
+def test_subclasses_are_encoded_by_their_value_and_never_poison_the_memory() -> None:
+    """A str subclass with its own ``encode`` made its key's bytes "EVIL" and left them remembered for
+    the plain key (every later span's ``llm.model_name``); protobuf reads a string's characters."""
+    first = [span_with({_OwnEncode("llm.model_name"): _OwnEncode("gpt"), "n": _OddCompare(5)})]
+    later = [span_with({"llm.model_name": "gpt"})]
+    for batch in (first, later, first, later):
+        assert encode_request(batch) == sdk_bytes(batch)
+    span = encode_message(later).resource_spans[0].scope_spans[0].spans[0]
+    assert [(kv.key, kv.value.string_value) for kv in span.attributes] == [("llm.model_name", "gpt")]
+
+
+def test_bytes_where_protobuf_takes_text_and_invalid_counts_or_times_as_the_sdk_does() -> None:
+    ctx = SpanContext(1, 2, False, TraceFlags(1))
+    scope = InstrumentationScope(b"bytes-scope", b"1.0")  # type: ignore[arg-type]  # get_tracer(b"...") makes these
+    batch = [ReadableSpan("s", ctx, None, Resource({}), {b"k": "v", None: 1}, instrumentation_scope=scope)]  # type: ignore[dict-item]
+    assert encode_request(batch) == sdk_bytes(batch)
+    for bad in (
+        ReadableSpan("s", ctx, None, Resource({}), {}, start_time=-1),
+        ReadableSpan("s", ctx, None, Resource({}), {}, start_time=True),  # type: ignore[arg-type]
+        ReadableSpan(0, ctx, None, Resource({}), {}),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(Exception):  # noqa: B017  # both encoders refuse it; the road sends a skeleton
+            sdk_bytes([bad])
+        with pytest.raises((TypeError, ValueError)):
+            encode_request([bad])
