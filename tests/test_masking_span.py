@@ -428,3 +428,20 @@ def test_json_nested_in_json_strings_many_levels_deep() -> None:
             doc = json.dumps({"a": doc})
         out = str(Masker(salt="s").mask_value("input.value", doc))
         assert "PWDEEP" not in out, levels
+
+
+def test_a_span_with_nothing_to_mask_is_not_copied_when_its_keys_are_new_string_objects() -> None:
+    """The key and value memories answer with the first equal object they saw: an equal key or value built
+    anew (OpenInference and our IO handler build "input.value" and its JSON per span) read as changed, and
+    every span was rebuilt and copied."""
+    masker = Masker(salt="s")
+
+    def span() -> ReadableSpan:
+        parts = ("input", "value", "mime_type")
+        value = " ".join(["nothing", "personal", "here", "at", "all"])
+        attrs = {".".join(parts[:2]): value, ".".join(parts[::2]): "text/plain"}
+        return ReadableSpan("step", attributes=attrs)
+
+    masker.mask_span(span())
+    again = span()
+    assert masker.mask_span(again) is again

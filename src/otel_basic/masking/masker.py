@@ -802,7 +802,7 @@ class Masker:
                             new = self._mask_text(value, 0, bound)
                         except Exception as exc:
                             new = cast(str, self._failed(key, exc))
-                    if new is not value:
+                    if new is not value and new != value:  # the memo answers with the first equal text
                         if changes is None:
                             changes = {}
                         changes[key] = new
@@ -841,7 +841,7 @@ class Masker:
             new = masks.get(key)
             if new is None:
                 new = self._mask_key(key, bound)
-            if new is not key:
+            if new is not key and new != key:  # the memory returns the first equal key object seen
                 if renames is None:
                     renames = {}
                 renames[key] = new
