@@ -169,6 +169,9 @@ def _key_bytes(key: Any) -> bytes:
 
 _pairs: dict[tuple[str, Any, type], bytes] = {}
 _PAIR_VALUE_MAX = 64  # short values recur (span kinds, model names, mime types, ids): their KeyValue is remembered
+# Fewer than keys: per-run ids (run, session, trace ids) churn it, and each entry keeps its value alive; the
+# values that recur on every span are a handful, back within a few spans after a clear.
+_PAIR_CACHE_MAX = 1024
 
 
 def _attributes(field_tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]:
@@ -198,7 +201,7 @@ def _attributes(field_tag: bytes, attributes: Mapping[str, Any] | None) -> list[
             continue
         field = _varint(len(kv)) + kv
         if short:
-            if len(pairs) >= _KEY_CACHE_MAX:
+            if len(pairs) >= _PAIR_CACHE_MAX:
                 pairs.clear()
             pairs[key, value, kind] = field
         out.append(field_tag + field)
