@@ -126,7 +126,8 @@ def test_sigint_against_an_endpoint_that_never_answers_takes_one_deadline(
     script.write_text(
         textwrap.dedent(
             """
-            import time, otel_basic
+            import faulthandler, sys, time, otel_basic
+            faulthandler.dump_traceback_later(20, exit=True, file=sys.stderr)  # a hang shows its stacks
             otel_basic.configure(install_signal_handlers=True)
             otel_basic.get_tracer("app").start_span("s").end()
             otel_basic.current().kick()
@@ -145,13 +146,13 @@ def test_sigint_against_an_endpoint_that_never_answers_takes_one_deadline(
         assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        _, stderr = proc.communicate(timeout=30)
         took = time.monotonic() - started
     finally:
         if proc.poll() is None:
             proc.kill()
     # one deadline (4 s) plus interpreter teardown; two deadlines would be 8 s or more
-    assert took < 4 + 2.5, f"exit took {took:.1f}s for a 4 s flush timeout (twice the deadline?)"
+    assert took < 4 + 2.5, f"exit took {took:.1f}s for a 4 s flush timeout (twice the deadline?)\n{stderr[-8000:]}"
     langfuse_env.blackhole(False)
     assert list((Path(env["OTEL_BASIC_SPOOL_DIR"])).rglob("*.otlp")), "the undelivered span was spooled"
 
