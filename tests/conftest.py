@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,17 @@ from otel_basic.testing import LangfuseReceiver
 pytest_plugins = ["otel_basic.testing.pytest_plugin"]
 
 SECRET = "sk-lf-test"  # the receiver's default secret key: tests search output for it
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background by a non-interactive shell (``cmd &``, ``nohup``, some CI runners)
+    inherits SIGINT *ignored*, and so does every child process it starts: the SIGINT tests would then test
+    an app that chose to ignore SIGINT (where otel-basic rightly installs no handler) and hang. An installed
+    handler is reset to the default in an exec'd child, an ignored signal is not: give pytest Python's usual
+    SIGINT handler, so children start as an app started from a terminal does."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 _OUR_ENV_PREFIXES = ("OTEL_", "LANGFUSE_", "OPENINFERENCE_", "OPENAI_")
 
