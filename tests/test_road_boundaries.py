@@ -132,8 +132,8 @@ def test_sigint_against_an_endpoint_that_never_answers_takes_one_deadline(
             otel_basic.get_tracer("app").start_span("s").end()
             otel_basic.current().kick()
             print("READY", flush=True)
-            # short sleeps: a SIGINT landing between the last eval-breaker check and the start
-            # of one long sleep() is handled only when that sleep ends (CPython), 1 run in ~30
+            # short sleeps: a signal is handled between them at the latest (conftest makes sure this
+            # child does not inherit SIGINT ignored from a suite started in the background)
             for _ in range(600):
                 time.sleep(0.1)
             """
