@@ -26,11 +26,10 @@ spans key for key against the stock handler, with hiding configs, images, tools,
   secure (trace ids travel in plain ``traceparent`` headers anyway).
 * LlamaIndex's instrumentation ids (the dispatcher's span ids, event and span model ids, the legacy
   callback manager's event ids, the workflow runner's run-span id) come from ``uuid.uuid4()``, an
-  ``os.urandom`` call, four or five per LLM call: the same
-  private generator makes them (same format, version-4 UUIDs). They only key LlamaIndex's and
-  OpenInference's bookkeeping of open spans; ids an app sees (workflow run ids, handler ids) are not
-  touched. With an export thread waiting for the GIL, these calls were two thirds of the LLM span's
-  GIL hand-offs (each ~15 µs of CPU).
+  ``os.urandom`` call, four or five per LLM call: the same private generator makes them (same format,
+  version-4 UUIDs). They only key LlamaIndex's and OpenInference's bookkeeping of open spans; ids an
+  app sees (workflow run ids, handler ids) are not touched. With an export thread waiting for the GIL,
+  these calls were two thirds of the LLM span's GIL hand-offs (each ~15 µs of CPU).
 * ``_Span(...)`` builds a :func:`light span <_light_span_class>` instead of a pydantic model: the same
   state in slots, the same exports (every method is ``_Span``'s own, looked up when called,
   so later patches of ``_Span`` apply). Constructing the pydantic model and reading or writing its

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -220,33 +220,28 @@ def _string(field_tag: bytes, text: str | bytes | None) -> bytes:
     return _ld(field_tag, data) if data else b""
 
 
-def _checked_int(n: Any, low: int, high: int) -> int:
-    if not isinstance(n, int) or isinstance(n, bool):
-        raise TypeError(f"an integer field cannot hold {type(n).__name__}")
-    plain: int = int.__int__(n)
-    if not low <= plain <= high:
-        raise ValueError(f"{plain} is out of range for this field")
-    return plain
+def _unsigned(field_tag: bytes, n: int | None, high: int, write: Callable[[int], bytes]) -> bytes:
+    """An unsigned integer field, not written at 0 or ``None``; what protobuf refuses (a bool, a float, out
+    of ``0..high``) raises, as it does there."""
+    if n.__class__ is not int or not 0 <= n <= high:
+        if n is None:
+            return b""
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"an integer field cannot hold {type(n).__name__}")
+        n = int.__int__(n)
+        if not 0 <= n <= high:
+            raise ValueError(f"{n} is out of range for this field")
+    return field_tag + write(n) if n else b""
 
 
 def _uint(field_tag: bytes, n: int | None) -> bytes:
     """A ``uint32`` field (the dropped counts)."""
-    if n.__class__ is int and 0 <= n <= 0xFFFFFFFF:
-        return field_tag + _varint(n) if n else b""
-    if n is None:
-        return b""
-    n = _checked_int(n, 0, 0xFFFFFFFF)
-    return field_tag + _varint(n) if n else b""
+    return _unsigned(field_tag, n, 0xFFFFFFFF, _varint)
 
 
 def _fixed64(field_tag: bytes, n: int | None) -> bytes:
     """A ``fixed64`` field (the times)."""
-    if n.__class__ is int and 0 <= n <= 0xFFFFFFFFFFFFFFFF:
-        return field_tag + _pack_fixed64(n) if n else b""
-    if n is None:
-        return b""
-    n = _checked_int(n, 0, 0xFFFFFFFFFFFFFFFF)
-    return field_tag + _pack_fixed64(n) if n else b""
+    return _unsigned(field_tag, n, 0xFFFFFFFFFFFFFFFF, _pack_fixed64)
 
 
 def _flags(remote: bool) -> bytes:
