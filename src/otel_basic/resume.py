@@ -101,6 +101,7 @@ def _run_attributes() -> dict[str, str]:
     try:
         found = dict(get_attributes_from_context())
     except Exception:  # a resumed run without session/user beats a failed step
+        _log.debug("could not read the run's session/user for its resumed run", exc_info=True)
         return {}
     return {k: str(found[k]) for k in ("session.id", "user.id") if found.get(k)}
 
