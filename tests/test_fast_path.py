@@ -411,6 +411,65 @@ def test_no_system_call_for_ids_per_llm_call(exporter: InMemorySpanExporter, mon
     assert len(calls) >= 4
 
 
+async def test_workflow_run_ids_without_a_system_call_per_character(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workflow run id is ten ``secrets.choice`` characters, ten ``os.urandom`` calls (ten GIL hand-offs)
+    stock. On the fast path they come from 4 KB kernel reads: same length and alphabet, uniform,
+    distinct, and a forked child does not reuse the parent's bytes. ``disable`` restores ``secrets``."""
+    import os
+    import random
+    import secrets
+    import string
+
+    from workflows import utils
+
+    reads: list[int] = []
+    real_os, real_random = os.urandom, random._urandom  # type: ignore[attr-defined]
+
+    def counting(real: Callable[[int], bytes]) -> Callable[[int], bytes]:
+        def read(n: int) -> bytes:
+            reads.append(n)
+            return real(n)
+
+        return read
+
+    monkeypatch.setattr(os, "urandom", counting(real_os))
+    monkeypatch.setattr(random, "_urandom", counting(real_random))  # what ``secrets`` reads
+    utils._nanoid()
+    assert len(reads) >= 10
+
+    assert enable_fast_path()
+    reads.clear()
+    made = [utils._nanoid() for _ in range(4000)]
+    assert len(reads) <= 10 and set(reads) == {4096}  # 40,000 characters from ten 4 KB reads
+    alphabet = string.ascii_letters + string.digits
+    assert len(set(made)) == 4000 and all(len(i) == 10 and set(i) <= set(alphabet) for i in made)
+    counts = [sum(i.count(c) for i in made) for c in alphabet]
+    expected = 40_000 / 62
+    assert sum((n - expected) ** 2 / expected for n in counts) < 150  # chi-square, 61 dof: p < 1e-8 if uniform
+
+    reads.clear()
+    await _TwoSteps().run(text="x")  # whole runs: their ids, spans, events, an LLM call
+    await _TwoSteps().run(text="y")
+    assert reads in ([], [4096])
+    assert len(exporter.get_finished_spans()) >= 6
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child must not hand out the parent's next bytes
+        os.write(write, utils._nanoid().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert child != utils._nanoid()
+
+    disable_fast_path()
+    assert utils.secrets is secrets
+
+
 # --- what a hostile review found (each failed before its fix) -------------------------------------
 
 

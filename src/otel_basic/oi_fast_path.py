@@ -30,6 +30,10 @@ spans key for key against the stock handler, with hiding configs, images, tools,
   version-4 UUIDs). They only key LlamaIndex's and OpenInference's bookkeeping of open spans; ids an
   app sees (workflow run ids, handler ids) are not touched. With an export thread waiting for the GIL,
   these calls were two thirds of the LLM span's GIL hand-offs (each ~15 µs of CPU).
+* Workflow run ids (``workflows.utils._nanoid``, ten ``secrets.choice`` calls) made ten ``os.urandom``
+  calls per run, ten more GIL hand-offs. Apps see these ids and may use them as unguessable handles,
+  so they stay kernel randomness: :class:`_BufferedSecrets` draws the same characters, uniformly,
+  from ``os.urandom`` bytes fetched 4 KB at a time (dropped in a forked child).
 * ``_Span(...)`` builds a :func:`light span <_light_span_class>` instead of a pydantic model: the same
   state in slots, the same exports (every method is ``_Span``'s own, looked up when called,
   so later patches of ``_Span`` apply). Constructing the pydantic model and reading or writing its
@@ -50,11 +54,12 @@ import inspect
 import logging
 import os
 import random
+import secrets
 import threading
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from time import time
 from types import FunctionType
 from typing import Any
@@ -290,6 +295,40 @@ class _UuidModule:
 _uuid_module = _UuidModule()
 
 
+class _BufferedSecrets:
+    """The ``secrets`` module as ``workflows.utils`` sees it: ``choice`` without a system call per character.
+
+    ``secrets.choice`` asks ``os.urandom`` for one byte per character; this hands out bytes of one
+    4 KB ``os.urandom`` read. Rejection sampling keeps it uniform; each byte is used once
+    (``next`` on a bytes iterator is atomic under the GIL, so two threads never share one); a forked
+    child drops the parent's bytes. Anything but ``choice`` is the real module's.
+    """
+
+    def __init__(self) -> None:
+        self._bytes: Iterator[int] = iter(b"")
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._bytes = iter(b"")
+
+    def choice(self, seq: Sequence[Any]) -> Any:
+        size = len(seq)
+        if not 0 < size <= 256:
+            return secrets.choice(seq)
+        limit = 256 - 256 % size
+        while True:
+            for byte in self._bytes:
+                if byte < limit:
+                    return seq[byte % size]
+            self._bytes = iter(os.urandom(4096))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(secrets, name)
+
+
+_buffered_secrets = _BufferedSecrets()
+
+
 def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, make replacement from the current value) for everything we speed up."""
     from llama_index.core.callbacks import base as callbacks_base
@@ -319,6 +358,12 @@ def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
         from workflows.runtime.types import step_function
 
         patches.append((step_function, "uuid", lambda _: _uuid_module))
+    except ImportError:
+        pass
+    try:  # llama-index-workflows: run ids
+        from workflows import utils as workflow_utils
+
+        patches.append((workflow_utils, "secrets", lambda _: _buffered_secrets))
     except ImportError:
         pass
     if _fingerprint(span) == _KNOWN_SPAN_INIT:
