@@ -156,6 +156,23 @@ async def test_each_step_is_delivered_before_the_next_step_ends(
     assert "EmailWorkflow.send_results" in langfuse_env.span_names()
 
 
+async def test_a_runs_end_sends_at_once_the_linger_is_for_steps_only(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's kick lingers so the steps ending meanwhile share one request; once the run has ended
+    nothing more of it will come, so its last spans leave at once (visibility without a flush call)."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+    monkeypatch.setenv("OTEL_BASIC_EXPORT_LINGER_MS", "1000")
+    assert otel_basic.configure().enabled
+    assert await hello_workflow.run(name="Ada") == "Hello, Ada!"
+    ended = time.monotonic()
+    while time.monotonic() < ended + 0.6 and "HelloWorkflow.run" not in langfuse_env.span_names():
+        await asyncio.sleep(0.005)
+    waited = time.monotonic() - ended
+    assert sorted(langfuse_env.span_names()) == ["HelloWorkflow.hello", "HelloWorkflow.run"], waited
+    assert waited < 0.6  # the step's linger alone would hold them for a second
+
+
 async def test_failing_tool_is_an_error_span_and_the_plan_continues(
     slow_batches: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

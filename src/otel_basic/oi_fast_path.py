@@ -27,13 +27,13 @@ spans key for key against the stock handler, with hiding configs, images, tools,
 * LlamaIndex's instrumentation ids (the dispatcher's span ids, event and span model ids, the legacy
   callback manager's event ids, the workflow runner's run-span id) come from ``uuid.uuid4()``, an
   ``os.urandom`` call, four or five per LLM call: the same private generator makes them (same format,
-  version-4 UUIDs). They only key LlamaIndex's and OpenInference's bookkeeping of open spans; ids an
-  app sees (workflow run ids, handler ids) are not touched. With an export thread waiting for the GIL,
-  these calls were two thirds of the LLM span's GIL hand-offs (each ~15 µs of CPU).
+  version-4 UUIDs). They only key LlamaIndex's and OpenInference's bookkeeping of open spans, so a
+  non-cryptographic generator is enough for them (ids an app sees: next item). With an export thread
+  waiting for the GIL, these calls were two thirds of the LLM span's GIL hand-offs (each ~15 µs of CPU).
 * Workflow run ids (``workflows.utils._nanoid``, ten ``secrets.choice`` calls) made ten ``os.urandom``
   calls per run, ten more GIL hand-offs. Apps see these ids and may use them as unguessable handles,
   so they stay kernel randomness: :class:`_BufferedSecrets` draws the same characters, uniformly,
-  from ``os.urandom`` bytes fetched 4 KB at a time (dropped in a forked child).
+  from ``os.urandom`` bytes fetched 1 KB at a time (never reused in a forked child).
 * ``_Span(...)`` builds a :func:`light span <_light_span_class>` instead of a pydantic model: the same
   state in slots, the same exports (every method is ``_Span``'s own, looked up when called,
   so later patches of ``_Span`` apply). Constructing the pydantic model and reading or writing its
@@ -59,7 +59,7 @@ import threading
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from time import time
 from types import FunctionType
 from typing import Any
@@ -295,32 +295,45 @@ class _UuidModule:
 _uuid_module = _UuidModule()
 
 
+_STOCK_CHOICE = secrets.choice
+_READ_BYTES = 1024  # about a hundred run ids per system call
+
+
 class _BufferedSecrets:
     """The ``secrets`` module as ``workflows.utils`` sees it: ``choice`` without a system call per character.
 
-    ``secrets.choice`` asks ``os.urandom`` for one byte per character; this hands out bytes of one
-    4 KB ``os.urandom`` read. Rejection sampling keeps it uniform; each byte is used once
-    (``next`` on a bytes iterator is atomic under the GIL, so two threads never share one); a forked
-    child drops the parent's bytes. Anything but ``choice`` is the real module's.
+    ``secrets.choice`` asks ``os.urandom`` for a byte per character; this hands out the bytes of one
+    1 KB ``os.urandom`` read, each once (under a lock, so also without a GIL), uniformly (rejection
+    sampling). A forked child never hands out the parent's bytes (the buffer is tied to the process
+    id). The price: up to 1 KB of the next ids' randomness sits in this process's memory before use,
+    as in any user-space random buffer. If the app replaced ``secrets.choice`` (a test pinning ids),
+    its function is used; anything but ``choice`` is the real module's.
     """
 
     def __init__(self) -> None:
-        self._bytes: Iterator[int] = iter(b"")
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._buffer = b""
+        self._at = 0
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
-        self._bytes = iter(b"")
+        self._lock = threading.Lock()  # a thread of the parent may have held it at the fork
+        self._buffer = b""
 
     def choice(self, seq: Sequence[Any]) -> Any:
         size = len(seq)
-        if not 0 < size <= 256:
+        if not 0 < size <= 256 or secrets.choice is not _STOCK_CHOICE:
             return secrets.choice(seq)
         limit = 256 - 256 % size
-        while True:
-            for byte in self._bytes:
+        with self._lock:
+            while True:
+                if self._at >= len(self._buffer) or self._pid != os.getpid():
+                    self._buffer, self._at, self._pid = os.urandom(_READ_BYTES), 0, os.getpid()
+                byte = self._buffer[self._at]
+                self._at += 1
                 if byte < limit:
                     return seq[byte % size]
-            self._bytes = iter(os.urandom(4096))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(secrets, name)
@@ -363,7 +376,8 @@ def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     try:  # llama-index-workflows: run ids
         from workflows import utils as workflow_utils
 
-        patches.append((workflow_utils, "secrets", lambda _: _buffered_secrets))
+        # an app's own replacement (deterministic ids in its tests) stays
+        patches.append((workflow_utils, "secrets", lambda own: _buffered_secrets if own is secrets else own))
     except ImportError:
         pass
     if _fingerprint(span) == _KNOWN_SPAN_INIT:

@@ -9,9 +9,9 @@ blocking. This one keeps the same batching idea with what "nothing lost, nothing
   (their batch has a :class:`~otel_basic.road.Tally`), or until its deadline, and reports which;
 * :meth:`kick` asks for an export without waiting (per-step flush). Kicks *linger*: the export
   starts ``linger`` seconds after the first kick, so the steps that end meanwhile share one
-  request (one request per step end was the largest CPU cost we added); a flush, a full batch or
-  the exit do not linger. At most ``workers`` exports are in flight, so a step that ends while one
-  export waits for a slow endpoint is sent by another;
+  request (one request per step end was the largest CPU cost we added); a run's end (nothing more
+  of it will come), a flush, a full batch or the exit do not linger. At most ``workers`` exports
+  are in flight, so a step that ends while one export waits for a slow endpoint is sent by another;
 * a full queue hands the oldest batch to the road's spool entrance (masked first, like every
   span), or, by choice, blocks the caller for a bounded time or drops; every span is counted.
 
@@ -236,10 +236,17 @@ class DeliveryProcessor(SpanProcessor):
 
     # --- flushing ----------------------------------------------------------------------------
 
-    def kick(self) -> None:
-        """Export what is queued soon (after the linger), without waiting; kicks coalesce."""
+    def kick(self, *, at_once: bool = False) -> None:
+        """Export what is queued soon (after the linger; ``at_once``: now), without waiting; kicks coalesce."""
         with self._cond:
-            if self._state.queue:
+            state = self._state
+            if not state.queue:
+                return
+            if at_once:
+                if not state.kicked:
+                    state.kicked = True
+                    self._wake_workers()
+            else:
                 self._linger_locked()
 
     def _linger_locked(self) -> None:

@@ -165,10 +165,11 @@ class Telemetry:
         except Exception as exc:  # a flush never raises: the report carries the failure
             return _failed_report(exc, started)
 
-    def kick(self) -> None:
-        """Start exporting what is queued, without waiting (per-step flush, background mode)."""
+    def kick(self, *, at_once: bool = False) -> None:
+        """Start exporting what is queued, without waiting (per-step flush, background mode); after the
+        linger that lets the steps ending meanwhile share the request, or ``at_once`` (a run ended)."""
         if self.pipeline is not None and not self._shutdown:
-            self.pipeline.processor.kick()
+            self.pipeline.processor.kick(at_once=at_once)
 
     # --- end -------------------------------------------------------------------------------
 

@@ -6,8 +6,11 @@ user workflow would otherwise send everything at the end. This span handler sits
 root dispatcher, after OpenInference's handler: when a workflow step's span ends (normally or by
 an exception), OpenInference has just ended the OpenTelemetry span, and the handler asks the
 export worker to send, without waiting (``OTEL_BASIC_STEP_FLUSH=background`` and ``wait``;
-``off`` turns it off). ``wait`` additionally awaits delivery only in steps decorated with
-``@flush_after_step``, the one place that can await.
+``off`` turns it off). A step's kick lingers (``OTEL_BASIC_EXPORT_LINGER_MS``) so the steps ending
+meanwhile share one request; the run's own end sends at once: nothing more of the run will come, and
+its last step and run span are then at the endpoint about one round trip later. ``wait``
+additionally awaits delivery only in steps decorated with ``@flush_after_step``, the one place
+that can await.
 
 A step span is recognised by its parent: a span whose parent is a workflow's run span (the span
 of a ``Workflow`` instance with a ``start_event`` argument). That needs no step parameter names
@@ -38,7 +41,7 @@ def _is_run(bound_args: Any, instance: Any) -> bool:
 
 
 class StepFlushSpanHandler(ObservingSpanHandler):
-    """Kicks the export worker each time a workflow step's span ends."""
+    """Kicks the export worker each time a workflow step's span ends (lingering), and at once when its run's ends."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,13 +73,17 @@ class StepFlushSpanHandler(ObservingSpanHandler):
 
     def _ended(self, id_: str) -> None:
         with self._guard:
-            self._runs.discard(id_)
-            if id_ not in self._steps:
+            if id_ in self._runs:
+                self._runs.discard(id_)
+                run = True
+            elif id_ in self._steps:
+                self._steps.discard(id_)
+                run = False
+            else:
                 return
-            self._steps.discard(id_)
         telemetry = active.telemetry()
         if telemetry is not None and telemetry.enabled and telemetry.settings.step_flush != "off":
-            telemetry.kick()
+            telemetry.kick(at_once=run)
 
     def span_exit(self, id_: str, bound_args: Any, instance: Any = None, result: Any = None, **kwargs: Any) -> None:
         try:
