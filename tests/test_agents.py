@@ -269,14 +269,14 @@ async def test_flush_after_step_and_the_automatic_flush_kick_once_per_step(
     assert processor is not None
     real_kick = slow_batches.kick
 
-    def kick() -> None:
-        kicks.append("kick")
-        real_kick()
+    def kick(*, at_once: bool = False) -> None:
+        kicks.append("run end" if at_once else "kick")
+        real_kick(at_once=at_once)
 
     monkeypatch.setattr(slow_batches, "kick", kick)
     monkeypatch.setattr(processor, "kick_when_ended", lambda span_id: kicks.append("kick_when_ended"))
     assert await Decorated().run() == "x"
-    assert kicks == ["kick", "kick"]
+    assert kicks == ["kick", "kick", "run end"]  # one per step, and the run's end
 
 
 CHILD = textwrap.dedent(

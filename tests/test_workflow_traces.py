@@ -173,6 +173,25 @@ async def test_a_runs_end_sends_at_once_the_linger_is_for_steps_only(
     assert waited < 0.6  # the step's linger alone would hold them for a second
 
 
+async def test_back_to_back_runs_share_requests_a_linger_apart(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's end sends at once, but not a second request within a linger of the last: ten runs ending
+    10 ms apart make two requests (the first run's, then the other nine's a linger later), not ten."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+    monkeypatch.setenv("OTEL_BASIC_EXPORT_LINGER_MS", "1000")
+    monkeypatch.setenv("OTEL_BASIC_EXPORT_WORKERS", "1")
+    assert otel_basic.configure().enabled
+    started = time.monotonic()
+    for i in range(10):
+        assert await hello_workflow.run(name=f"n{i}") == f"Hello, n{i}!"
+        await asyncio.sleep(0.01)  # an idle loop: the export worker is free to send at once each time
+    assert time.monotonic() - started < 0.9, "the runs must end within the linger for this test to mean anything"
+    spans = langfuse_env.wait_for_spans(20, timeout=5)
+    assert len(spans) == 20
+    assert len(langfuse_env.trace_requests) == 2, [len(r.spans) for r in langfuse_env.trace_requests]
+
+
 async def test_failing_tool_is_an_error_span_and_the_plan_continues(
     slow_batches: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,9 +9,10 @@ blocking. This one keeps the same batching idea with what "nothing lost, nothing
   (their batch has a :class:`~otel_basic.road.Tally`), or until its deadline, and reports which;
 * :meth:`kick` asks for an export without waiting (per-step flush). Kicks *linger*: the export
   starts ``linger`` seconds after the first kick, so the steps that end meanwhile share one
-  request (one request per step end was the largest CPU cost we added); a run's end (nothing more
-  of it will come), a flush, a full batch or the exit do not linger. At most ``workers`` exports
-  are in flight, so a step that ends while one export waits for a slow endpoint is sent by another;
+  request (one request per step end was the largest CPU cost we added); a flush, a full batch or
+  the exit do not linger, and a run's end (nothing more of it will come) only waits for a linger
+  to pass since a worker last took a batch. At most ``workers`` exports are in flight, so a step
+  that ends while one export waits for a slow endpoint is sent by another;
 * a full queue hands the oldest batch to the road's spool entrance (masked first, like every
   span), or, by choice, blocks the caller for a bounded time or drops; every span is counted.
 
@@ -79,6 +80,7 @@ class _State:
     spare_armed: float = -1.0  # the ``busy_since`` of the send a spare was last woken to watch
     kicked: bool = False  # export now (a flush waits, a batch is full)
     linger_until: float | None = None  # export at this time (a kick: coalesce what ends meanwhile)
+    taken_at: float = -1e9  # when a worker last took a batch (a run's end waits a linger after it)
     shutdown: bool = False
 
 
@@ -237,17 +239,25 @@ class DeliveryProcessor(SpanProcessor):
     # --- flushing ----------------------------------------------------------------------------
 
     def kick(self, *, at_once: bool = False) -> None:
-        """Export what is queued soon (after the linger; ``at_once``: now), without waiting; kicks coalesce."""
+        """Export what is queued soon, without waiting; kicks coalesce. A step's kick: after the linger, so
+        the steps ending meanwhile share the request. ``at_once`` (a run's end: nothing more of it will
+        come): now, or a linger after a worker last took a batch if that was sooner, so back-to-back
+        runs still share requests (run ends alone never start two exports within a linger)."""
         with self._cond:
             state = self._state
-            if not state.queue:
+            if not state.queue or state.kicked:
                 return
-            if at_once:
-                if not state.kicked:
-                    state.kicked = True
-                    self._wake_workers()
-            else:
+            if not at_once:
                 self._linger_locked()
+                return
+            due = state.taken_at + self._linger
+            if due <= time.monotonic():
+                state.kicked = True
+            elif state.linger_until is None or due < state.linger_until:
+                state.linger_until = due
+            else:
+                return  # already due sooner
+            self._wake_workers()
 
     def _linger_locked(self) -> None:
         state = self._state
@@ -396,6 +406,7 @@ class DeliveryProcessor(SpanProcessor):
             count = min(self._batch, len(state.queue))
             batch = [state.queue.popleft() for _ in range(count)]
             state.inflight[batch[0][0]] = [span for _, span in batch]
+            state.taken_at = time.monotonic()
             if not state.sending:
                 state.busy_since = time.monotonic()
             state.sending += 1
