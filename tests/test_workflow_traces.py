@@ -160,7 +160,7 @@ async def test_a_runs_end_sends_at_once_the_linger_is_for_steps_only(
     langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A step's kick lingers so the steps ending meanwhile share one request; once the run has ended
-    nothing more of it will come, so its last spans leave at once (visibility without a flush call)."""
+    normally nothing more of it comes, so its last spans leave at once (visibility without a flush call)."""
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
     monkeypatch.setenv("OTEL_BASIC_EXPORT_LINGER_MS", "1000")
     assert otel_basic.configure().enabled

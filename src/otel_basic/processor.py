@@ -10,7 +10,7 @@ blocking. This one keeps the same batching idea with what "nothing lost, nothing
 * :meth:`kick` asks for an export without waiting (per-step flush). Kicks *linger*: the export
   starts ``linger`` seconds after the first kick, so the steps that end meanwhile share one
   request (one request per step end was the largest CPU cost we added); a flush, a full batch or
-  the exit do not linger, and a run's end (nothing more of it will come) only waits for a linger
+  the exit do not linger, and a run's end (normally nothing more of it comes) only waits for a linger
   to pass since a worker last took a batch. At most ``workers`` exports are in flight, so a step
   that ends while one export waits for a slow endpoint is sent by another;
 * a full queue hands the oldest batch to the road's spool entrance (masked first, like every
@@ -240,8 +240,8 @@ class DeliveryProcessor(SpanProcessor):
 
     def kick(self, *, at_once: bool = False) -> None:
         """Export what is queued soon, without waiting; kicks coalesce. A step's kick: after the linger, so
-        the steps ending meanwhile share the request. ``at_once`` (a run's end: nothing more of it will
-        come): now, or a linger after a worker last took a batch if that was sooner, so back-to-back
+        the steps ending meanwhile share the request. ``at_once`` (a run's end: normally nothing more of it
+        comes): now, or, if a worker took a batch less than a linger ago, a linger after that, so back-to-back
         runs still share requests (run ends alone never start two exports within a linger)."""
         with self._cond:
             state = self._state

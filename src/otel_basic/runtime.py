@@ -167,7 +167,8 @@ class Telemetry:
 
     def kick(self, *, at_once: bool = False) -> None:
         """Start exporting what is queued, without waiting (per-step flush, background mode); after the
-        linger that lets the steps ending meanwhile share the request, or ``at_once`` (a run ended)."""
+        linger that lets the steps ending meanwhile share the request, or ``at_once`` (a run ended: now, unless
+        an export started less than a linger ago; see :meth:`DeliveryProcessor.kick`)."""
         if self.pipeline is not None and not self._shutdown:
             self.pipeline.processor.kick(at_once=at_once)
 

@@ -674,7 +674,8 @@ TABLE: tuple[Row, ...] = (
         _choice("background", "wait", "off"), group="otel-basic"),
     Row(("OTEL_BASIC_EXPORT_LINGER_MS",), "export_linger", "duration", _MS, "0 – 1000", "`15`",
         "A step's end starts an export this long after it, so the steps that end meanwhile share one request "
-        "(a run's end, a flush, a full batch and the exit never wait for it). `0`: one request per step end.",
+        "(a flush, a full batch and the exit never wait for it; a run's end waits only until this long has passed "
+        "since the last export started). `0`: one request per step end.",
         _number(0, 1000, scale=0.001), group="otel-basic"),
     Row(("OTEL_BASIC_EXPORT_WORKERS",), "export_workers", "int", "", "1 – 16", "`2`",
         "Exports in flight at most: the first worker sends; the others once an export has been out 20 ms "

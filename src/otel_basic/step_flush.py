@@ -7,8 +7,9 @@ root dispatcher, after OpenInference's handler: when a workflow step's span ends
 an exception), OpenInference has just ended the OpenTelemetry span, and the handler asks the
 export worker to send, without waiting (``OTEL_BASIC_STEP_FLUSH=background`` and ``wait``;
 ``off`` turns it off). A step's kick lingers (``OTEL_BASIC_EXPORT_LINGER_MS``) so the steps ending
-meanwhile share one request; the run's own end sends at once: nothing more of the run will come, and
-its last step and run span are then at the endpoint about one round trip later. ``wait``
+meanwhile share one request; the run's own end (normally nothing more of the run will come) sends at
+once, or, if an export started less than a linger ago, when that linger has passed: its last step and run
+span are at the endpoint a round trip later, and back-to-back runs still share requests. ``wait``
 additionally awaits delivery only in steps decorated with ``@flush_after_step``, the one place
 that can await.
 
@@ -41,7 +42,7 @@ def _is_run(bound_args: Any, instance: Any) -> bool:
 
 
 class StepFlushSpanHandler(ObservingSpanHandler):
-    """Kicks the export worker each time a workflow step's span ends (lingering), and at once when its run's ends."""
+    """Kicks the export worker when a workflow step's span ends (lingering) and when a run's span ends (sooner)."""
 
     def __init__(self) -> None:
         super().__init__()
