@@ -142,3 +142,23 @@ def test_the_score_sender_never_shows_credentials_of_its_url(monkeypatch: pytest
             assert "urlpassw0rd" not in repr(telemetry.scores) and "urlpassw0rd" not in repr(telemetry)
         finally:
             otel_basic.reset()
+
+
+def test_the_score_queue_is_bounded_oldest_dropped_counted_newest_delivered(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """An endpoint that refuses scores for a while must not grow the queue without bound: past 10,000
+    queued, the oldest go, the next flush says how many, and the newest 10,000 arrive once each."""
+    langfuse_env.fail_scores_next(503, count=1_000_000)  # background attempts fail while scores pile up
+    extra = 25
+    with otel_basic.get_tracer("test.scores").start_as_current_span("scored"):
+        for i in range(10_000 + extra):
+            assert otel_basic.score_current_trace(f"s{i}", float(i))
+    assert telemetry.scores is not None and telemetry.scores.queued() <= 10_000
+    langfuse_env.reset_faults()
+    report = otel_basic.flush(timeout=30)
+    assert not report and report.error is not None and f"{extra} scores dropped" in report.error, report
+    assert "score queue full" in report.error
+    names = [s["name"] for s in _wait_for_scores(langfuse_env, 10_000)]
+    assert sorted(names) == sorted(f"s{i}" for i in range(extra, 10_000 + extra))  # the newest, each once
+    assert otel_basic.flush(timeout=5)  # reported once
