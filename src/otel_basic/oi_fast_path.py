@@ -315,11 +315,11 @@ class _BufferedSecrets:
         self._pid = -1
         self._buffer = b""
         self._at = 0
-        os.register_at_fork(after_in_child=self._forget)
+        os.register_at_fork(after_in_child=self._new_lock)
 
-    def _forget(self) -> None:
-        self._lock = threading.Lock()  # a thread of the parent may have held it at the fork
-        self._buffer = b""
+    def _new_lock(self) -> None:
+        """A parent's thread may have held the lock at the fork (its bytes are refused by the pid check)."""
+        self._lock = threading.Lock()
 
     def choice(self, seq: Sequence[Any]) -> Any:
         size = len(seq)
