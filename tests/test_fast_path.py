@@ -263,14 +263,17 @@ def _collect_all(memory: InMemorySpanExporter) -> list[tuple[Any, ...]]:
     names = {s.context.span_id: s.name for s in spans}
     return sorted(
         (
-            s.name,
-            names.get(s.parent.span_id) if s.parent else None,
-            s.status.status_code.name,
-            s.status.description,
-            sorted((k, _steady(v)) for k, v in (s.attributes or {}).items()),
-            [(e.name, sorted(k for k in (e.attributes or {}))) for e in s.events],
-        )
-        for s in spans
+            (
+                s.name,
+                names.get(s.parent.span_id) if s.parent else None,
+                s.status.status_code.name,
+                s.status.description,
+                sorted((k, _steady(v)) for k, v in (s.attributes or {}).items()),
+                [(e.name, sorted(k for k in (e.attributes or {}))) for e in s.events],
+            )
+            for s in spans
+        ),
+        key=repr,  # rows may differ only where one holds None (no parent, no description)
     )
 
 

@@ -26,7 +26,9 @@ fixed here, at the source, so every exporter (Langfuse, a collector, the file) g
 
 All of it is one wrapper around ``_Span.end`` (every way a span ends goes through it), one
 around ``OpenAI._get_model_kwargs`` and one event handler; :func:`install` is idempotent and
-:func:`uninstall` restores all three.
+:func:`uninstall` restores all three. Since ``input.value`` of an LLM call is made here, OpenInference's
+JSON of the call's arguments at its start is deferred to this end (:func:`otel_basic.fast_io.settle`)
+and only made when nothing here replaced it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from openinference.semconv.trace import (
     ToolCallAttributes,
 )
 
-from otel_basic import active
+from otel_basic import active, fast_io
 
 _log = logging.getLogger("otel_basic")
 
@@ -315,9 +317,11 @@ def install() -> None:
                     exception = None
                 if self._active:
                     fix(self)
+                fast_io.settle(self)  # the LLM input OpenInference did not serialize at the start
                 original_end(self, exception)
 
             span_cls.end = end  # type: ignore[method-assign]
+        fast_io.defer_llm_inputs(True)  # input.value is made here from the prompt or messages
         dispatcher = get_dispatcher()
         if not any(isinstance(h, NestedUsageEventHandler) for h in dispatcher.event_handlers):
             dispatcher.event_handlers.insert(0, NestedUsageEventHandler())
@@ -333,6 +337,7 @@ def install() -> None:
 def uninstall() -> None:
     """Restore what :func:`install` wrapped."""
     with _lock:
+        fast_io.defer_llm_inputs(False)  # before the end wrapper goes: it settles what waits
         dispatcher = get_dispatcher()
         dispatcher.event_handlers[:] = [
             h for h in dispatcher.event_handlers if not isinstance(h, NestedUsageEventHandler)
