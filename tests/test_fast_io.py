@@ -5,11 +5,14 @@ whose ``input.value`` genai makes at the end, and the endpoint sees exactly the 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, CompletionResponse, MessageRole
+from llama_index.core.llms import MockLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools import FunctionTool
 from openinference.instrumentation import TraceConfig
@@ -95,21 +98,42 @@ async def test_workflow_inputs_are_not_serialized_twice(
 
 
 class _Undecorated(_EchoLLM):
-    """``complete`` without LlamaIndex's callback: no prompt event, so genai has no prompt to show."""
+    """``complete`` without LlamaIndex's callback (no prompt event); its body changes its arguments."""
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        kwargs.get("opts", {}).update(temperature=0.0, api_key="added by the body")
         if kwargs.get("inner"):
             _Undecorated().complete(prompt + " (inner)")
-        if kwargs.get("switch_off"):
-            fast_io.defer_llm_inputs(False)  # while this call is in flight
         return CompletionResponse(text=prompt[::-1])
+
+
+class _Uninstalling(_EchoLLM):
+    """A callback-wrapped ``complete`` during which genai is uninstalled (as shutdown or reset do)."""
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        genai.uninstall()
+        return CompletionResponse(text=prompt[::-1])
+
+
+def _stream_then_append() -> None:
+    """The app appends to the history it passed before it reads the stream."""
+    history = [ChatMessage(role=MessageRole.USER, content="first question")]
+    stream = MockLLM(max_tokens=2).stream_chat(history)
+    history.append(ChatMessage(role=MessageRole.USER, content="APPENDED later"))
+    for _ in stream:
+        pass
 
 
 async def _llm_workload() -> None:
     await _broad_workload()  # streams, an error, tools, images, a workflow
-    _Undecorated().complete("no callback ran", inner=True)
+    _Undecorated().complete("no callback ran", inner=True, opts={"temperature": 0.7})
     messages = [ChatMessage(role=MessageRole.USER, content="with tools=")]
     MockFunctionCallingLLM(max_tokens=3).chat(messages, tools=[FunctionTool.from_defaults(fn=_lookup)])
+    _stream_then_append()
+    # Over the SDK's 128-attribute limit: the oldest keys are dropped, so input.value's place decides.
+    long_chat = [ChatMessage(role=MessageRole.USER, content=f"m{i}") for i in range(70)]
+    MockLLM(max_tokens=2).chat(long_chat)
 
 
 @pytest.fixture
@@ -162,24 +186,46 @@ async def test_llm_inputs_deferred_to_the_end_are_identical(
     assert deferred == stock
     assert not fast_io._deferred, "every deferred input was settled"
     if not hide and max_waiting > 1:
-        # Serialized now only: the two calls without a callback, and the three chats given tools=
-        # (chat_with_tools's chat and the chat inside it, the explicit one), which keep the stock path.
-        assert stock_dumps >= 9
+        # Serialized by OpenInference now only: the two calls without a callback and the three chats given
+        # tools= (chat_with_tools's chat and the chat inside it, the explicit one): they keep the stock path.
+        assert stock_dumps >= 11
         assert _call_arguments(counted_dumps) == 5
 
 
-async def test_a_call_in_flight_when_deferral_stops_keeps_its_input(counted_dumps: list[Any]) -> None:
+async def test_a_call_in_flight_when_genai_is_uninstalled_keeps_its_input() -> None:
+    rows = []
+    with _instrumented(TraceConfig()) as memory:
+        for defer in (False, True):
+            genai.install()
+            assert fast_io.defer_llm_inputs(defer)
+            _Uninstalling().complete("in flight")  # its end is no longer genai's: OpenInference's JSON stays
+            rows.append(_rows(memory))
+    stock, deferred = rows
+    assert deferred == stock
+    assert len(deferred) == 1 and re.search(r"input\.value.{0,20}args.{0,10}in flight", deferred[0])
+    assert not fast_io._deferred
+
+
+async def test_a_call_starting_while_genai_is_uninstalled_is_not_left_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call has passed the unlocked check when the uninstall runs: it must not wait for an end that
+    no longer settles it."""
+    checked, uninstalled = threading.Event(), threading.Event()
+    deferrable = fast_io._deferrable
+
+    def slow(*args: Any) -> bool:
+        checked.set()
+        uninstalled.wait(5)
+        return deferrable(*args)
+
+    monkeypatch.setattr(fast_io, "_deferrable", slow)
     with _instrumented(TraceConfig()) as memory:
         genai.install()
-        try:
-            fast_io.defer_llm_inputs(False)
-            _Undecorated().complete("in flight", switch_off=True)
-            stock = _collect_all(memory)
-            assert fast_io.defer_llm_inputs(True)
-            _Undecorated().complete("in flight", switch_off=True)  # switches deferral off mid-call
-            deferred = _collect_all(memory)
-        finally:
-            genai.uninstall()
-    inputs = [dict(row[4]).get("input.value") for row in deferred]
-    assert inputs and all(value and "in flight" in value for value in inputs)
-    assert deferred == stock
+        call = threading.Thread(target=lambda: _EchoLLM().complete("racing"))
+        call.start()
+        assert checked.wait(5)
+        genai.uninstall()
+        uninstalled.set()
+        call.join()
+        rows = _rows(memory)
+    assert len(rows) == 1 and "racing" in rows[0] and "input.value" in rows[0]
+    assert not fast_io._deferred

@@ -12,16 +12,21 @@ avoids it, with one rule per kind:
   while the handler is installed.
 * **LLM calls** (:func:`defer_llm_inputs`, switched on by :mod:`otel_basic.genai`): for
   ``complete``/``chat`` and their async and streaming forms, LlamaIndex's LLM callback hands
-  OpenInference the prompt or the messages, and genai's fix makes ``input.value`` from them when the
-  span ends (the JSON of ``self`` and the prompt was ~10% of the CPU we add per ``complete()``). The
-  serialization is deferred, not dropped: the span's ``(instance, bound_args)`` wait here until
-  :func:`settle` (genai's wrapper of ``_Span.end``) runs, and only a span that genai gave no
-  ``input.value`` (no callback ran: a custom ``complete`` without LlamaIndex's decorator, a call that
-  failed before it; or ``OPENINFERENCE_HIDE_INPUT_MESSAGES`` hid the messages) is serialized then,
-  with OpenInference's own code. What differs from stock in that case: arguments the call mutated
-  are shown as they are at its end. A call passing ``tools=`` keeps the stock path (OpenInference
-  reads the tools here). At most :data:`_MAX_DEFERRED` spans wait; beyond that the oldest is
-  serialized at once, as stock would have.
+  OpenInference the prompt or the messages before the method's body runs, and genai's fix makes
+  ``input.value`` from them when the span ends (the JSON of ``self`` and the prompt was ~2% of the
+  instructions we add per ``complete()``). The serialization is deferred, not dropped: the span's
+  ``(instance, bound_args)`` wait here until :func:`settle` (genai's wrapper of ``_Span.end``), and
+  only a span that genai gave no ``input.value`` (its call failed before the callback's start event)
+  is serialized then, with OpenInference's own code. Placeholders hold ``input.value`` and
+  ``input.mime_type`` in their stock places among the span's attributes (the SDK's attribute-count
+  limit drops the oldest keys, so the place decides what survives on a long chat). Deferred only where
+  the result is the stock one: a method whose LlamaIndex callback wrapper is positively identified
+  (a custom ``complete`` without it keeps the stock path: its body could change its arguments before
+  the end); a chat only while ``OPENINFERENCE_HIDE_*`` leaves the input messages visible; a
+  function-calling LLM's call given ``tools=`` keeps the stock path (OpenInference reads the tools
+  here). At most :data:`_MAX_DEFERRED` spans wait; beyond that the oldest is serialized at once. The
+  one window left: a span ending while deferral is switched off (``genai.uninstall``, at shutdown)
+  may show the JSON of its arguments instead of genai's prompt: stock OpenInference's value, not a loss.
 
 ``otel_basic.configure`` installs both; ``tests/test_fast_io.py`` checks the endpoint sees the same
 attributes with and without each rule.
@@ -34,6 +39,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from openinference.instrumentation import TraceConfig
 from openinference.semconv.trace import SpanAttributes
 
 from otel_basic.workflows import _is_event
@@ -52,18 +58,26 @@ except ImportError:  # pragma: no cover - llama-index-core is a dependency
 _log = logging.getLogger("otel_basic")
 
 _INPUT_VALUE = SpanAttributes.INPUT_VALUE
-# The LLM methods LlamaIndex's callbacks wrap (their start event carries the prompt or the messages).
-_LLM_CALLS = frozenset(
-    ("complete", "acomplete", "stream_complete", "astream_complete", "chat", "achat", "stream_chat", "astream_chat")
+_INPUT_MIME_TYPE = SpanAttributes.INPUT_MIME_TYPE
+_COMPLETIONS = frozenset(("complete", "acomplete", "stream_complete", "astream_complete"))
+_CHATS = frozenset(("chat", "achat", "stream_chat", "astream_chat"))
+# LlamaIndex's llm_completion_callback / llm_chat_callback wrappers: their start event, sent before the
+# method's body runs, hands OpenInference the prompt or the messages.
+_CALLBACK_WRAPPERS = frozenset(
+    ("wrapped_llm_predict", "wrapped_async_llm_predict", "wrapped_llm_chat", "wrapped_async_llm_chat")
 )
 _MAX_DEFERRED = 4096
-_OTHER, _LLM, _FUNCTION_CALLING = 0, 1, 2
-_kinds: dict[type, int] = {}  # an instance's class -> which of the three (isinstance on ABCs is slow)
+_STOCK, _DEFER, _DEFER_UNLESS_TOOLS = 0, 1, 2
+# Keeps each key's place in the span's attributes until the end (the SDK's attribute-count limit drops
+# the oldest keys, so the place matters). Not a valid attribute value: never exported (settle removes it).
+_PENDING: Any = object()
 
 _lock = threading.RLock()
 _original: Callable[..., None] | None = None
 _skip_workflows = False
 _defer_llm = False
+_defer_chats = False
+_kinds: dict[tuple[type, str], int] = {}  # (class, method) -> _STOCK / _DEFER / _DEFER_UNLESS_TOOLS
 # span id -> (span, instance, bound_args) of an LLM call whose input waits for the span's end.
 _deferred: dict[str, tuple[Any, Any, Any]] = {}
 
@@ -75,22 +89,32 @@ def replaced_by_io_handler(instance: Any, arguments: dict[str, Any]) -> bool:
     return "ctx" in arguments and _is_event(arguments.get("ev"))
 
 
-def _llm_call(instance: Any, span_id: str, bound_args: Any) -> bool:
-    """A LlamaIndex LLM call method (the span id is ``Class.method-<uuid>``) without ``tools=``."""
-    if span_id.partition("-")[0].rpartition(".")[2] not in _LLM_CALLS:
-        return False
-    cls = instance.__class__
-    kind = _kinds.get(cls)
+def _kind(cls: type, method: str) -> int:
+    """How a call of ``cls.method`` is handled; deferred only where LlamaIndex's callback is positively
+    identified (its wrapper is what the dispatcher's span wraps), so genai will have the prompt or the
+    messages. Anything else (a custom ``complete`` without the callback, another llama-index version)
+    keeps the stock path."""
+    if method not in _COMPLETIONS and (method not in _CHATS or not _defer_chats):
+        return _STOCK
+    if not issubclass(cls, _BaseLLM):
+        return _STOCK
+    wrapped = getattr(getattr(cls, method, None), "__wrapped__", None)
+    code = getattr(wrapped, "__code__", None)
+    if code is None or code.co_name not in _CALLBACK_WRAPPERS:
+        return _STOCK
+    # OpenInference reads ``tools`` of a function-calling LLM's call at the start: such a call keeps its path.
+    return _DEFER_UNLESS_TOOLS if issubclass(cls, _FunctionCallingLLM) else _DEFER
+
+
+def _deferrable(instance: Any, span_id: str, bound_args: Any) -> bool:
+    """An LLM call whose ``input.value`` genai makes (the span id is ``Class.method-<uuid>``)."""
+    key = (instance.__class__, span_id.partition("-")[0].rpartition(".")[2])
+    kind = _kinds.get(key)
     if kind is None:
         if len(_kinds) >= 1024:  # classes made at run time: bounded
             _kinds.clear()
-        kind = _kinds[cls] = (
-            _FUNCTION_CALLING
-            if isinstance(instance, _FunctionCallingLLM)
-            else (_LLM if isinstance(instance, _BaseLLM) else _OTHER)
-        )
-    # OpenInference reads ``tools`` of a function-calling LLM's call at the start: that call keeps its path.
-    return kind == _LLM or (kind == _FUNCTION_CALLING and "tools" not in bound_args.kwargs)
+        kind = _kinds[key] = _kind(*key)
+    return kind == _DEFER or (kind == _DEFER_UNLESS_TOOLS and "tools" not in bound_args.kwargs)
 
 
 def _io_handler_installed() -> bool:
@@ -105,33 +129,48 @@ def _process_input(self: Any, instance: Any, bound_args: Any) -> None:
         return
     if _skip_workflows and replaced_by_io_handler(instance, bound_args.arguments):
         return
-    if _defer_llm and _llm_call(instance, self.id_, bound_args):
-        if len(_deferred) >= _MAX_DEFERRED:
-            _serialize_oldest(original)
-        _deferred[self.id_] = (self, instance, bound_args)
-        return
+    if _defer_llm and _deferrable(instance, self.id_, bound_args):
+        with _lock:  # checked again: switching deferral off must not miss an entry made meanwhile
+            if _defer_llm:
+                if len(_deferred) >= _MAX_DEFERRED:
+                    _serialize_locked(_deferred.pop(next(iter(_deferred))))
+                attributes = self._attributes
+                attributes[_INPUT_VALUE] = attributes[_INPUT_MIME_TYPE] = _PENDING
+                _deferred[self.id_] = (self, instance, bound_args)
+                return
     original(self, instance, bound_args)
 
 
-def _serialize_oldest(original: Callable[..., None]) -> None:
-    try:
-        with _lock:
-            oldest = next(iter(_deferred))
-            span, instance, bound_args = _deferred.pop(oldest)
-        original(span, instance, bound_args)
-    except (StopIteration, KeyError, RuntimeError):  # emptied or changed by another thread meanwhile
-        _log.debug("fast_io: the oldest deferred input was settled meanwhile")
+def _serialize_locked(entry: tuple[Any, Any, Any]) -> None:
+    """OpenInference's own serialization of a deferred input, where nothing replaced it (lock held)."""
+    span, instance, bound_args = entry
+    if _original is not None and span._attributes.get(_INPUT_VALUE) is _PENDING:
+        try:
+            _original(span, instance, bound_args)
+        except Exception:  # OpenInference's own code; telemetry must never break the app's LLM call
+            _log.debug("fast_io: deferred input not serialized", exc_info=True)
+    _drop_placeholders(span._attributes)
+
+
+def _drop_placeholders(attributes: dict[str, Any]) -> None:
+    for key in (_INPUT_VALUE, _INPUT_MIME_TYPE):
+        if attributes.get(key) is _PENDING:
+            del attributes[key]
 
 
 def settle(span: Any) -> None:
     """At an LLM span's end, after genai's fix: serialize the deferred input if nothing replaced it."""
-    entry = _deferred.pop(span.id_, None)
-    if entry is None or _INPUT_VALUE in span._attributes or _original is None:
+    attributes = span._attributes
+    if attributes.get(_INPUT_VALUE) is not _PENDING:  # genai (or an event) made it: the common case
+        _deferred.pop(span.id_, None)
+        if attributes.get(_INPUT_MIME_TYPE) is _PENDING:
+            del attributes[_INPUT_MIME_TYPE]
         return
-    try:
-        _original(span, entry[1], entry[2])
-    except Exception:  # OpenInference's own code; telemetry must never break the app's LLM call
-        _log.debug("fast_io: deferred input not serialized", exc_info=True)
+    with _lock:
+        entry = _deferred.pop(span.id_, None)
+        if entry is not None:
+            _serialize_locked(entry)
+        _drop_placeholders(attributes)
 
 
 def _patch() -> bool:
@@ -181,25 +220,24 @@ def uninstall() -> None:
 
 
 def defer_llm_inputs(on: bool) -> bool:
-    """Switch the LLM rule (genai's install and uninstall do); False when it cannot apply.
+    """Switch the LLM rule (genai's install and uninstall do); False when it cannot apply. Chat calls
+    are deferred only while ``OPENINFERENCE_HIDE_INPUTS`` / ``OPENINFERENCE_HIDE_INPUT_MESSAGES`` leave
+    the input messages visible (read now, as genai and OpenInference read them): hidden, genai makes no
+    ``input.value`` for a chat, and OpenInference's own, made at the start, stays.
 
-    Switching it off serializes every input still waiting, so no span loses its ``input.value``."""
-    global _defer_llm
+    Switching it off serializes every input still waiting (as it is now), so no span loses its
+    ``input.value``; no call started afterwards is deferred."""
+    global _defer_llm, _defer_chats
     with _lock:
+        _kinds.clear()
         if on:
             if not _patch():
                 return False
-            _defer_llm = True
+            config = TraceConfig()
+            _defer_llm, _defer_chats = True, not (config.hide_inputs or config.hide_input_messages)
             return True
         _defer_llm = False
-        waiting = list(_deferred.values())
-        _deferred.clear()
-        original = _original
+        while _deferred:
+            _serialize_locked(_deferred.pop(next(iter(_deferred))))
         _unpatch_if_unused()
-    if original is not None:
-        for span, instance, bound_args in waiting:
-            try:
-                original(span, instance, bound_args)
-            except Exception:  # OpenInference's own code; never the app's problem
-                _log.debug("fast_io: deferred input not serialized", exc_info=True)
     return True

@@ -321,7 +321,7 @@ def install() -> None:
                 original_end(self, exception)
 
             span_cls.end = end  # type: ignore[method-assign]
-        fast_io.defer_llm_inputs(True)  # input.value is made here from the prompt or messages
+        fast_io.defer_llm_inputs(True)  # input.value is made here from the prompt or the messages
         dispatcher = get_dispatcher()
         if not any(isinstance(h, NestedUsageEventHandler) for h in dispatcher.event_handlers):
             dispatcher.event_handlers.insert(0, NestedUsageEventHandler())
