@@ -102,3 +102,20 @@ def test_profile_cpu_quick(profiler: str) -> None:
     assert proc.stdout.startswith("## Where the CPU goes") and _has_table(proc.stdout)
     if profiler == "py-spy":
         assert "export: " in proc.stdout and "**total**" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["off", "stock", "ours"])
+def test_instructions_child_runs(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench/instructions.py`` runs its children under valgrind (minutes each, too slow here): its child
+    alone, the part that rots when the workloads' or the setups' code changes."""
+    from otel_basic.testing import LangfuseReceiver
+
+    with LangfuseReceiver() as receiver:
+        for key, value in receiver.env().items():
+            if key != "LANGFUSE_BASE_URL":
+                monkeypatch.setenv(key, value)
+        proc = _run([str(BENCH / "instructions.py"), "--child", mode, "email", "2", receiver.base_url])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if mode != "off":
+        assert receiver.spans, "the child's spans reached the receiver"

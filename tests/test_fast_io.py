@@ -58,6 +58,19 @@ async def _spans(receiver: LangfuseReceiver, *, fast: bool) -> list[tuple[str, l
     )
 
 
+@pytest.fixture
+def counted_dumps(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    dumped: list[Any] = []
+    original = _handler.safe_json_dumps
+
+    def counting(obj: Any, *args: Any, **kwargs: Any) -> str:
+        dumped.append(obj)
+        return str(original(obj, *args, **kwargs))
+
+    monkeypatch.setattr(_handler, "safe_json_dumps", counting)
+    return dumped
+
+
 async def test_endpoint_sees_the_same_attributes(langfuse_env: LangfuseReceiver) -> None:
     stock = await _spans(langfuse_env, fast=False)
     fast = await _spans(langfuse_env, fast=True)
@@ -68,16 +81,9 @@ async def test_endpoint_sees_the_same_attributes(langfuse_env: LangfuseReceiver)
 
 
 async def test_workflow_inputs_are_not_serialized_twice(
-    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+    langfuse_env: LangfuseReceiver, counted_dumps: list[Any]
 ) -> None:
-    dumped: list[Any] = []
-    original = _handler.safe_json_dumps
-
-    def counting(obj: Any, *args: Any, **kwargs: Any) -> str:
-        dumped.append(obj)
-        return str(original(obj, *args, **kwargs))
-
-    monkeypatch.setattr(_handler, "safe_json_dumps", counting)
+    dumped = counted_dumps
     otel_basic.configure()
     fast_io.uninstall()
 
@@ -134,19 +140,6 @@ async def _llm_workload() -> None:
     # Over the SDK's 128-attribute limit: the oldest keys are dropped, so input.value's place decides.
     long_chat = [ChatMessage(role=MessageRole.USER, content=f"m{i}") for i in range(70)]
     MockLLM(max_tokens=2).chat(long_chat)
-
-
-@pytest.fixture
-def counted_dumps(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    dumped: list[Any] = []
-    original = _handler.safe_json_dumps
-
-    def counting(obj: Any, *args: Any, **kwargs: Any) -> str:
-        dumped.append(obj)
-        return str(original(obj, *args, **kwargs))
-
-    monkeypatch.setattr(_handler, "safe_json_dumps", counting)
-    return dumped
 
 
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z")
