@@ -15,8 +15,11 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools import FunctionTool
+from llama_index_instrumentation import get_dispatcher
 from openinference.instrumentation import TraceConfig
-from openinference.instrumentation.llama_index import _handler
+from openinference.instrumentation.llama_index import LlamaIndexInstrumentor, _handler
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import otel_basic
 from basic.email_workflow import EmailWorkflow
@@ -24,7 +27,7 @@ from basic.llm import OfflineLLM
 from basic.samples import SAMPLE_EMAILS
 from basic.workflow import HelloWorkflow
 from otel_basic import fast_io, genai
-from otel_basic.instrumentation import enable_fast_path
+from otel_basic.instrumentation import disable_fast_path, enable_fast_path
 from otel_basic.testing import LangfuseReceiver
 from tests.test_fast_path import _broad_workload, _collect_all, _EchoLLM, _instrumented, _lookup
 
@@ -122,6 +125,41 @@ class _Uninstalling(_EchoLLM):
         return CompletionResponse(text=prompt[::-1])
 
 
+class _UndecoratedParent(_EchoLLM):
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        kwargs.get("opts", {}).update(api_key="added by the parent")
+        return CompletionResponse(text=prompt[::-1])
+
+
+class _DecoratedChild(_UndecoratedParent):
+    """Its inner span (``super().complete``) carries the child's class name but wraps the parent's
+    function, which has no callback and changes its arguments."""
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return super().complete(prompt, formatted=formatted, **kwargs)
+
+
+class _Replaced(_EchoLLM):
+    """Its ``complete`` is replaced at run time by a function with a span but without the callback."""
+
+
+@get_dispatcher(__name__).span
+def _replacement(self: Any, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+    kwargs.get("opts", {}).update(api_key="added by the replacement")
+    return CompletionResponse(text=prompt)
+
+
+def _replaced_after_first_call() -> None:
+    original = _Replaced.complete
+    _Replaced().complete("first")
+    _Replaced.complete = _replacement  # type: ignore[method-assign]
+    try:
+        _Replaced().complete("second", opts={"temperature": 0.7})
+    finally:
+        _Replaced.complete = original  # type: ignore[method-assign]
+
+
 def _stream_then_append() -> None:
     """The app appends to the history it passed before it reads the stream."""
     history = [ChatMessage(role=MessageRole.USER, content="first question")]
@@ -140,6 +178,8 @@ async def _llm_workload() -> None:
     # Over the SDK's 128-attribute limit: the oldest keys are dropped, so input.value's place decides.
     long_chat = [ChatMessage(role=MessageRole.USER, content=f"m{i}") for i in range(70)]
     MockLLM(max_tokens=2).chat(long_chat)
+    _DecoratedChild().complete("super", opts={"temperature": 0.7})
+    _replaced_after_first_call()
 
 
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z")
@@ -179,10 +219,11 @@ async def test_llm_inputs_deferred_to_the_end_are_identical(
     assert deferred == stock
     assert not fast_io._deferred, "every deferred input was settled"
     if not hide and max_waiting > 1:
-        # Serialized by OpenInference now only: the two calls without a callback and the three chats given
-        # tools= (chat_with_tools's chat and the chat inside it, the explicit one): they keep the stock path.
-        assert stock_dumps >= 11
-        assert _call_arguments(counted_dumps) == 5
+        # Serialized by OpenInference at the start now only: the two calls without a callback, the three chats
+        # given tools= (chat_with_tools's chat, the chat inside it, the explicit one), the super() call into a
+        # parent without the callback and the replaced complete(): they keep the stock path.
+        assert stock_dumps >= 13
+        assert _call_arguments(counted_dumps) == 7
 
 
 async def test_a_call_in_flight_when_genai_is_uninstalled_keeps_its_input() -> None:
@@ -222,3 +263,25 @@ async def test_a_call_starting_while_genai_is_uninstalled_is_not_left_waiting(mo
         rows = _rows(memory)
     assert len(rows) == 1 and "racing" in rows[0] and "input.value" in rows[0]
     assert not fast_io._deferred
+
+
+def test_calls_that_are_not_recorded_leave_nothing_waiting() -> None:
+    """Sampled out: OpenInference never ends a streamed span that is not recording, so nothing may wait."""
+    disable_fast_path()
+    instrumentor = LlamaIndexInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    instrumentor.instrument(tracer_provider=provider, config=TraceConfig())
+    enable_fast_path()
+    genai.install()
+    try:
+        for _ in _EchoLLM().stream_complete("sampled out"):
+            pass
+        _EchoLLM().complete("sampled out")
+        assert not fast_io._deferred
+    finally:
+        genai.uninstall()
+        instrumentor.uninstrument()
+        disable_fast_path()
+        provider.shutdown()

@@ -20,11 +20,14 @@ avoids it, with one rule per kind:
   is serialized then, with OpenInference's own code. Placeholders hold ``input.value`` and
   ``input.mime_type`` in their stock places among the span's attributes (the SDK's attribute-count
   limit drops the oldest keys, so the place decides what survives on a long chat). Deferred only where
-  the result is the stock one: a method whose LlamaIndex callback wrapper is positively identified
-  (a custom ``complete`` without it keeps the stock path: its body could change its arguments before
-  the end); a chat only while ``OPENINFERENCE_HIDE_*`` leaves the input messages visible; a
-  function-calling LLM's call given ``tools=`` keeps the stock path (OpenInference reads the tools
-  here). At most :data:`_MAX_DEFERRED` spans wait; beyond that the oldest is serialized at once. The
+  the result is the stock one: a recorded span (a sampled-out stream is never ended by OpenInference);
+  a method whose LlamaIndex callback wrapper is positively identified, looked up each call (a custom
+  ``complete`` without it, or one replaced at run time, keeps the stock path: its body could change
+  its arguments before the end); not a call of the same ``Class.method`` inside itself
+  (``super().complete(...)``: the span names the instance's class but may wrap a parent's function
+  without the callback); a chat only while ``OPENINFERENCE_HIDE_*`` leaves the input messages
+  visible; a function-calling LLM's call given ``tools=`` keeps the stock path (OpenInference reads
+  the tools here). At most :data:`_MAX_DEFERRED` spans wait; beyond that the oldest is serialized at once. The
   one window left: a span ending while deferral is switched off (``genai.uninstall``, at shutdown)
   may show the JSON of its arguments instead of genai's prompt: stock OpenInference's value, not a loss.
 
@@ -77,7 +80,8 @@ _original: Callable[..., None] | None = None
 _skip_workflows = False
 _defer_llm = False
 _defer_chats = False
-_kinds: dict[tuple[type, str], int] = {}  # (class, method) -> _STOCK / _DEFER / _DEFER_UNLESS_TOOLS
+# (class, method) -> (the function it resolved to, _STOCK / _DEFER / _DEFER_UNLESS_TOOLS)
+_kinds: dict[tuple[type, str], tuple[Any, int]] = {}
 # span id -> (span, instance, bound_args) of an LLM call whose input waits for the span's end.
 _deferred: dict[str, tuple[Any, Any, Any]] = {}
 
@@ -89,32 +93,53 @@ def replaced_by_io_handler(instance: Any, arguments: dict[str, Any]) -> bool:
     return "ctx" in arguments and _is_event(arguments.get("ev"))
 
 
-def _kind(cls: type, method: str) -> int:
-    """How a call of ``cls.method`` is handled; deferred only where LlamaIndex's callback is positively
-    identified (its wrapper is what the dispatcher's span wraps), so genai will have the prompt or the
-    messages. Anything else (a custom ``complete`` without the callback, another llama-index version)
-    keeps the stock path."""
-    if method not in _COMPLETIONS and (method not in _CHATS or not _defer_chats):
+def _kind(cls: type, method: str, function: Any) -> int:
+    """How a call of ``function`` (``cls.method``) is handled; deferred only where LlamaIndex's callback is
+    positively identified (its wrapper is what the dispatcher's span wraps), so genai will have the prompt
+    or the messages. Anything else (a custom ``complete`` without the callback, another llama-index
+    version) keeps the stock path."""
+    if method in _CHATS and not _defer_chats:
         return _STOCK
     if not issubclass(cls, _BaseLLM):
         return _STOCK
-    wrapped = getattr(getattr(cls, method, None), "__wrapped__", None)
-    code = getattr(wrapped, "__code__", None)
+    code = getattr(getattr(function, "__wrapped__", None), "__code__", None)
     if code is None or code.co_name not in _CALLBACK_WRAPPERS:
         return _STOCK
     # OpenInference reads ``tools`` of a function-calling LLM's call at the start: such a call keeps its path.
     return _DEFER_UNLESS_TOOLS if issubclass(cls, _FunctionCallingLLM) else _DEFER
 
 
-def _deferrable(instance: Any, span_id: str, bound_args: Any) -> bool:
-    """An LLM call whose ``input.value`` genai makes (the span id is ``Class.method-<uuid>``)."""
-    key = (instance.__class__, span_id.partition("-")[0].rpartition(".")[2])
-    kind = _kinds.get(key)
-    if kind is None:
+def _defined(cls: type, method: str) -> Any:
+    """The function ``cls.method`` resolves to (looked up each call: a class may replace it at run time)."""
+    for klass in cls.__mro__:
+        found = klass.__dict__.get(method)
+        if found is not None:
+            return found
+    return None
+
+
+def _deferrable(span: Any, instance: Any, bound_args: Any) -> bool:
+    """An LLM call whose ``input.value`` genai makes (the span id is ``InstanceClass.method-<uuid>``)."""
+    name = span.id_.partition("-")[0]
+    method = name.rpartition(".")[2]
+    if (method not in _COMPLETIONS and method not in _CHATS) or not span._active:
+        return False  # not an LLM call, or a span that is not recorded (sampled out: nothing to defer)
+    cls = instance.__class__
+    function = _defined(cls, method)
+    cached = _kinds.get((cls, method))
+    if cached is None or cached[0] is not function:
         if len(_kinds) >= 1024:  # classes made at run time: bounded
             _kinds.clear()
-        kind = _kinds[key] = _kind(*key)
-    return kind == _DEFER or (kind == _DEFER_UNLESS_TOOLS and "tools" not in bound_args.kwargs)
+        cached = _kinds[cls, method] = (function, _kind(cls, method, function))
+    kind = cached[1]
+    if kind == _STOCK:
+        return False
+    parent = span._parent
+    if parent is not None and parent.id_.partition("-")[0] == name:
+        # ``super().complete(...)`` inside the call: the span's id names the instance's class, so this inner
+        # span may wrap a parent class's function without the callback. The stock path, to be sure.
+        return False
+    return kind == _DEFER or "tools" not in bound_args.kwargs
 
 
 def _io_handler_installed() -> bool:
@@ -129,16 +154,27 @@ def _process_input(self: Any, instance: Any, bound_args: Any) -> None:
         return
     if _skip_workflows and replaced_by_io_handler(instance, bound_args.arguments):
         return
-    if _defer_llm and _deferrable(instance, self.id_, bound_args):
+    if _defer_llm and _deferrable(self, instance, bound_args):
         with _lock:  # checked again: switching deferral off must not miss an entry made meanwhile
             if _defer_llm:
-                if len(_deferred) >= _MAX_DEFERRED:
-                    _serialize_locked(_deferred.pop(next(iter(_deferred))))
+                if len(_deferred) >= _MAX_DEFERRED and (oldest := _pop_oldest()) is not None:
+                    _serialize_locked(oldest)
                 attributes = self._attributes
                 attributes[_INPUT_VALUE] = attributes[_INPUT_MIME_TYPE] = _PENDING
                 _deferred[self.id_] = (self, instance, bound_args)
                 return
     original(self, instance, bound_args)
+
+
+def _pop_oldest() -> tuple[Any, Any, Any] | None:
+    """The oldest waiting entry (lock held), or None. A span's end settles without the lock when genai made
+    its input (the common case), so an entry may go between looking and taking: then the next one."""
+    while _deferred:
+        try:
+            return _deferred.pop(next(iter(_deferred)))
+        except (KeyError, RuntimeError, StopIteration):
+            continue
+    return None
 
 
 def _serialize_locked(entry: tuple[Any, Any, Any]) -> None:
@@ -237,7 +273,7 @@ def defer_llm_inputs(on: bool) -> bool:
             _defer_llm, _defer_chats = True, not (config.hide_inputs or config.hide_input_messages)
             return True
         _defer_llm = False
-        while _deferred:
-            _serialize_locked(_deferred.pop(next(iter(_deferred))))
+        while (oldest := _pop_oldest()) is not None:
+            _serialize_locked(oldest)
         _unpatch_if_unused()
     return True
