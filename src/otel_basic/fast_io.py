@@ -199,8 +199,7 @@ def settle(span: Any) -> None:
     attributes = span._attributes
     if attributes.get(_INPUT_VALUE) is not _PENDING:  # genai (or an event) made it: the common case
         _deferred.pop(span.id_, None)
-        if attributes.get(_INPUT_MIME_TYPE) is _PENDING:
-            del attributes[_INPUT_MIME_TYPE]
+        _drop_placeholders(attributes)
         return
     with _lock:
         entry = _deferred.pop(span.id_, None)
