@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
-.venv/bin/pytest -m "not phoenix" -q "$@"
+# One process per core, at most 4 (the tests start their own servers and child processes); worksteal
+# balances the few long tests (the wheel build, the fault matrix, the bench smoke runs). `-n 0`: serial.
+.venv/bin/pytest -m "not phoenix" -q -n auto --maxprocesses 4 --dist worksteal "$@"
 if [ "${CI:-}" = "true" ] || [ "${OTEL_BASIC_PHOENIX:-}" = "1" ]; then
   scripts/phoenix-test.sh
 fi
