@@ -423,9 +423,10 @@ def _report(
         "endpoint latency. Stock: force_flush runs *inside* the step, while its own span is still open, so\n"
         "a step's span leaves with the next step's flush (the last step's with the end-of-batch flush).\n"
         "ours_off only exports on the 1 s timer or the final flush, so its visibility is not a target.\n"
-        "Ours sends one export at a time: a step that ends while an export is in flight waits for it,\n"
-        "so with 50 ms endpoints visibility is between 1 and 2 round trips; at N=50 the export worker also\n"
-        "competes for the GIL with 50 CPU-bound runs, so spans also wait in its queue."
+        "Ours: a step's end lingers 15 ms (a run's end does not); against a fast endpoint one export is in\n"
+        "flight, against a slow one up to OTEL_BASIC_EXPORT_WORKERS (4), a step that ends while one is out\n"
+        "waiting at most 20 ms for a spare, then its own round trip. The export threads share the GIL with\n"
+        "the CPU-bound runs: each socket call hands it over and waits up to a switch interval (5 ms) for it."
     )
     print()
 

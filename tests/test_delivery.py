@@ -371,3 +371,24 @@ def test_a_span_that_ends_while_an_export_waits_on_a_slow_endpoint_does_not_wait
     took = time.monotonic() - started
     assert took < 1.5, f"second span took {took:.2f} s: it waited for the first export (~1.8 s)"
     assert sorted(langfuse_env.span_names()) == ["first", "second"]
+
+
+def test_steps_ending_faster_than_a_slow_endpoint_answers_do_not_queue_behind_two_exports(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """Runs that end faster than a distant endpoint answers (a 50 ms Langfuse, 20 ms runs) used to find
+    both default workers out and wait for one to come back (visibility p99 120 ms with a 50 ms endpoint on a
+    slow machine). The default leaves room for a third export in flight: its span waits one round trip."""
+    langfuse_env.set_delay(1.5)
+    tracer = otel_basic.get_tracer("test.spares")
+    for name in ("first", "second"):
+        tracer.start_span(name).end()
+        telemetry.kick(at_once=True)
+        time.sleep(0.2)  # each export is out, waiting for its answer
+    started = time.monotonic()
+    tracer.start_span("third").end()
+    telemetry.kick(at_once=True)
+    langfuse_env.wait_for_spans(3, timeout=10)
+    took = time.monotonic() - started
+    assert took < 2.1, f"third span took {took:.2f} s: it waited for an export to come back (~2.6 s)"
+    assert sorted(langfuse_env.span_names()) == ["first", "second", "third"]

@@ -97,7 +97,7 @@ class DeliveryProcessor(SpanProcessor):
         overflow_policy: str = "spool",
         block_timeout: float = 1.0,
         max_force_flush: float = 5.0,
-        workers: int = 2,
+        workers: int = 4,
         idle_interval: float = 5.0,
         linger: float = 0.015,
         after_delivery: Callable[[float], object] | None = None,

@@ -199,7 +199,7 @@ class Settings:
     #: One batch export, retries included (OTEL_BSP_EXPORT_TIMEOUT), seconds.
     batch_export_timeout: float = 30.0
     overflow: Overflow = "spool"
-    export_workers: int = 2
+    export_workers: int = 4
     export_linger: float = 0.015
     # sampling and span limits (the SDK's own variables, parsed here so a change rebuilds)
     traces_sampler: str = "parentbased_always_on"
@@ -677,9 +677,10 @@ TABLE: tuple[Row, ...] = (
         "(a flush, a full batch and the exit never wait for it; a run's end waits only until this long has passed "
         "since the last export started). `0`: one request per step end.",
         _number(0, 1000, scale=0.001), group="otel-basic"),
-    Row(("OTEL_BASIC_EXPORT_WORKERS",), "export_workers", "int", "", "1 – 16", "`2`",
+    Row(("OTEL_BASIC_EXPORT_WORKERS",), "export_workers", "int", "", "1 – 16", "`4`",
         "Exports in flight at most: the first worker sends; the others once an export has been out 20 ms "
-        "on a slow endpoint (its last three answers each over 20 ms), or 1 s on a fast one.",
+        "on a slow endpoint (its last three answers each over 20 ms), or 1 s on a fast one. Against a distant "
+        "endpoint, with runs ending faster than one round trip, two were too few (bench/RESULTS.md).",
         _number(1, 16, integer=True), group="otel-basic"),
     Row(("OTEL_BASIC_OVERFLOW",), "overflow", "enum", "", "spool, block, drop", "`spool`",
         "When the queue is full: `spool` writes the oldest batch to disk; `block` makes the producer wait up "
