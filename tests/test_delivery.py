@@ -233,7 +233,7 @@ def test_unconfigured_flush_langfuse_is_a_noop() -> None:
     started = time.monotonic()
     for _ in range(3):
         assert not obs.flush_langfuse().enabled
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 4.0  # none waited for a flush deadline (5 s)
 
 
 async def test_run_workflow_with_flush_returns_result_and_reraises(

@@ -263,7 +263,8 @@ def test_every_setting_valid_invalid_extreme(
         assert SECRET not in str(info.value)
         return
     s = load_settings(env)
-    assert time.monotonic() - started < 1.0
+    # No quadratic parse of a 10-100 KB value (that would take minutes); generous, the suite runs in parallel.
+    assert time.monotonic() - started < 10.0
     mine = [w for w in s.warnings if w.startswith(variable + ":")]
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"otel-basic: {variable}:")]
     if kind == "valid":
