@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 from llama_index.core.llms import MockLLM
@@ -392,3 +394,43 @@ def test_steps_ending_faster_than_a_slow_endpoint_answers_do_not_queue_behind_tw
     took = time.monotonic() - started
     assert took < 2.1, f"third span took {took:.2f} s: it waited for an export to come back (~2.6 s)"
     assert sorted(langfuse_env.span_names()) == ["first", "second", "third"]
+
+
+def _wait_named(receiver: LangfuseReceiver, name: str, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while name not in receiver.span_names():
+        assert time.monotonic() < end, f"{name} did not arrive within {timeout} s"
+        time.sleep(0.01)
+
+
+def test_a_span_that_ends_during_a_spool_replay_to_a_slow_endpoint_does_not_wait_for_the_replay(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """After a success the worker replays up to 8 spooled batches; that replay is a send like any other, so
+    a spare takes the span that ends meanwhile. (It used to wait for the whole replay, 8 round trips, with the
+    spares asleep: found by a hostile review.)"""
+    tracer = otel_basic.get_tracer("test.replay")
+    langfuse_env.blackhole(True)
+    for i in range(10):  # ten batches wait in the spool
+        tracer.start_span(f"old{i}").end()
+        assert not otel_basic.flush(timeout=0.15)
+    langfuse_env.reset_faults()  # the held exports fail now, and go to the spool
+    spool = Path(os.environ["OTEL_BASIC_SPOOL_DIR"])
+    end = time.monotonic() + 10
+    while sum(len(files) for _, _, files in os.walk(spool)) < 10:
+        assert time.monotonic() < end, "the ten batches did not reach the spool"
+        time.sleep(0.02)
+    time.sleep(0.3)  # every worker done with its failure: the next span is the primary's, and so is the replay
+    langfuse_env.set_delay(0.5)
+    tracer.start_span("first").end()
+    telemetry.kick(at_once=True)  # delivered, then the worker replays the spool: 8 batches, 4 s
+    _wait_named(langfuse_env, "first", timeout=10)
+    time.sleep(0.1)
+    started = time.monotonic()
+    tracer.start_span("during-replay").end()
+    telemetry.kick(at_once=True)
+    _wait_named(langfuse_env, "during-replay", timeout=15)
+    took = time.monotonic() - started
+    assert took < 2.0, f"the span took {took:.2f} s: it waited for the replay (~4 s)"
+    assert otel_basic.flush(timeout=15), "everything, the spool included, arrives in the end"
+    assert sorted(langfuse_env.span_names()) == sorted(["first", "during-replay", *(f"old{i}" for i in range(10))])

@@ -356,7 +356,7 @@ class DeliveryProcessor(SpanProcessor):
         Worker 0 (primary) sends when the batch timer (``schedule_delay`` after the first queued
         span), a kick's linger, a flush or a full batch makes the queue due; it is not woken for
         each first span, it wakes by its own timeout instead. Spare workers (``workers`` > 1) only
-        send while another worker has a batch out, so a slow endpoint does not hold up the steps
+        send while another worker has a batch or a spool replay out, so a slow endpoint does not hold up the steps
         that end meanwhile, and otherwise sleep. While there is nothing to send, the primary
         retries the spool every ``idle_interval`` seconds: an outage that ends while the app is
         idle still drains.
@@ -426,12 +426,26 @@ class DeliveryProcessor(SpanProcessor):
         return end
 
     def _replay(self, max_batches: int | None) -> None:
-        """Retry the spool (after a success, or while idle); the road never raises, this guards bugs."""
+        """Retry the spool (after a success, or while idle); the road never raises, this guards bugs.
+
+        A replay is a send like any other: counted in ``sending``, so spare workers take the spans that end
+        meanwhile under the usual rules (a replay of 8 batches to a slow endpoint otherwise held them for
+        8 round trips, with the spares asleep)."""
+        with self._cond:
+            state = self._state
+            if not state.sending:
+                state.busy_since = time.monotonic()
+            state.sending += 1
+            if state.queue:
+                self._wake_spare()
         try:
             if self.road.spool_waiting():
                 self.ledger.record(self.road.replay(deadline=self._export_deadline(), max_batches=max_batches or 64))
         except Exception:
             _log.debug("spool retry failed", exc_info=True)
+        finally:
+            with self._cond:
+                self._state.sending -= 1
 
     def _run(self, index: int = 0) -> None:
         while (batch := self._next_batch(index)) is not None:
