@@ -431,6 +431,12 @@ class DeliveryProcessor(SpanProcessor):
         A replay is a send like any other: counted in ``sending``, so spare workers take the spans that end
         meanwhile under the usual rules (a replay of 8 batches to a slow endpoint otherwise held them for
         8 round trips, with the spares asleep)."""
+        try:
+            if not self.road.spool_waiting():
+                return
+        except Exception:
+            _log.debug("spool look failed", exc_info=True)
+            return
         with self._cond:
             state = self._state
             if not state.sending:
@@ -439,13 +445,12 @@ class DeliveryProcessor(SpanProcessor):
             if state.queue:
                 self._wake_spare()
         try:
-            if self.road.spool_waiting():
-                self.ledger.record(self.road.replay(deadline=self._export_deadline(), max_batches=max_batches or 64))
+            self.ledger.record(self.road.replay(deadline=self._export_deadline(), max_batches=max_batches or 64))
         except Exception:
             _log.debug("spool retry failed", exc_info=True)
         finally:
             with self._cond:
-                self._state.sending -= 1
+                state.sending -= 1
 
     def _run(self, index: int = 0) -> None:
         while (batch := self._next_batch(index)) is not None:
