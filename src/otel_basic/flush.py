@@ -186,7 +186,7 @@ class Flusher:
         """``final`` (shutdown, exit): after the deadline, spans still in memory go to the spool."""
         started = time.monotonic()
         end = self._deadline(started, timeout)
-        target = self.processor.flush_until(end, final=final)
+        target = self.processor.flush_until(end)
         self._replay_spool(end)
         self._send_scores(end)
         side_error = None

@@ -64,7 +64,6 @@ class _Waiter:
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future[None] | None = None
     done: bool = False
-    final: bool = False  # an exit's flush: exports must end by its deadline (what is still out is drained)
 
 
 @dataclass
@@ -274,13 +273,11 @@ class DeliveryProcessor(SpanProcessor):
             firsts.append(state.queue[0][0])
         return (min(firsts) - 1) if firsts else state.enqueued
 
-    def flush_until(self, deadline: float, *, final: bool = False) -> int:
-        """Block until everything enqueued so far is done or ``deadline``; return the target. ``final`` (exit,
-        shutdown) also bounds the exports under way by ``deadline``; any other flush leaves them their own
-        timeout: cut short, an export the endpoint was about to accept is spooled and sent twice."""
+    def flush_until(self, deadline: float) -> int:
+        """Block until everything enqueued so far is done or ``deadline``; return the target."""
         with self._cond:
             target = self._state.enqueued
-            waiter = _Waiter(target, deadline, final=final)
+            waiter = _Waiter(target, deadline)
             self._add_waiter(waiter)
             while not waiter.done and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
@@ -424,7 +421,7 @@ class DeliveryProcessor(SpanProcessor):
         end = time.monotonic() + self._export_timeout
         with self._cond:
             for waiter in self._state.waiters:
-                if waiter.final and waiter.deadline is not None:
+                if waiter.deadline is not None:
                     end = min(end, waiter.deadline)
         return end
 
@@ -531,7 +528,7 @@ class DeliveryProcessor(SpanProcessor):
         deadline; a worker still waiting for a slow endpoint is a daemon thread and is not waited for
         (its batch was drained to the spool)."""
         end = time.monotonic() + timeout_millis / 1000.0
-        self.flush_until(end, final=True)
+        self.flush_until(end)
         with self._cond:
             self._state.shutdown = True
             self._cond.notify_all()
