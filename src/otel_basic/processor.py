@@ -74,7 +74,7 @@ class _State:
     waiters: list[_Waiter] = field(default_factory=list)
     enqueued: int = 0
     first_at: float = 0.0  # when the queue last went from empty to non-empty (the batch timer)
-    sending: int = 0  # workers with a batch out
+    sending: int = 0  # workers with a batch (or a spool replay) out
     busy_since: float = 0.0  # when ``sending`` last went from 0 to 1
     answers: deque[float] = field(default_factory=lambda: deque(maxlen=3))  # the endpoint's last answer times
     spare_armed: float = -1.0  # the ``busy_since`` of the send a spare was last woken to watch
@@ -82,6 +82,11 @@ class _State:
     linger_until: float | None = None  # export at this time (a kick: coalesce what ends meanwhile)
     taken_at: float = -1e9  # when a worker last took a batch (a run's end waits a linger after it)
     shutdown: bool = False
+
+    def send_started(self) -> None:
+        if not self.sending:
+            self.busy_since = time.monotonic()
+        self.sending += 1
 
 
 class DeliveryProcessor(SpanProcessor):
@@ -407,9 +412,7 @@ class DeliveryProcessor(SpanProcessor):
             batch = [state.queue.popleft() for _ in range(count)]
             state.inflight[batch[0][0]] = [span for _, span in batch]
             state.taken_at = time.monotonic()
-            if not state.sending:
-                state.busy_since = time.monotonic()
-            state.sending += 1
+            state.send_started()
             if not state.queue:
                 state.kicked = False
                 state.linger_until = None
@@ -439,9 +442,7 @@ class DeliveryProcessor(SpanProcessor):
             return
         with self._cond:
             state = self._state
-            if not state.sending:
-                state.busy_since = time.monotonic()
-            state.sending += 1
+            state.send_started()
             if state.queue:
                 self._wake_spare()
         try:
