@@ -155,6 +155,61 @@ def test_flush_deadline_against_a_server_that_never_answers(
     assert elapsed < 1.0 + 1.0, elapsed
 
 
+@pytest.mark.parametrize("flushes", [1, 5])
+def test_a_short_flush_never_cuts_a_request_the_endpoint_then_accepts(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, flushes: int
+) -> None:
+    """A flush shorter than the endpoint's answer ends falsy ("pending") but leaves the request alone: cut at
+    the flush's deadline it was spooled while the endpoint accepted it, then replayed, and every span arrived
+    twice (a hostile review: hundreds of duplicates with short flushes against a slow endpoint)."""
+    langfuse_env.set_delay(0.8)
+    made = 0
+    for _ in range(flushes):
+        _spans(telemetry, 3)
+        made += 3
+        started = time.monotonic()
+        report = otel_basic.flush(timeout=0.2)
+        assert not report and report.pending, report.summary()
+        assert time.monotonic() - started < 0.2 + 0.5, "the flush keeps its own deadline"
+    final = otel_basic.flush(timeout=10)
+    assert final, final.summary()
+    time.sleep(0.5)  # a replay of a wrongly spooled copy would arrive now
+    assert otel_basic.flush(timeout=10)
+    ids = [s.span_id for s in langfuse_env.spans]
+    assert len(ids) == made and len(set(ids)) == made, f"{len(ids) - len(set(ids))} spans arrived twice"
+    spool = Path(os.environ["OTEL_BASIC_SPOOL_DIR"])
+    assert not [f for f in spool.rglob("*.otlp")], "nothing undelivered was left in the spool"
+
+
+def test_what_a_shut_down_pipeline_settles_late_is_reported_by_the_next_one(langfuse_env: LangfuseReceiver) -> None:
+    """A flush's spool replay is not cut by the flush's deadline, and a configure keeps the ledger: the final
+    flush of a pipeline says its batch is still in the spool, the endpoint refuses it a second later, and the
+    next pipeline's flush reports the refusal. (A replay that settled after its pipeline's final report used
+    to record into a ledger nobody read: a later flush was truthy while spans were refused, found by
+    `ROAD_SEEDS=30`.)"""
+    otel_basic.configure()
+    langfuse_env.fail_next(503, count=1000)
+    otel_basic.get_tracer("test.late").start_span("refused-late").end()
+    assert not otel_basic.flush(timeout=0.3)
+    spool = Path(os.environ["OTEL_BASIC_SPOOL_DIR"])
+    end = time.monotonic() + 5
+    while not list(spool.rglob("*.otlp")):
+        assert time.monotonic() < end, "the batch did not reach the spool"
+        time.sleep(0.02)
+    langfuse_env.reset_faults()
+    langfuse_env.set_delay(1.0)
+    langfuse_env.fail_next(401)
+    final = otel_basic.shutdown(timeout=0.3)  # its replay sends the batch; the 401 comes after this report
+    assert not final and final.in_spool == 1, final.summary()
+    otel_basic.configure()
+    time.sleep(1.5)  # the 401 arrived and the batch was kept aside
+    langfuse_env.reset_faults()
+    report = otel_basic.flush(timeout=2)
+    assert not report and report.rejected == 1 and "401" in (report.error or ""), report.summary()
+    statuses = [r.status for r in langfuse_env.trace_requests]
+    assert statuses.count(401) == 1 and statuses[-1] == 401 and 200 not in statuses, statuses
+
+
 async def test_aflush_does_not_block_the_event_loop(
     telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
 ) -> None:
@@ -410,11 +465,11 @@ def test_a_span_that_ends_during_a_spool_replay_to_a_slow_endpoint_does_not_wait
     a spare takes the span that ends meanwhile. (It used to wait for the whole replay, 8 round trips, with the
     spares asleep: found by a hostile review.)"""
     tracer = otel_basic.get_tracer("test.replay")
-    langfuse_env.blackhole(True)
-    for i in range(10):  # ten batches wait in the spool
+    langfuse_env.fail_next(503, count=1000)
+    for i in range(10):  # ten batches wait in the spool (a flush stops the retries, not the first attempt)
         tracer.start_span(f"old{i}").end()
         assert not otel_basic.flush(timeout=0.15)
-    langfuse_env.reset_faults()  # the held exports fail now, and go to the spool
+    langfuse_env.reset_faults()
     spool = Path(os.environ["OTEL_BASIC_SPOOL_DIR"])
     end = time.monotonic() + 10
     while sum(len(files) for _, _, files in os.walk(spool)) < 10:

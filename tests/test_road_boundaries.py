@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 import otel_basic
 from otel_basic.limits import Limiter
-from otel_basic.road import Prepare, Road, SendResult
+from otel_basic.road import Deadline, Prepare, Road, SendResult
 from otel_basic.testing import LangfuseReceiver
 from tests.conftest import PYTHON, subprocess_env
 
@@ -163,7 +163,7 @@ class _Exploding:
     def __init__(self, error: BaseException) -> None:
         self.error = error
 
-    def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult:
+    def send(self, request: ExportTraceServiceRequest, deadline: Deadline) -> SendResult:
         raise self.error
 
     def reopen(self) -> None:

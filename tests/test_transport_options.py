@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_basic.pipeline import build_transport
-from otel_basic.road import SendResult
+from otel_basic.road import Deadline, SendResult
 from otel_basic.settings import Settings, load_settings
 from otel_basic.transport_options import grpc_channel, grpc_target, httpx_client_options
 
@@ -403,7 +403,7 @@ def test_grpc_mutual_tls(pki: Pki, grpc_server: tuple[int, _TraceService]) -> No
 def _export_http(settings: Settings, timeout: float = 5.0) -> SendResult:
     transport = build_transport(settings, timeout=timeout)
     try:
-        return transport.send(ExportTraceServiceRequest(), time.monotonic() + timeout)
+        return transport.send(ExportTraceServiceRequest(), Deadline(time.monotonic() + timeout))
     finally:
         transport.close()
 
@@ -479,7 +479,7 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_without_a_duplica
         transport = build_transport(_settings({}, url), timeout=5)
         for _ in range(5):
             time.sleep(0.05)  # the server's close has arrived before the next request
-            assert transport.send(ExportTraceServiceRequest(), time.monotonic() + 5).kind == "delivered"
+            assert transport.send(ExportTraceServiceRequest(), Deadline(time.monotonic() + 5)).kind == "delivered"
         transport.close()
         assert _ClosesSilently.seen == 5
 
@@ -492,7 +492,7 @@ def test_an_endpoint_that_never_answers_costs_one_timeout_not_a_hang() -> None:
         endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
         transport = build_transport(_settings({}, endpoint), timeout=0.5)
         started = time.monotonic()
-        result = transport.send(ExportTraceServiceRequest(), time.monotonic() + 0.5)
+        result = transport.send(ExportTraceServiceRequest(), Deadline(time.monotonic() + 0.5))
         transport.close()
         assert result.kind == "retryable" and time.monotonic() - started < 2.0, result
     finally:
@@ -512,9 +512,9 @@ def test_a_slow_answer_on_a_kept_alive_connection_costs_one_timeout_not_two() ->
     be retried as one (that doubled a flush's deadline against a slow endpoint)."""
     with _serving(_SlowAfterFirst) as url:
         transport = build_transport(_settings({}, url), timeout=0.8)
-        assert transport.send(ExportTraceServiceRequest(), time.monotonic() + 5).kind == "delivered"
+        assert transport.send(ExportTraceServiceRequest(), Deadline(time.monotonic() + 5)).kind == "delivered"
         started = time.monotonic()
-        result = transport.send(ExportTraceServiceRequest(), time.monotonic() + 0.8)
+        result = transport.send(ExportTraceServiceRequest(), Deadline(time.monotonic() + 0.8))
         took = time.monotonic() - started
         transport.close()
         assert result.kind == "retryable" and took < 1.45, (result, took)  # two timeouts: 1.6 s

@@ -13,6 +13,7 @@ joins, so it runs in one shared helper thread that callers wait on with their re
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -23,8 +24,10 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from otel_basic.ledger import Ledger
 from otel_basic.processor import DeliveryProcessor
-from otel_basic.road import Road
+from otel_basic.road import Deadline, Road
 from otel_basic.score_sender import ScoreSender
+
+_log = logging.getLogger("otel_basic")
 
 
 @dataclass(frozen=True)
@@ -167,9 +170,26 @@ class Flusher:
         return FlushReport(**{**report.__dict__, "error": error})
 
     def _replay_spool(self, end: float) -> None:
-        """Earlier failures wait in the spool: if the endpoint is back, a flush sends them too."""
-        if end - time.monotonic() > 0 and self.road.spool_waiting():
-            self.ledger.record(self.road.replay(deadline=end))
+        """Earlier failures wait in the spool: if the endpoint is back, a flush sends them too.
+
+        On a thread of its own, waited for until ``end``: no batch starts after the flush's deadline, but
+        a request under way is not cut by it (a request cut short that the endpoint then accepts would
+        go back to the spool and be sent twice); what it settles later is recorded in the ledger and
+        reported by the next flush, and this flush counts its batch as still in the spool."""
+        if end - time.monotonic() <= 0 or not self.road.spool_waiting():
+            return
+        done = threading.Event()
+
+        def replay() -> None:
+            try:
+                self.road.replay(deadline=Deadline(math.inf, lambda: end), record=self.ledger.record)
+            except Exception:  # the road contains its stages' errors; this guards its own bugs
+                _log.debug("spool replay in a flush failed", exc_info=True)
+            finally:
+                done.set()
+
+        threading.Thread(target=replay, name="otel-basic-flush-replay", daemon=True).start()
+        done.wait(max(0.0, end - time.monotonic()))
 
     def _side_started(self, end: float) -> threading.Event | None:
         """Start the Langfuse client's flush (scores, media) if there is time left for it."""

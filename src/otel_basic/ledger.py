@@ -5,6 +5,10 @@ the road returned, so each span is counted once, in one bucket. A flush report i
 between now and the previous report: failures that happened in the background between two flushes
 (a per-step export against a dead endpoint) are reported by the next flush, whoever calls it. They
 are also logged when they happen: once per reason until the next report.
+
+A reconfiguration keeps the ledger: threads of the pipeline it replaces (an export or a spool replay
+still waiting for an answer after the exit deadline) may settle spans after that pipeline's final
+report, and a rejection they record must reach the next flush's report, not a ledger nobody reads.
 """
 
 from __future__ import annotations

@@ -134,13 +134,14 @@ def build_road(settings: Settings, *, timeout: float | None = None, spool: bool 
     return Road(build_prepare(settings), transport, build_spool(settings) if spool else None)
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
+def build_pipeline(settings: Settings, ledger: Ledger | None = None) -> Pipeline:
+    """``ledger``: the previous pipeline's, when reconfiguring (see :class:`Ledger`)."""
     road = build_road(settings)
     resource = build_resource(settings)
     if road.prepare.masker is not None:  # what we add to every span's resource is masked like the rest
         resource = Resource(road.prepare.masker.mask_attributes(resource.attributes), resource.schema_url)
     resource = FixedResource(resource.attributes, resource.schema_url)
-    ledger = Ledger()
+    ledger = ledger or Ledger()
     scores = ScoreSender.from_settings(settings)
     processor = DeliveryProcessor(
         road,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -37,7 +38,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_basic.ledger import Ledger
-from otel_basic.road import Road, Tally
+from otel_basic.road import Deadline, Road, Tally
 
 _log = logging.getLogger("otel_basic")
 
@@ -420,13 +421,16 @@ class DeliveryProcessor(SpanProcessor):
                 self._spare.notify()
             return batch
 
-    def _export_deadline(self) -> float:
-        end = time.monotonic() + self._export_timeout
+    def _export_deadline(self) -> Deadline:
+        """An export's request runs to the export timeout even when a flush stops waiting sooner (cut short,
+        a request the endpoint then accepts is spooled and sent twice; the flush just reports it pending,
+        and an exit drains it to the spool); retries stop at the earliest waiting flush's deadline, asked
+        afresh before each, so that flush learns why the endpoint fails."""
+        return Deadline(time.monotonic() + self._export_timeout, self._flush_deadline)
+
+    def _flush_deadline(self) -> float:
         with self._cond:
-            for waiter in self._state.waiters:
-                if waiter.deadline is not None:
-                    end = min(end, waiter.deadline)
-        return end
+            return min((w.deadline for w in self._state.waiters if w.deadline is not None), default=math.inf)
 
     def _replay(self, max_batches: int | None) -> None:
         """Retry the spool (after a success, or while idle); the road never raises, this guards bugs.
@@ -446,7 +450,7 @@ class DeliveryProcessor(SpanProcessor):
             if state.queue:
                 self._wake_spare()
         try:
-            self.ledger.record(self.road.replay(deadline=self._export_deadline(), max_batches=max_batches or 64))
+            self.road.replay(deadline=self._export_deadline(), max_batches=max_batches or 64, record=self.ledger.record)
         except Exception:
             _log.debug("spool retry failed", exc_info=True)
         finally:
@@ -494,7 +498,7 @@ class DeliveryProcessor(SpanProcessor):
     def _side_work(self) -> None:
         if self._after_delivery is not None:
             try:
-                self._after_delivery(self._export_deadline())
+                self._after_delivery(self._export_deadline().retries_end())
             except Exception:  # side work never stops the worker
                 _log.debug("after-delivery work failed", exc_info=True)
 

@@ -137,8 +137,28 @@ class Batch:
         return Batch(message, count_spans(message))
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When a send ends, as ``time.monotonic()`` values. Two bounds, because cutting a request short is not
+    free: ``at`` bounds the request under way (the export's own timeout), so a flush that stops waiting never
+    cuts a request the endpoint is about to accept (it would be spooled and sent twice); ``retry_by()`` bounds
+    starting another attempt (a retry, a split batch's next part after a failure, the next spooled batch), so a
+    flush waiting on a failing endpoint still gets the reason within its own deadline."""
+
+    at: float
+    retry_by: Callable[[], float] | None = None
+
+    def retries_end(self) -> float:
+        """No new attempt starts at or after this."""
+        return self.at if self.retry_by is None else min(self.at, self.retry_by())
+
+
+def as_deadline(deadline: float | Deadline) -> Deadline:
+    return deadline if isinstance(deadline, Deadline) else Deadline(deadline)
+
+
 class Transport(Protocol):
-    """Stage 3's peer: sends one request before ``deadline`` (a ``time.monotonic()`` value).
+    """Stage 3's peer: sends one request within ``deadline``.
 
     Implementations retry what is worth retrying inside the deadline and never raise for a failed
     send; :meth:`Road._send` still contains anything they raise.
@@ -146,7 +166,7 @@ class Transport(Protocol):
 
     endpoint: str
 
-    def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult: ...
+    def send(self, request: ExportTraceServiceRequest, deadline: Deadline) -> SendResult: ...
 
     def reopen(self) -> None:
         """Re-create sockets and locks after ``fork()``: the parent's are not the child's."""
@@ -283,12 +303,12 @@ class Road:
 
     # --- entry points ----------------------------------------------------------------------------------
 
-    def deliver(self, spans: Sequence[ReadableSpan], deadline: float) -> Tally:
+    def deliver(self, spans: Sequence[ReadableSpan], deadline: float | Deadline) -> Tally:
         """Live export: stages 1 → 5."""
         batch = self._prepare(spans)
         if batch is None:
             return self._settle_unencodable(spans)
-        return self._settle(self._send_all(batch, deadline))
+        return self._settle(self._send_all(batch, as_deadline(deadline)))
 
     def keep(self, spans: Sequence[ReadableSpan], reason: str) -> Tally:
         """Spans that cannot stay in memory (queue overflow, exit drain): stages 1, 2, then the spool."""
@@ -302,26 +322,35 @@ class Road:
         batch = self._prepare(spans)
         if batch is None:
             return Tally(dropped=len(spans), reasons=["could not encode the spans"]), None
-        outcome = self._send_all(batch, deadline)
+        outcome = self._send_all(batch, Deadline(deadline))
         tally = Tally(delivered=outcome.delivered, requests=outcome.requests, reasons=list(outcome.reasons))
         tally.rejected = outcome.partial_rejected + sum(b.spans for b, _ in outcome.rejected)
         tally.dropped = sum(b.spans for b in outcome.retryable)
         return tally, outcome.last
 
-    def replay(self, deadline: float | None = None, max_batches: int | None = None,
-               progress: Callable[[int], None] | None = None) -> Tally:
+    def replay(self, deadline: float | Deadline | None = None, max_batches: int | None = None,
+               progress: Callable[[int], None] | None = None,
+               record: Callable[[Tally], None] | None = None) -> Tally:
         """Send spooled batches, oldest first, through stages 3 → 5, until one fails for a retryable
-        reason (the endpoint is still down), ``deadline`` or ``max_batches``."""
+        reason (the endpoint is still down), ``deadline`` (no batch starts after its ``retries_end``)
+        or ``max_batches``. Returns the total; ``record`` (a ledger's) gets each batch's tally before
+        the replay ends, so a flush that waited for this replay to end reports what it settled (the
+        caller recording the total afterwards raced such a flush). Pass ``record`` or record the total,
+        never both."""
         tally = Tally()
         if self.spool is None:
             return tally
-        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        bound = None if deadline is None else as_deadline(deadline)
+        wait = -1.0 if bound is None else max(0.0, bound.retries_end() - time.monotonic())
         if not self._replaying.acquire(timeout=wait):
             return tally  # another replay of ours is still at it
         try:
-            for claimed in self.spool.claim(max_batches=max_batches, deadline=deadline):
-                outcome, still_failing = self._replay_one(claimed, deadline)
+            for claimed in self.spool.claim(max_batches=max_batches, until=bound.retries_end if bound else None):
+                each = bound or Deadline(time.monotonic() + 30.0)  # no deadline: 30 s per batch
+                outcome, still_failing = self._replay_one(claimed, each)
                 tally.add(outcome)
+                if record is not None:
+                    record(outcome)
                 if progress is not None:
                     progress(tally.delivered)
                 if still_failing:
@@ -362,7 +391,7 @@ class Road:
             _log.debug("preparing %d spans failed", len(spans), exc_info=True)
             return None
 
-    def _send(self, batch: Batch, deadline: float) -> SendResult:
+    def _send(self, batch: Batch, deadline: Deadline) -> SendResult:
         """Stage 3: the only place a transport is called, always with instrumentation suppressed."""
         try:
             with suppress_instrumentation():
@@ -372,13 +401,13 @@ class Road:
             result = SendResult("retryable", f"sending failed: {type(exc).__name__}")
         return result
 
-    def _send_all(self, batch: Batch, deadline: float) -> _Outcome:
+    def _send_all(self, batch: Batch, deadline: Deadline) -> _Outcome:
         """Stages 3 and 4: send, splitting on too_large, until every part has an outcome."""
         outcome = _Outcome()
         work: list[Batch] = [batch]
         while work:
             part = work.pop(0)
-            if outcome.retryable and time.monotonic() >= deadline:
+            if outcome.retryable and time.monotonic() >= deadline.retries_end():
                 outcome.retryable.append(part)  # out of time: keep the rest
                 continue
             result = outcome.last = self._send(part, deadline)
@@ -444,7 +473,7 @@ class Road:
     def _settle_unencodable(self, spans: Sequence[ReadableSpan]) -> Tally:
         return Tally(dropped=len(spans), reasons=["could not encode the spans"])
 
-    def _replay_one(self, claimed: ClaimedBatch, deadline: float | None) -> tuple[Tally, bool]:
+    def _replay_one(self, claimed: ClaimedBatch, deadline: Deadline) -> tuple[Tally, bool]:
         """One spooled batch through stages 3 → 5. Returns its tally and whether the endpoint still
         fails (retryable), so the replay stops instead of hammering it."""
         if MASK_LEVELS.index(claimed.mask_level) < MASK_LEVELS.index(self.prepare.mask_level):
@@ -460,7 +489,7 @@ class Road:
             claimed.reject("not a valid OTLP request (corrupt spool file)")
             return Tally(rejected=claimed.spans, reasons=["corrupt spool file"]), False
         batch = Batch(message, claimed.spans or count_spans(message))
-        outcome = self._send_all(batch, deadline if deadline is not None else time.monotonic() + 30.0)
+        outcome = self._send_all(batch, deadline)
         if outcome.delivered == 0 and not outcome.rejected and not outcome.partial_rejected:
             claimed.release()  # nothing arrived: back in place, same name, same order
             return Tally(requests=outcome.requests, reasons=list(outcome.reasons)), True

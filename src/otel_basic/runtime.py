@@ -37,6 +37,7 @@ from otel_basic import (
 )
 from otel_basic import langfuse as _langfuse
 from otel_basic.flush import DISABLED_REPORT, Flusher, FlushReport
+from otel_basic.ledger import Ledger
 from otel_basic.pipeline import Pipeline, build_pipeline
 from otel_basic.processor import DeliveryProcessor
 from otel_basic.score_sender import ScoreSender
@@ -81,11 +82,12 @@ class Telemetry:
     def processor(self) -> DeliveryProcessor | None:
         return self.pipeline.processor if self.pipeline else None
 
-    def start(self) -> None:
+    def start(self, ledger: Ledger | None = None) -> None:
+        """``ledger``: the previous Telemetry's, so what its threads still settle is reported (see :class:`Ledger`)."""
         settings = self.settings
         if not settings.enabled:
             return
-        self.pipeline = build_pipeline(settings)
+        self.pipeline = build_pipeline(settings, ledger)
         provider = self.pipeline.provider
         if not global_provider.install_global(provider):
             _log.info("otel-basic: the host set its own tracer provider; LlamaIndex spans use otel-basic's")
@@ -120,8 +122,7 @@ class Telemetry:
             try:
                 spool.recover_claims()
                 if spool.pending():
-                    tally = road.replay(deadline=time.monotonic() + 60.0)
-                    ledger.record(tally)
+                    tally = road.replay(deadline=time.monotonic() + 60.0, record=ledger.record)
                     if tally.delivered:
                         _log.info("otel-basic: replayed %d spooled spans", tally.delivered)
             except Exception:
@@ -232,6 +233,7 @@ def configure(**overrides: Any) -> Telemetry:
             and (_current.settings == settings or (settings is None and _current.error == error))
         ):
             return _current  # same arguments, same environment: the same pipeline
+        ledger = _current.pipeline.ledger if _current is not None and _current.pipeline is not None else None
         if _current is not None:
             _current.shutdown()
         if settings is None:
@@ -240,7 +242,7 @@ def configure(**overrides: Any) -> Telemetry:
         else:
             telemetry = Telemetry(settings)
             try:
-                telemetry.start()
+                telemetry.start(ledger)
             except Exception as exc:  # never crash the host at import/configure time
                 reason = type(exc).__name__
                 _log.warning("otel-basic: tracing disabled: could not start telemetry (%s)", reason)

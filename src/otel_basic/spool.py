@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,10 +298,13 @@ class Spool:
                     with contextlib.suppress(OSError):
                         os.rename(path, self.dir / path.name[1:].rsplit(".claimed-", 1)[0])
 
-    def claim(self, *, max_batches: int | None = None, deadline: float | None = None) -> Iterator[ClaimedBatch]:
-        """Yield spooled batches oldest first, each claimed for this process until settled."""
+    def claim(
+        self, *, max_batches: int | None = None, until: Callable[[], float] | None = None
+    ) -> Iterator[ClaimedBatch]:
+        """Yield spooled batches oldest first, each claimed for this process until settled; none is
+        claimed at or after ``until()`` (asked before each batch: a flush may begin meanwhile)."""
         for index, path in enumerate(self._files()):
-            if (deadline is not None and time.monotonic() >= deadline) or (
+            if (until is not None and time.monotonic() >= until()) or (
                 max_batches is not None and index >= max_batches
             ):
                 return

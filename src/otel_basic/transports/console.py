@@ -10,7 +10,7 @@ import threading
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_basic.otlp_json import request_to_json_line
-from otel_basic.road import SendResult
+from otel_basic.road import Deadline, SendResult
 
 
 class ConsoleTransport:
@@ -19,7 +19,7 @@ class ConsoleTransport:
     def __init__(self) -> None:
         self._lock = threading.RLock()
 
-    def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult:
+    def send(self, request: ExportTraceServiceRequest, deadline: Deadline) -> SendResult:
         line = request_to_json_line(request)
         with self._lock:
             print(line, file=sys.stdout, flush=True)

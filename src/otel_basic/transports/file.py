@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otel_basic.otlp_json import request_to_json_line
 from otel_basic.redact import make_private_dir
-from otel_basic.road import SendResult
+from otel_basic.road import Deadline, SendResult
 
 
 class FileTransport:
@@ -24,7 +24,7 @@ class FileTransport:
     def __repr__(self) -> str:
         return f"FileTransport(path={str(self.path)!r})"
 
-    def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult:
+    def send(self, request: ExportTraceServiceRequest, deadline: Deadline) -> SendResult:
         try:
             line = request_to_json_line(request) + "\n"
             with self._lock:

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_basic.redact import redact_url
-from otel_basic.road import SendKind, SendResult
+from otel_basic.road import Deadline, SendKind, SendResult
 
 _RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
@@ -67,12 +67,12 @@ class GrpcTransport:
     def __repr__(self) -> str:
         return f"GrpcTransport(endpoint={self._where!r})"
 
-    def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult:
-        end = min(deadline, time.monotonic() + self._timeout)
+    def send(self, request: ExportTraceServiceRequest, deadline: Deadline) -> SendResult:
+        end = min(deadline.at, time.monotonic() + self._timeout)
         result = SendResult("retryable", "deadline reached before sending")
         for attempt in range(1, self._max_attempts + 1):
             left = end - time.monotonic()
-            if left <= 0 or self._stop.is_set():
+            if left <= 0 or self._stop.is_set() or (attempt > 1 and time.monotonic() >= deadline.retries_end()):
                 break
             try:
                 response = self._stub.Export(request, metadata=self._metadata, timeout=left)
@@ -94,7 +94,7 @@ class GrpcTransport:
                     )
                 return SendResult.ok()
             backoff = min(4.0, 0.25 * 2 ** (attempt - 1))
-            if backoff > end - time.monotonic() or self._stop.wait(backoff):
+            if backoff > min(end, deadline.retries_end()) - time.monotonic() or self._stop.wait(backoff):
                 break
         return result
 

@@ -30,7 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from otel_basic.otlp_json import request_to_json_line
 from otel_basic.redact import redact_url
-from otel_basic.road import SendResult
+from otel_basic.road import Deadline, SendResult
 from otel_basic.transports.http_conn import ANSWER_SECONDS, FastConnection
 
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
@@ -123,21 +123,21 @@ class HttpTransport:
             return zlib.compress(raw, 1), "deflate"
         return raw, None
 
-    def send(self, request: ExportTraceServiceRequest, deadline: float) -> SendResult:
+    def send(self, request: ExportTraceServiceRequest, deadline: Deadline) -> SendResult:
         try:
             body, encoding = self.body(request)
         except Exception as exc:  # an attribute the encoder cannot take: retrying will not help
             return SendResult("rejected", f"could not encode spans: {type(exc).__name__}")
         return self._post(body, deadline, {"content-encoding": encoding} if encoding else {})
 
-    def _post(self, body: bytes, deadline: float, headers: Mapping[str, str]) -> SendResult:
-        end = min(deadline, time.monotonic() + self._timeout)
+    def _post(self, body: bytes, deadline: Deadline, headers: Mapping[str, str]) -> SendResult:
+        end = min(deadline.at, time.monotonic() + self._timeout)
         attempt = 0
         result = SendResult("retryable", "deadline reached before sending")
         while True:
             attempt += 1
             left = end - time.monotonic()
-            if left <= 0 or self._stop.is_set():
+            if left <= 0 or self._stop.is_set() or (attempt > 1 and time.monotonic() >= deadline.retries_end()):
                 return result
             wait: float | None
             try:
@@ -158,7 +158,7 @@ class HttpTransport:
             if attempt >= self._max_attempts:
                 return result
             backoff = wait if wait is not None else min(8.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-            if backoff > end - time.monotonic() or self._stop.wait(backoff):
+            if backoff > min(end, deadline.retries_end()) - time.monotonic() or self._stop.wait(backoff):
                 return result
 
     def reopen(self) -> None:
