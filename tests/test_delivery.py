@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,33 @@ async def test_aflush_does_not_block_the_event_loop(
     task.cancel()
     assert report, report.summary()
     assert ticks >= 10, f"the event loop was blocked during aflush ({ticks} ticks in ~0.5 s)"
+
+
+async def test_aflush_keeps_its_deadline_when_the_default_executor_is_busy(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """The spool replay and the scores of an ``aflush`` run on threads of their own: on the loop's default
+    executor a short ``aflush`` queued behind whatever else used it (long aflushes, the app's own
+    ``to_thread`` work) and returned seconds after its deadline (a hostile review: 0.2 s took 4.95 s)."""
+    langfuse_env.fail_next(503, count=1000)
+    _spans(telemetry, 2)
+    assert not otel_basic.flush(timeout=0.3)
+    spool = Path(os.environ["OTEL_BASIC_SPOOL_DIR"])
+    end = time.monotonic() + 5
+    while not list(spool.rglob("*.otlp")):
+        assert time.monotonic() < end, "the batch did not reach the spool"
+        await asyncio.sleep(0.02)
+    langfuse_env.reset_faults()
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        loop.set_default_executor(executor)
+        busy = loop.run_in_executor(None, time.sleep, 3.0)  # the app's own blocking work
+        started = time.monotonic()
+        report = await otel_basic.aflush(timeout=2)
+        elapsed = time.monotonic() - started
+        await busy
+    assert report and report.exported == 2, report.summary()
+    assert elapsed < 2.0, f"aflush waited {elapsed:.2f}s for the app's executor"
 
 
 async def test_concurrent_aflush_calls_share_one_export(

@@ -169,27 +169,28 @@ class Flusher:
             error = self._score_error() or side_error
         return FlushReport(**{**report.__dict__, "error": error})
 
-    def _replay_spool(self, end: float) -> None:
+    def _start_replay(self, end: float) -> threading.Event | None:
         """Earlier failures wait in the spool: if the endpoint is back, a flush sends them too.
 
-        On a thread of its own, waited for until ``end``: no batch starts after the flush's deadline, but
-        a request under way is not cut by it (a request cut short that the endpoint then accepts would
-        go back to the spool and be sent twice); what it settles later is recorded in the ledger and
-        reported by the next flush, and this flush counts its batch as still in the spool."""
+        On a thread of its own (never a shared executor, where a short ``aflush`` would queue behind
+        long ones), waited for until ``end``: no batch starts after the flush's deadline, but a request
+        under way is not cut by it (a request cut short that the endpoint then accepts would go back
+        to the spool and be sent twice); what it settles later is recorded in the ledger and reported
+        by the next flush, and this flush counts its batch as still in the spool. None: nothing to do."""
         if end - time.monotonic() <= 0 or not self.road.spool_waiting():
-            return
-        done = threading.Event()
+            return None
 
         def replay() -> None:
-            try:
-                self.road.replay(deadline=Deadline(math.inf, lambda: end), record=self.ledger.record)
-            except Exception:  # the road contains its stages' errors; this guards its own bugs
-                _log.debug("spool replay in a flush failed", exc_info=True)
-            finally:
-                done.set()
+            self.road.replay(deadline=Deadline(math.inf, lambda: end), record=self.ledger.record)
 
-        threading.Thread(target=replay, name="otel-basic-flush-replay", daemon=True).start()
-        done.wait(max(0.0, end - time.monotonic()))
+        return _on_thread("otel-basic-flush-replay", replay, "spool replay in a flush")
+
+    def _start_scores(self, end: float) -> threading.Event | None:
+        """Queued scores go out on a thread of their own, bounded by ``end``. None: nothing queued."""
+        if self.scores is None or not self.scores.queued():
+            return None
+        scores = self.scores
+        return _on_thread("otel-basic-flush-scores", lambda: scores.send(end), "sending scores in a flush")
 
     def _side_started(self, end: float) -> threading.Event | None:
         """Start the Langfuse client's flush (scores, media) if there is time left for it."""
@@ -207,17 +208,18 @@ class Flusher:
         started = time.monotonic()
         end = self._deadline(started, timeout)
         target = self.processor.flush_until(end)
-        self._replay_spool(end)
-        self._send_scores(end)
-        side_error = None
-        done = self._side_started(end)
-        if done is not None:
-            side_error = self._side_error(done.wait(max(0.0, end - time.monotonic())))
+        for start in (self._start_replay, self._start_scores):
+            started_work = start(end)
+            if started_work is not None:
+                started_work.wait(max(0.0, end - time.monotonic()))
+        side = self._side_started(end)
+        side_error = None if side is None else self._side_error(side.wait(max(0.0, end - time.monotonic())))
         if final:
             self.processor.drain()
         return self._report(target, started, side_error)
 
     async def aflush(self, timeout: float | None = None) -> FlushReport:
+        """As :meth:`flush`, and the event loop never blocks: it awaits the workers and helper threads."""
         started = time.monotonic()
         end = self._deadline(started, timeout)
         loop = asyncio.get_running_loop()
@@ -228,16 +230,31 @@ class Flusher:
             pass
         finally:
             self.processor.forget_future(future)
-        if self.road.spool is not None and self.road.spool.pending():  # rare: file and network I/O off the loop
-            await asyncio.to_thread(self._replay_spool, end)
-        if self.scores is not None and self.scores.queued():  # network I/O off the loop
-            await asyncio.to_thread(self.scores.send, end)
+        for start in (self._start_replay, self._start_scores):
+            started_work = start(end)
+            if started_work is not None:
+                await _wait_event(started_work, max(0.0, end - time.monotonic()), loop)
+        side = self._side_started(end)
         side_error = None
-        done = self._side_started(end)
-        if done is not None:
-            finished = done.is_set() or await _wait_event(done, max(0.0, end - time.monotonic()), loop)
-            side_error = self._side_error(finished)
+        if side is not None:
+            side_error = self._side_error(await _wait_event(side, max(0.0, end - time.monotonic()), loop))
         return self._report(target, started, side_error)
+
+
+def _on_thread(name: str, target: Callable[[], object], what: str) -> threading.Event:
+    """Run ``target`` on a daemon thread of its own; the event is set when it ends, however it ends."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            target()
+        except Exception:  # the road and the score sender contain their errors; this guards their bugs
+            _log.debug("%s failed", what, exc_info=True)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
 
 
 async def _wait_event(event: threading.Event, timeout: float, loop: asyncio.AbstractEventLoop) -> bool:
