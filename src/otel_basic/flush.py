@@ -146,10 +146,10 @@ class Flusher:
         if self.scores is not None and self.scores.queued():
             self.scores.send(end)
 
-    def _report(self, target: int, started: float, side_error: str | None) -> FlushReport:
+    def _report(self, target: int, started: float, side_error: str | None, *, new_period: bool = True) -> FlushReport:
         pending = self.processor.pending_after(target)
         in_spool = self.road.spool_waiting()
-        diff, reason = self.ledger.since_report()
+        diff, reason = self.ledger.since_report(new_period=new_period)
         report = FlushReport(
             exported=diff.delivered,
             rejected=diff.rejected,
@@ -176,12 +176,16 @@ class Flusher:
         long ones), waited for until ``end``: no batch starts after the flush's deadline, but a request
         under way is not cut by it (a request cut short that the endpoint then accepts would go back
         to the spool and be sent twice); what it settles later is recorded in the ledger and reported
-        by the next flush, and this flush counts its batch as still in the spool. None: nothing to do."""
+        by the next flush, and this flush counts its batch as still in the spool. Copies an exit drain
+        holds while their requests are out (a pipeline this one replaced) are waited for too: the answer
+        settles them. None: nothing to do."""
         if end - time.monotonic() <= 0 or not self.road.spool_waiting():
             return None
 
         def replay() -> None:
             self.road.replay(deadline=Deadline(math.inf, lambda: end), record=self.ledger.record)
+            while self.road.held_here() and time.monotonic() < end:
+                time.sleep(0.01)
 
         return _on_thread("otel-basic-flush-replay", replay, "spool replay in a flush")
 
@@ -203,8 +207,9 @@ class Flusher:
             return "Langfuse client flush did not finish before the deadline"
         return self._side.error if self._side is not None else None
 
-    def flush(self, timeout: float | None = None, *, final: bool = False) -> FlushReport:
-        """``final`` (shutdown, exit): after the deadline, spans still in memory go to the spool."""
+    def flush(self, timeout: float | None = None, *, final: bool = False, new_period: bool = True) -> FlushReport:
+        """``final`` (shutdown, exit): after the deadline, spans still in memory go to the spool.
+        ``new_period=False``: the report does not start a new period (see :meth:`Ledger.since_report`)."""
         started = time.monotonic()
         end = self._deadline(started, timeout)
         target = self.processor.flush_until(end)
@@ -215,8 +220,8 @@ class Flusher:
         side = self._side_started(end)
         side_error = None if side is None else self._side_error(side.wait(max(0.0, end - time.monotonic())))
         if final:
-            self.processor.drain()
-        return self._report(target, started, side_error)
+            self.processor.close()
+        return self._report(target, started, side_error, new_period=new_period)
 
     async def aflush(self, timeout: float | None = None) -> FlushReport:
         """As :meth:`flush`, and the event loop never blocks: it awaits the workers and helper threads."""

@@ -98,12 +98,16 @@ class Ledger:
                 tally.dropped,
             )
 
-    def since_report(self) -> tuple[Totals, str | None]:
-        """What changed since the previous report, and the latest failure reason; starts a new period."""
+    def since_report(self, *, new_period: bool = True) -> tuple[Totals, str | None]:
+        """What changed since the previous report, and the latest failure reason; starts a new period
+        unless ``new_period`` is False (a pipeline replaced by ``configure()``: nobody reads its final
+        report, so the next pipeline's first flush reports it again)."""
         with self._lock:
             now = self.totals
             diff = now.minus(self._reported)
             reason = self._reason_since_report
+            if not new_period:
+                return diff, reason
             self._reported = now
             self._reason_since_report = None
             self._warned.clear()

@@ -68,10 +68,19 @@ class _Waiter:
 
 
 @dataclass
+class _Held:
+    """A batch :meth:`DeliveryProcessor.close` took while its request was out: the held copy's files
+    (None while being written) and the request's answer (None until it comes)."""
+
+    files: list[str] | None = None
+    answer: Tally | None = None
+
+
+@dataclass
 class _State:
     queue: deque[tuple[int, ReadableSpan]] = field(default_factory=deque)
     inflight: dict[int, list[ReadableSpan]] = field(default_factory=dict)  # first seq -> batch
-    drained: dict[int, list[str]] = field(default_factory=dict)  # first seq -> spool files (exit drain)
+    drained: dict[int, _Held] = field(default_factory=dict)  # first seq -> batch close() took in flight
     waiters: list[_Waiter] = field(default_factory=list)
     enqueued: int = 0
     first_at: float = 0.0  # when the queue last went from empty to non-empty (the batch timer)
@@ -470,16 +479,20 @@ class DeliveryProcessor(SpanProcessor):
                 self._state.sending -= 1
                 answer = tally.answer_seconds if tally.answer_seconds is not None else time.monotonic() - started
                 self._state.answers.append(answer)
-                # Not in flight any more: the exit drain took this batch meanwhile and spooled it.
+                # Not in flight any more: :meth:`close` took this batch meanwhile and holds a copy.
                 mine = self._state.inflight.pop(batch[0][0], None) is not None
-                drained = self._state.drained.pop(batch[0][0], [])
+                held = None if mine else self._state.drained.get(batch[0][0])
+                if held is not None:
+                    held.answer = tally
+                    if held.files is None:
+                        held = None  # the copy is still being written: close() settles it
+                    else:
+                        del self._state.drained[batch[0][0]]
                 self._notify_waiters()
             if mine:
                 self.ledger.record(tally)
-            elif tally.delivered == len(spans):  # it arrived after all: withdraw the drain's copy
-                self.ledger.record(Tally(delivered=self.road.withdraw(drained)))
-            else:  # the drain's copy is the one counted: withdraw what this late attempt kept
-                self.road.withdraw(tally.files)
+            elif held is not None:
+                self._settle_late(held)
             if tally.delivered and not tally.failed:
                 if self._spool_may_wait():
                     self._replay(REPLAY_BATCHES_PER_SUCCESS)
@@ -508,40 +521,69 @@ class DeliveryProcessor(SpanProcessor):
         except Exception:
             return Tally(dropped=len(spans), reasons=[f"delivery failed: {type(exc).__name__}"])
 
-    def drain(self) -> Tally:
-        """At exit, after the flush deadline: everything not yet delivered (queued, and in flight)
-        enters the road at the spool. An in-flight batch may still be accepted by a slow endpoint
-        after all; a duplicate is better than a loss (Langfuse upserts by span id)."""
+    def close(self) -> Tally:
+        """Shutdown and exit, after the flush deadline: in one step under the lock, stop taking spans
+        (one that ends later is dropped and counted) and take everything not yet delivered, so no span
+        slips in between to be sent after the final report; then hand it to the road's spool entrance.
+
+        A batch whose request is still out is kept *held* (:meth:`Road.keep`): no replay sends that copy
+        while its request may still be answered. Whichever comes second, the copy on disk or the answer
+        (:meth:`_settle_late`), withdraws the copy and records the answer: a batch the endpoint accepted
+        after all is not sent twice, and a refusal is reported. If the process ends first, the next one
+        replays the copy (a duplicate at worst, never a loss: Langfuse upserts by span id)."""
         reason = "not delivered before the exit deadline"
         with self._cond:
-            inflight = dict(self._state.inflight)
-            queued = [span for _, span in self._state.queue]
-            self._state.queue.clear()
-            self._state.inflight.clear()
+            state = self._state
+            if state.shutdown:
+                return Tally()
+            state.shutdown = True
+            inflight = dict(state.inflight)
+            queued = [span for _, span in state.queue]
+            state.queue.clear()
+            state.inflight.clear()
+            for first in inflight:
+                state.drained[first] = _Held()
             self._notify_waiters()
-        tally = self.road.keep(queued, reason) if queued else Tally()
-        for first, spans in inflight.items():
-            kept = self.road.keep(spans, reason)
-            with self._cond:
-                self._state.drained[first] = kept.files
-            tally.add(kept)
-        self.ledger.record(tally)
-        return tally
-
-    def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Stop the workers. ``Telemetry.shutdown`` has already flushed and drained under the exit
-        deadline; a worker still waiting for a slow endpoint is a daemon thread and is not waited for
-        (its batch was drained to the spool)."""
-        end = time.monotonic() + timeout_millis / 1000.0
-        self.flush_until(end)
-        with self._cond:
-            self._state.shutdown = True
-            self._cond.notify_all()
             self._work.notify_all()
             self._spare.notify_all()
+        tally = self.road.keep(queued, reason) if queued else Tally()
+        self.ledger.record(tally)
+        for first, spans in inflight.items():
+            kept = self.road.keep(spans, reason, held=True)
+            with self._cond:
+                held = state.drained[first]
+                held.files = kept.files
+                answered = held.answer is not None
+                if answered:
+                    del state.drained[first]
+            if answered:
+                self._settle_late(held)  # the request was answered while its copy was being written
+            else:
+                self.ledger.record(kept)
+            tally.add(kept)
+        return tally
+
+    def _settle_late(self, held: _Held) -> None:
+        """A held batch's request was answered: that answer is the truth, the copy goes."""
+        self.road.withdraw(held.files or [])
+        if held.answer is not None:
+            self.ledger.record(held.answer)
+
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """The SDK's ``provider.shutdown()``: stop the workers. After ``Telemetry.shutdown`` the processor is
+        already closed and this does not wait for anything (it used to flush again for up to 30 s, waiting
+        for spans other threads kept ending); called on its own, it flushes first, bounded like
+        :meth:`force_flush`. A worker still waiting for a slow endpoint is a daemon thread and is not
+        waited for (its batch is held in the spool)."""
+        with self._cond:
+            closed = self._state.shutdown
+        if not closed:
+            self.flush_until(time.monotonic() + min(timeout_millis / 1000.0, self._max_force_flush))
+            self.close()
         self.road.close()
+        end = time.monotonic() + 0.1
         for worker in self._workers:
-            worker.join(max(0.0, min(0.1, end - time.monotonic())))
+            worker.join(max(0.0, end - time.monotonic()))
 
     def queued(self) -> int:
         with self._cond:

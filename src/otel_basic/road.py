@@ -310,11 +310,15 @@ class Road:
             return self._settle_unencodable(spans)
         return self._settle(self._send_all(batch, as_deadline(deadline)))
 
-    def keep(self, spans: Sequence[ReadableSpan], reason: str) -> Tally:
-        """Spans that cannot stay in memory (queue overflow, exit drain): stages 1, 2, then the spool."""
+    def keep(self, spans: Sequence[ReadableSpan], reason: str, *, held: bool = False) -> Tally:
+        """Spans that cannot stay in memory (queue overflow, exit drain): stages 1, 2, then the spool.
+        ``held`` (a copy of a batch whose request is still out): no replay takes it while this process
+        lives; :meth:`withdraw` it once that request is answered (see :meth:`Spool.write`)."""
         batch = self._prepare(spans)
         if batch is None:
             return self._settle_unencodable(spans)
+        if held:
+            return self._to_spool(batch, held=True).add(Tally(reasons=[reason]))
         return self._settle(_Outcome(retryable=[batch], reasons=[reason]))
 
     def probe(self, spans: Sequence[ReadableSpan], deadline: float) -> tuple[Tally, SendResult | None]:
@@ -360,10 +364,13 @@ class Road:
         return tally
 
     def withdraw(self, files: Sequence[str]) -> int:
-        """Remove spool files whose spans were delivered after all (an exit drain took a batch that
-        was in flight, and the endpoint accepted it). Returns the spans withdrawn; a file a replay
-        already claimed stays (it will be sent again: a duplicate, never a loss)."""
+        """Remove spool files whose spans were settled after all (a held copy whose request was then
+        answered). Returns the spans withdrawn."""
         return self.spool.withdraw(files) if self.spool is not None else 0
+
+    def held_here(self) -> int:
+        """Spans this process holds in the spool while their requests are out (see :meth:`keep`)."""
+        return self.spool.held_here() if self.spool is not None else 0
 
     def spool_waiting(self) -> int:
         """Spans waiting in the spool for this destination (all processes')."""
@@ -452,10 +459,10 @@ class Road:
             tally.add(self._to_rejected(batch, reason))
         return tally
 
-    def _to_spool(self, batch: Batch) -> Tally:
+    def _to_spool(self, batch: Batch, *, held: bool = False) -> Tally:
         if self.spool is None:
             return Tally(dropped=batch.spans, reasons=["no spool to keep undelivered spans"])
-        written = self.spool.write(_serialize(batch), batch.spans, self.prepare.mask_level)
+        written = self.spool.write(_serialize(batch), batch.spans, self.prepare.mask_level, held=held)
         if not written.ok:
             return Tally(dropped=batch.spans, reasons=[written.reason or "spool write failed"])
         tally = Tally(spooled=batch.spans, files=[written.name] if written.name else [])

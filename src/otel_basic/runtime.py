@@ -147,13 +147,13 @@ class Telemetry:
         except Exception as exc:  # a flush never raises: the report carries the failure
             return _failed_report(exc, started)
 
-    def _final_flush(self, timeout: float | None) -> FlushReport:
+    def _final_flush(self, timeout: float | None, new_period: bool) -> FlushReport:
         """Flush, then hand whatever is still in memory to the road's spool entrance; report both."""
         if self._flusher is None:
             return DISABLED_REPORT
         started = time.monotonic()
         try:
-            return self._flusher.flush(timeout, final=True)
+            return self._flusher.flush(timeout, final=True, new_period=new_period)
         except Exception as exc:  # a flush never raises: the report carries the failure
             return _failed_report(exc, started)
 
@@ -177,10 +177,18 @@ class Telemetry:
 
     def shutdown(self, timeout: float | None = None) -> FlushReport:
         """Flush within ``timeout``, then release everything; later calls are no-ops."""
+        return self._stop(timeout, new_period=True)
+
+    def _replaced(self) -> None:
+        """``configure()`` builds a new pipeline: stop this one, and leave what its final flush found to the
+        new one's first report (it carries the ledger on): nobody reads this final report."""
+        self._stop(None, new_period=False)
+
+    def _stop(self, timeout: float | None, *, new_period: bool) -> FlushReport:
         if self._shutdown or self.pipeline is None:
             self._shutdown = True
             return DISABLED_REPORT
-        report = self._final_flush(timeout)
+        report = self._final_flush(timeout, new_period)
         self._shutdown = True
         if self._log_handler is not None:
             log_bridge.uninstall(self._log_handler)
@@ -235,7 +243,7 @@ def configure(**overrides: Any) -> Telemetry:
             return _current  # same arguments, same environment: the same pipeline
         ledger = _current.pipeline.ledger if _current is not None and _current.pipeline is not None else None
         if _current is not None:
-            _current.shutdown()
+            _current._replaced()
         if settings is None:
             _log.warning("otel-basic: tracing disabled: %s", error)
             telemetry = Telemetry(Settings(route="disabled", reason=str(error)), error=error)

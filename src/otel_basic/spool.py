@@ -152,11 +152,18 @@ class Spool:
     def _name(self, spans: int, mask_level: str) -> str:
         return f"{time.time_ns()}-{os.getpid()}-{next(_seq)}-{mask_level}-n{spans}{_SUFFIX}"
 
-    def write(self, request: bytes, spans: int, mask_level: str) -> WriteResult:
-        """Keep one batch (masked at ``mask_level``), evicting the oldest batches beyond the size cap."""
+    def write(self, request: bytes, spans: int, mask_level: str, *, held: bool = False) -> WriteResult:
+        """Keep one batch (masked at ``mask_level``), evicting the oldest batches beyond the size cap.
+
+        ``held``: written already claimed by this process, so no replay takes it while the process lives
+        (an exit drain's copy of a batch whose request is still out: if that request is answered, the
+        copy is withdrawn; if the process dies first, :meth:`recover_claims` of the next one frees it)."""
+        name = self._name(spans, mask_level)
+        if held:
+            name = f".{name}.claimed-{os.getpid()}-held"
         try:
             with self._lock:
-                path = self._write_file(self.dir, self._name(spans, mask_level), request)
+                path = self._write_file(self.dir, name, request)
                 self.spooled += spans
                 evicted = self._evict()
             return WriteResult(True, evicted, name=path.name)
@@ -253,6 +260,15 @@ class Spool:
         """Spans in batches not yet delivered: waiting, or claimed by a replay in progress."""
         try:
             names = [p.name for p in self.dir.iterdir() if _SUFFIX in p.name and not p.name.endswith(".tmp")]
+        except OSError:
+            return 0
+        return sum(_span_count(Path(name.lstrip(".").split(".claimed-")[0])) for name in names)
+
+    def held_here(self) -> int:
+        """Spans in copies this process holds (:meth:`write` ``held``) while their requests are out."""
+        mark = f".claimed-{os.getpid()}-held"
+        try:
+            names = [p.name for p in self.dir.iterdir() if p.name.endswith(mark)]
         except OSError:
             return 0
         return sum(_span_count(Path(name.lstrip(".").split(".claimed-")[0])) for name in names)
