@@ -101,8 +101,8 @@ def test_profile_cpu_quick(profiler: str) -> None:
         pytest.skip("py-spy unavailable or not allowed to trace here")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.startswith("## Where the CPU goes") and _has_table(proc.stdout)
-    if profiler == "py-spy":
-        assert "export: " in proc.stdout and "**total**" in proc.stdout
+    if profiler == "py-spy":  # a quick run on a loaded machine may sample no export thread: not asserted
+        assert "**total**" in proc.stdout and "### By thread" in proc.stdout
 
 
 @pytest.mark.slow

@@ -81,6 +81,7 @@ class _State:
     queue: deque[tuple[int, ReadableSpan]] = field(default_factory=deque)
     inflight: dict[int, list[ReadableSpan]] = field(default_factory=dict)  # first seq -> batch
     drained: dict[int, _Held] = field(default_factory=dict)  # first seq -> batch close() took in flight
+    settling: set[int] = field(default_factory=set)  # in-flight batches whose tally is being recorded
     waiters: list[_Waiter] = field(default_factory=list)
     enqueued: int = 0
     first_at: float = 0.0  # when the queue last went from empty to non-empty (the batch timer)
@@ -210,7 +211,7 @@ class DeliveryProcessor(SpanProcessor):
             kick = True
         else:
             kick = False
-        spill: list[ReadableSpan] = []
+        spill: list[tuple[int, ReadableSpan]] = []
         with self._cond:
             state = self._state
             if state.shutdown:
@@ -225,7 +226,8 @@ class DeliveryProcessor(SpanProcessor):
                     self._cond.wait(left)
             if len(state.queue) >= self._max_queue:
                 take = min(self._batch, len(state.queue))
-                spill = [state.queue.popleft()[1] for _ in range(take)]
+                spill = [state.queue.popleft() for _ in range(take)]
+                state.inflight[spill[0][0]] = [span for _, span in spill]  # pending until it is on disk
             state.enqueued += 1
             self.ledger.created()
             state.queue.append((state.enqueued, span))
@@ -240,16 +242,17 @@ class DeliveryProcessor(SpanProcessor):
                 state.kicked = True
                 self._wake_workers()
         if spill:
-            self._overflow(spill)
+            self._overflow(spill[0][0], [span for _, span in spill])
 
-    def _overflow(self, spans: list[ReadableSpan]) -> None:
+    def _overflow(self, first: int, spans: list[ReadableSpan]) -> None:
+        """The oldest batch leaves a full queue for the spool (masked first, in the caller's thread). It is
+        in flight until it is on disk: a flush meanwhile waits for it, as for an export (it used to be in
+        neither the queue nor the spool, and a flush was truthy while it was being written)."""
         if self._policy == "drop":
             tally = Tally(dropped=len(spans), reasons=["span queue full (OTEL_BASIC_OVERFLOW=drop)"])
         else:
             tally = self.road.keep(spans, "span queue full")
-        self.ledger.record(tally)  # logs the first failure of an episode, with the reason
-        with self._cond:
-            self._notify_waiters()
+        self._settled(first, tally)
 
     # --- flushing ----------------------------------------------------------------------------
 
@@ -475,28 +478,43 @@ class DeliveryProcessor(SpanProcessor):
             except Exception as exc:  # the road contains its stages' errors; this guards its own bugs
                 _log.debug("delivery raised", exc_info=True)
                 tally = self._keep_after_error(spans, exc)
-            with self._cond:
-                self._state.sending -= 1
-                answer = tally.answer_seconds if tally.answer_seconds is not None else time.monotonic() - started
-                self._state.answers.append(answer)
-                # Not in flight any more: :meth:`close` took this batch meanwhile and holds a copy.
-                mine = self._state.inflight.pop(batch[0][0], None) is not None
-                held = None if mine else self._state.drained.get(batch[0][0])
-                if held is not None:
-                    held.answer = tally
-                    if held.files is None:
-                        held = None  # the copy is still being written: close() settles it
-                    else:
-                        del self._state.drained[batch[0][0]]
-                self._notify_waiters()
-            if mine:
-                self.ledger.record(tally)
-            elif held is not None:
-                self._settle_late(held)
+            answer = tally.answer_seconds if tally.answer_seconds is not None else time.monotonic() - started
+            self._settled(batch[0][0], tally, answer)
             if tally.delivered and not tally.failed:
                 if self._spool_may_wait():
                     self._replay(REPLAY_BATCHES_PER_SUCCESS)
                 self._side_work()
+
+    def _settled(self, first: int, tally: Tally, answer: float | None = None) -> None:
+        """A batch in flight (an export, with the endpoint's ``answer`` time; or an overflow on its way to
+        the spool) has its tally. Recorded in the ledger while the batch still counts as in flight, and only
+        then are the flushes waiting for it woken: a flush woken first reported from a ledger without it
+        (truthy while the batch was refused). Never with the processor's lock held while waiting for the
+        ledger's: a signal handler's exit flush in a thread that holds the ledger's lock would wait for
+        itself. If :meth:`close` took the batch meanwhile, it holds a copy: whichever is second settles it."""
+        held = None
+        with self._cond:
+            state = self._state
+            if answer is not None:
+                state.sending -= 1
+                state.answers.append(answer)
+            mine = first in state.inflight
+            if mine:
+                state.settling.add(first)  # close() leaves it: it is being recorded
+            elif (held := state.drained.get(first)) is not None:
+                held.answer = tally
+                if held.files is None:
+                    held = None  # the copy is still being written: close() settles it
+                else:
+                    del state.drained[first]
+        if mine:
+            self.ledger.record(tally)
+            with self._cond:
+                state.settling.discard(first)
+                state.inflight.pop(first, None)
+                self._notify_waiters()
+        elif held is not None:
+            self._settle_late(held)
 
     def _spool_may_wait(self) -> bool:
         """Look at the spool after a success when this process spooled since the last look, or
@@ -537,13 +555,13 @@ class DeliveryProcessor(SpanProcessor):
             if state.shutdown:
                 return Tally()
             state.shutdown = True
-            inflight = dict(state.inflight)
+            inflight = {first: spans for first, spans in state.inflight.items() if first not in state.settling}
             queued = [span for _, span in state.queue]
             state.queue.clear()
-            state.inflight.clear()
+            for first in inflight:
+                del state.inflight[first]
             for first in inflight:
                 state.drained[first] = _Held()
-            self._notify_waiters()
             self._work.notify_all()
             self._spare.notify_all()
         tally = self.road.keep(queued, reason) if queued else Tally()
@@ -561,6 +579,8 @@ class DeliveryProcessor(SpanProcessor):
             else:
                 self.ledger.record(kept)
             tally.add(kept)
+        with self._cond:
+            self._notify_waiters()  # flushes waiting for these spans see them recorded, never before
         return tally
 
     def _settle_late(self, held: _Held) -> None:
