@@ -561,3 +561,19 @@ def test_a_flush_waits_for_a_queue_overflow_on_its_way_to_the_spool(
     langfuse_env.set_delay(0)
     assert otel_basic.flush(timeout=10)
     assert {int(s.span_id, 16) for s in langfuse_env.spans} == set(made)
+
+
+def test_a_flush_during_a_long_backoff_reports_why(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """A background export got a 503 with ``Retry-After: 4`` and sleeps before its retry. A flush that begins
+    meanwhile ends the retries at its own deadline and says why (it said only "pending", the export asleep)."""
+    langfuse_env.fail_next(503, count=1000, retry_after=4)
+    _spans(telemetry, 3)
+    telemetry.kick(at_once=True)
+    langfuse_env.wait_for_requests(1, timeout=5)
+    started = time.monotonic()
+    report = otel_basic.flush(timeout=1.0)
+    assert time.monotonic() - started < 1.0 + 0.5
+    assert not report and report.pending == 0 and report.in_spool == 3, report.summary()
+    assert "503" in (report.error or ""), report.summary()

@@ -152,6 +152,22 @@ class Deadline:
         """No new attempt starts at or after this."""
         return self.at if self.retry_by is None else min(self.at, self.retry_by())
 
+    def wait_to_retry(self, seconds: float, stop: threading.Event, end: float | None = None) -> bool:
+        """Sleep ``seconds`` before a retry; False (at once) when the retry would start after ``end`` or
+        :meth:`retries_end`, or ``stop`` is set. ``retries_end`` is asked afresh every 50 ms: a flush that
+        begins during a long backoff (a 503's, a ``Retry-After: 4``) learns the reason within its own
+        deadline instead of seeing only "pending"."""
+        wake = time.monotonic() + seconds
+        while True:
+            limit = self.retries_end() if end is None else min(end, self.retries_end())
+            if wake > limit:
+                return False
+            left = wake - time.monotonic()
+            if left <= 0:
+                return True
+            if stop.wait(min(left, 0.05)):
+                return False
+
 
 def as_deadline(deadline: float | Deadline) -> Deadline:
     return deadline if isinstance(deadline, Deadline) else Deadline(deadline)
