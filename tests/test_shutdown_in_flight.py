@@ -17,13 +17,20 @@ import time
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
 
 import otel_basic
 from otel_basic.testing import LangfuseReceiver
 
 
-def _end_spans(n: int, made: list[int], name: str = "in-flight", attributes: dict[str, str] | None = None) -> None:
-    tracer = otel_basic.get_tracer("test.shutdown")
+def _end_spans(
+    n: int,
+    made: list[int],
+    name: str = "in-flight",
+    attributes: dict[str, str] | None = None,
+    tracer: trace.Tracer | None = None,
+) -> None:
+    tracer = tracer or otel_basic.get_tracer("test.shutdown")
     for _ in range(n):
         span = tracer.start_span(name, attributes=attributes)
         span.end()
@@ -118,9 +125,11 @@ def test_shutdown_keeps_its_deadline_while_other_threads_keep_ending_spans(langf
     stop = threading.Event()
     made: list[int] = []
 
+    tracer = otel_basic.get_tracer("app")  # a module-level tracer: it outlives the shutdown
+
     def app_thread() -> None:
         while not stop.is_set():
-            _end_spans(1, made)
+            _end_spans(1, made, tracer=tracer)
             time.sleep(0.0005)
 
     thread = threading.Thread(target=app_thread, daemon=True)
@@ -206,3 +215,18 @@ def test_no_flush_is_truthy_while_an_old_pipelines_span_is_undelivered(
     finally:
         stop.set()
         fast.stop()
+
+
+def test_a_flush_after_shutdown_reports_the_spans_that_ended_after_it(langfuse_env: LangfuseReceiver) -> None:
+    """A flush of a shut-down pipeline sends nothing, but it is not "nothing to flush" when a span ended
+    after the shutdown (dropped): it used to return the truthy disabled report over dropped spans."""
+    otel_basic.configure()
+    tracer = otel_basic.get_tracer("test.after")
+    span = tracer.start_span("ends-after-shutdown")
+    assert otel_basic.shutdown(timeout=5)
+    span.end()
+    report = otel_basic.flush(timeout=1)
+    assert not report and not report.enabled and report.dropped == 1, report.summary()
+    assert "after shutdown" in (report.error or "") and report.summary().startswith("telemetry shut down")
+    again = otel_basic.flush(timeout=1)
+    assert again and again.summary() == "telemetry disabled: nothing to flush"

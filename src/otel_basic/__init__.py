@@ -18,7 +18,7 @@ from opentelemetry.trace import Tracer
 
 # First, before anything imports the OpenTelemetry SDK (which crashes on one bad variable).
 from otel_basic import sdk_env  # noqa: F401
-from otel_basic.flush import FlushReport
+from otel_basic.flush import DISABLED_REPORT, FlushReport
 from otel_basic.runtime import Telemetry, configure, current, reset
 from otel_basic.runtime import shutdown as _shutdown
 from otel_basic.settings import ConfigError, Settings, load_settings
@@ -60,10 +60,11 @@ def flush(timeout: float | None = None) -> FlushReport:
     ``OTEL_BASIC_FLUSH_TIMEOUT``, 5 s). Never raises; a no-op when telemetry is not configured."""
     telemetry = current()
     if telemetry is None:
-        from otel_basic.flush import DISABLED_REPORT
-
         return DISABLED_REPORT
-    return telemetry.flush(timeout)
+    report = telemetry.flush(timeout)
+    if not report.enabled and (newer := current()) is not None and newer is not telemetry:
+        return newer.flush(timeout)  # a configure() in another thread replaced it meanwhile
+    return report
 
 
 async def aflush(timeout: float | None = None) -> FlushReport:
@@ -71,10 +72,11 @@ async def aflush(timeout: float | None = None) -> FlushReport:
     share the export in flight."""
     telemetry = current()
     if telemetry is None:
-        from otel_basic.flush import DISABLED_REPORT
-
         return DISABLED_REPORT
-    return await telemetry.aflush(timeout)
+    report = await telemetry.aflush(timeout)
+    if not report.enabled and (newer := current()) is not None and newer is not telemetry:
+        return await newer.aflush(timeout)  # a configure() in another thread replaced it meanwhile
+    return report
 
 
 def shutdown(timeout: float | None = None) -> FlushReport:

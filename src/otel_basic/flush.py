@@ -67,9 +67,9 @@ class FlushReport:
         return self.rejected + self.dropped + self.in_spool
 
     def summary(self) -> str:
-        if not self.enabled:
+        if not self.enabled and self == DISABLED_REPORT:
             return "telemetry disabled: nothing to flush"
-        text = (
+        text = ("telemetry shut down: " if not self.enabled else "") + (
             f"exported={self.exported} rejected={self.rejected} dropped={self.dropped} "
             f"spooled={self.spooled} pending={self.pending} in_spool={self.in_spool} in {self.duration:.3f}s"
         )
@@ -206,6 +206,21 @@ class Flusher:
         if not finished:
             return "Langfuse client flush did not finish before the deadline"
         return self._side.error if self._side is not None else None
+
+    def after_shutdown(self) -> FlushReport:
+        """A flush of a shut-down pipeline sends nothing. It reports what was settled since the last report
+        (a span that ended after the shutdown is dropped; a held batch's late answer), so it is truthy only
+        if that is nothing: ``DISABLED_REPORT`` said "nothing to flush" over dropped spans."""
+        diff, reason = self.ledger.since_report()
+        failed = diff.rejected or diff.dropped
+        return FlushReport(
+            exported=diff.delivered,
+            rejected=diff.rejected,
+            dropped=diff.dropped,
+            spooled=diff.spooled,
+            error=(reason or "export failed") if failed else None,
+            enabled=False,
+        )
 
     def flush(self, timeout: float | None = None, *, final: bool = False, new_period: bool = True) -> FlushReport:
         """``final`` (shutdown, exit): after the deadline, spans still in memory go to the spool.

@@ -58,6 +58,7 @@ class Telemetry:
         self._log_handler: log_bridge.SpanEventHandler | None = None
         self._flusher: Flusher | None = None
         self._shutdown = False
+        self._succeeded = False  # replaced by configure(): the new pipeline reports (it has the ledger)
 
     @property
     def flush_timeout(self) -> float:
@@ -139,8 +140,10 @@ class Telemetry:
         return provider.get_tracer(name, version)
 
     def flush(self, timeout: float | None = None) -> FlushReport:
-        if self._flusher is None or self._shutdown:
+        if self._flusher is None:
             return DISABLED_REPORT
+        if self._shutdown:
+            return DISABLED_REPORT if self._succeeded else self._flusher.after_shutdown()
         started = time.monotonic()
         try:
             return self._flusher.flush(timeout)
@@ -158,8 +161,10 @@ class Telemetry:
             return _failed_report(exc, started)
 
     async def aflush(self, timeout: float | None = None) -> FlushReport:
-        if self._flusher is None or self._shutdown:
+        if self._flusher is None:
             return DISABLED_REPORT
+        if self._shutdown:
+            return DISABLED_REPORT if self._succeeded else self._flusher.after_shutdown()
         started = time.monotonic()
         try:
             return await self._flusher.aflush(timeout)
@@ -182,6 +187,7 @@ class Telemetry:
     def _replaced(self) -> None:
         """``configure()`` builds a new pipeline: stop this one, and leave what its final flush found to the
         new one's first report (it carries the ledger on): nobody reads this final report."""
+        self._succeeded = True
         self._stop(None, new_period=False)
 
     def _stop(self, timeout: float | None, *, new_period: bool) -> FlushReport:
