@@ -12,6 +12,8 @@ from __future__ import annotations
 import collections
 import os
 import random
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,8 @@ from opentelemetry import trace
 
 import otel_basic
 from otel_basic.testing import LangfuseReceiver
+
+from .conftest import PYTHON, subprocess_env
 
 
 def _end_spans(
@@ -230,3 +234,109 @@ def test_a_flush_after_shutdown_reports_the_spans_that_ended_after_it(langfuse_e
     assert "after shutdown" in (report.error or "") and report.summary().startswith("telemetry shut down")
     again = otel_basic.flush(timeout=1)
     assert again and again.summary() == "telemetry disabled: nothing to flush"
+
+
+def test_a_span_blocked_on_a_full_queue_at_shutdown_is_kept(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``OTEL_BASIC_OVERFLOW=block``: a thread waiting for room in the queue when the shutdown closes it ended
+    its span before the shutdown, so it goes where the queue went (the spool). It used to be added to the
+    closed queue after the drain: neither sent, spooled nor counted."""
+    monkeypatch.setenv("OTEL_BASIC_OVERFLOW", "block")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "1")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+    monkeypatch.setenv("OTEL_BASIC_EXPORT_WORKERS", "1")
+    otel_basic.configure()
+    langfuse_env.blackhole(True)
+    made: list[int] = []
+    _end_spans(1, made)  # the only worker takes it and waits for an answer
+    time.sleep(0.3)
+    _end_spans(1, made)  # the queue is full
+    blocked = threading.Thread(target=_end_spans, args=(1, made))
+    blocked.start()
+    time.sleep(0.2)
+    assert not otel_basic.shutdown(timeout=0.2)
+    blocked.join()
+    files = _spool_files(Path(os.environ["OTEL_BASIC_SPOOL_DIR"]))
+    assert len(files) == 3, "each span is on disk (the first held while its request is out), before the exit"
+    langfuse_env.blackhole(False)
+    otel_basic.configure()
+    report = otel_basic.flush(timeout=10)
+    assert report, report.summary()
+    received = _received(langfuse_env)
+    assert len(made) == 3 and set(received) == set(made) and max(received.values()) == 1, received
+
+
+def test_a_sigterm_during_the_exit_drain_waits_for_it(langfuse_env: LangfuseReceiver, tmp_path: Path) -> None:
+    """A container stop (SIGTERM) that lands while the exit shutdown spools a large queue is acted on once the
+    spans are on disk. Acted on at once, it ended the process mid-drain: every queued span was lost."""
+    langfuse_env.blackhole(True)
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import sys, otel_basic\n"
+        "otel_basic.configure(install_signal_handlers=True)\n"
+        "tracer = otel_basic.get_tracer('app')\n"
+        "for _ in range(30000):\n"
+        "    tracer.start_span('queued').end()\n"
+        "print('EXITING', flush=True)\n"
+        "sys.exit(0)\n"
+    )
+    env = subprocess_env(**langfuse_env.env(), OTEL_BASIC_FLUSH_TIMEOUT="0.3")
+    env.pop("OTEL_BASIC_SIGNAL_HANDLERS", None)
+    proc = subprocess.Popen([PYTHON, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "EXITING"
+        time.sleep(0.4)  # the flush deadline passed: the drain is spooling
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (0, -signal.SIGTERM), stderr[-3000:]
+    files = _spool_files(Path(env["OTEL_BASIC_SPOOL_DIR"]))
+    spooled = sum(int(p.name.lstrip(".").split(".otlp")[0].rsplit("-n", 1)[1]) for p in files)
+    assert spooled == 30000, f"{30000 - spooled} spans lost to the SIGTERM\n{stderr[-3000:]}"
+    langfuse_env.blackhole(False)
+
+
+def _flush_in_a_loop(reports: list[tuple[float, float, otel_basic.FlushReport]], stop: threading.Event) -> None:
+    while not stop.is_set():
+        started = time.monotonic()
+        report = otel_basic.flush(timeout=0.02)
+        reports.append((started, time.monotonic(), report))  # list.append is atomic
+
+
+def test_no_flush_is_truthy_between_a_held_copys_withdrawal_and_its_answer(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held copy's late answer (a partial success) is recorded before its copy leaves the disk: four threads
+    flushing in a loop on the next pipeline never see neither (the copy went first, and a flush between the
+    two was truthy while a span had been refused; a hostile review: 5 times in 12)."""
+    monkeypatch.setenv("OTEL_BASIC_EXPORT_WORKERS", "1")
+    for iteration in range(6):
+        monkeypatch.setenv("OTEL_BASIC_FLUSH_TIMEOUT", f"{5 + iteration}")  # new settings: a new pipeline
+        otel_basic.configure()
+        langfuse_env.reset_faults()
+        langfuse_env.set_delay(0.4)
+        langfuse_env.partial_success_next(1)
+        _end_spans(3, [])
+        otel_basic.current().kick(at_once=True)
+        time.sleep(0.05)
+        final = otel_basic.shutdown(timeout=0.05)
+        monkeypatch.setenv("OTEL_BASIC_FLUSH_TIMEOUT", f"{5.5 + iteration}")
+        otel_basic.configure()
+        reports: list[tuple[float, float, otel_basic.FlushReport]] = []
+        stop = threading.Event()
+        threads = [threading.Thread(target=_flush_in_a_loop, args=(reports, stop)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.8)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        refusals = [started for started, _, report in reports if report.rejected]
+        assert final.rejected + len(refusals) == 1, "the refusal is reported once"
+        if refusals:
+            early = [report for _, ended, report in reports if report and ended < refusals[0]]
+            assert not early, f"iteration {iteration}: truthy before the refusal was reported: {early[-1].summary()}"
+        otel_basic.shutdown(timeout=1)

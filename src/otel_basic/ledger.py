@@ -56,7 +56,7 @@ class Ledger:
         self._totals = Totals()  # everything but ``created``, which is the counter below
         self._created = 0
         self._reported = Totals()
-        self._reason_since_report: str | None = None
+        self._reasons_since_report: dict[str, None] = {}  # distinct, in order (a dict keeps it)
         self._warned: set[str] = set()
 
     @property
@@ -85,7 +85,9 @@ class Ledger:
             )
             warn = False
             if tally.failed:
-                self._reason_since_report = reason or self._reason_since_report
+                if reason:
+                    self._reasons_since_report.pop(reason, None)
+                    self._reasons_since_report[reason] = None  # the latest last
                 warn = (reason or "") not in self._warned
                 self._warned.add(reason or "")
         if warn:
@@ -105,11 +107,11 @@ class Ledger:
         with self._lock:
             now = self.totals
             diff = now.minus(self._reported)
-            reason = self._reason_since_report
+            reason = _reasons(self._reasons_since_report)
             if not new_period:
                 return diff, reason
             self._reported = now
-            self._reason_since_report = None
+            self._reasons_since_report = {}
             self._warned.clear()
             return diff, reason
 
@@ -118,5 +120,15 @@ class Ledger:
         self._lock = threading.RLock()
         self._totals = self._reported = Totals()
         self._created = 0
-        self._reason_since_report = None
+        self._reasons_since_report = {}
         self._warned = set()
+
+
+def _reasons(reasons: dict[str, None], most: int = 3) -> str | None:
+    """The latest distinct failure reasons, newest first: a report that counts spans dropped after a
+    shutdown and a later timeout names both (it named only the latest, over spans it did not explain)."""
+    latest = list(reasons)[::-1]
+    if not latest:
+        return None
+    more = f"; and {len(latest) - most} more" if len(latest) > most else ""
+    return "; ".join(latest[:most]) + more

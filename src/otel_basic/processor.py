@@ -211,7 +211,6 @@ class DeliveryProcessor(SpanProcessor):
             kick = True
         else:
             kick = False
-        spill: list[tuple[int, ReadableSpan]] = []
         with self._cond:
             state = self._state
             if state.shutdown:
@@ -224,25 +223,37 @@ class DeliveryProcessor(SpanProcessor):
                 end = time.monotonic() + self._block_timeout
                 while len(state.queue) >= self._max_queue and (left := end - time.monotonic()) > 0:
                     self._cond.wait(left)
-            if len(state.queue) >= self._max_queue:
-                take = min(self._batch, len(state.queue))
-                spill = [state.queue.popleft() for _ in range(take)]
-                state.inflight[spill[0][0]] = [span for _, span in spill]  # pending until it is on disk
-            state.enqueued += 1
-            self.ledger.created()
-            state.queue.append((state.enqueued, span))
-            if len(state.queue) == 1:  # the batch timer starts; the primary worker wakes for it by itself
-                state.first_at = time.monotonic()
-                if self._delay < IDLE_WAKE:  # too short for the primary's own idle timeout
-                    self._work.notify()
-                self._wake_spare()  # ... unless it is busy sending to a slow endpoint
-            if kick:
-                self._linger_locked()
-            elif len(state.queue) >= self._batch and not state.kicked:
-                state.kicked = True
-                self._wake_workers()
-        if spill:
+            closed = state.shutdown  # close() woke us: the span ended before it, it goes where the queue went
+            spill = [] if closed else self._enqueue_locked(span, kick)
+            if closed:
+                self.ledger.created()
+        if closed:
+            self.ledger.record(self.road.keep([span], "span queue full at shutdown"))
+        elif spill:
             self._overflow(spill[0][0], [span for _, span in spill])
+
+    def _enqueue_locked(self, span: ReadableSpan, kick: bool) -> list[tuple[int, ReadableSpan]]:
+        """Queue the span (counted as created); returns the oldest batch if the queue was full (to spool)."""
+        state = self._state
+        self.ledger.created()
+        spill: list[tuple[int, ReadableSpan]] = []
+        if len(state.queue) >= self._max_queue:
+            take = min(self._batch, len(state.queue))
+            spill = [state.queue.popleft() for _ in range(take)]
+            state.inflight[spill[0][0]] = [queued for _, queued in spill]  # pending until it is on disk
+        state.enqueued += 1
+        state.queue.append((state.enqueued, span))
+        if len(state.queue) == 1:  # the batch timer starts; the primary worker wakes for it by itself
+            state.first_at = time.monotonic()
+            if self._delay < IDLE_WAKE:  # too short for the primary's own idle timeout
+                self._work.notify()
+            self._wake_spare()  # ... unless it is busy sending to a slow endpoint
+        if kick:
+            self._linger_locked()
+        elif len(state.queue) >= self._batch and not state.kicked:
+            state.kicked = True
+            self._wake_workers()
+        return spill
 
     def _overflow(self, first: int, spans: list[ReadableSpan]) -> None:
         """The oldest batch leaves a full queue for the spool (masked first, in the caller's thread). It is
@@ -584,10 +595,11 @@ class DeliveryProcessor(SpanProcessor):
         return tally
 
     def _settle_late(self, held: _Held) -> None:
-        """A held batch's request was answered: that answer is the truth, the copy goes."""
-        self.road.withdraw(held.files or [])
+        """A held batch's request was answered: that answer is the truth, the copy goes. Recorded first: a
+        flush between the two saw neither the copy nor the answer (truthy while it was a refusal)."""
         if held.answer is not None:
             self.ledger.record(held.answer)
+        self.road.withdraw(held.files or [])
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """The SDK's ``provider.shutdown()``: stop the workers. After ``Telemetry.shutdown`` the processor is

@@ -367,10 +367,8 @@ class Road:
         try:
             for claimed in self.spool.claim(max_batches=max_batches, until=bound.retries_end if bound else None):
                 each = bound or Deadline(time.monotonic() + 30.0)  # no deadline: 30 s per batch
-                outcome, still_failing = self._replay_one(claimed, each)
+                outcome, still_failing = self._replay_one(claimed, each, record)
                 tally.add(outcome)
-                if record is not None:
-                    record(outcome)
                 if progress is not None:
                     progress(tally.delivered)
                 if still_failing:
@@ -496,30 +494,40 @@ class Road:
     def _settle_unencodable(self, spans: Sequence[ReadableSpan]) -> Tally:
         return Tally(dropped=len(spans), reasons=["could not encode the spans"])
 
-    def _replay_one(self, claimed: ClaimedBatch, deadline: Deadline) -> tuple[Tally, bool]:
+    def _replay_one(
+        self, claimed: ClaimedBatch, deadline: Deadline, record: Callable[[Tally], None] | None
+    ) -> tuple[Tally, bool]:
         """One spooled batch through stages 3 → 5. Returns its tally and whether the endpoint still
-        fails (retryable), so the replay stops instead of hammering it."""
+        fails (retryable), so the replay stops instead of hammering it. ``record`` gets the tally before
+        the file leaves the spool: a flush in between saw neither the file nor the outcome (truthy while
+        the batch was refused)."""
+
+        def settle(tally: Tally, file_settles: Callable[[], None], still_failing: bool) -> tuple[Tally, bool]:
+            if record is not None:
+                record(tally)
+            file_settles()
+            return tally, still_failing
+
         if MASK_LEVELS.index(claimed.mask_level) < MASK_LEVELS.index(self.prepare.mask_level):
             why = (
                 f"masked at OTEL_BASIC_MASK={claimed.mask_level}, less than this process's "
                 f"{self.prepare.mask_level}: not sent (`otel-basic replay --rejected` with that level sends it)"
             )
-            claimed.reject(why)  # never sent automatically: the process now promises more masking
-            return Tally(rejected=claimed.spans, reasons=[why]), False
+            # never sent automatically: the process now promises more masking
+            return settle(Tally(rejected=claimed.spans, reasons=[why]), lambda: claimed.reject(why), False)
         try:
             message = ExportTraceServiceRequest.FromString(claimed.data)
         except Exception:
-            claimed.reject("not a valid OTLP request (corrupt spool file)")
-            return Tally(rejected=claimed.spans, reasons=["corrupt spool file"]), False
+            corrupt = Tally(rejected=claimed.spans, reasons=["corrupt spool file"])
+            return settle(corrupt, lambda: claimed.reject("not a valid OTLP request (corrupt spool file)"), False)
         batch = Batch(message, claimed.spans or count_spans(message))
         outcome = self._send_all(batch, deadline)
         if outcome.delivered == 0 and not outcome.rejected and not outcome.partial_rejected:
-            claimed.release()  # nothing arrived: back in place, same name, same order
-            return Tally(requests=outcome.requests, reasons=list(outcome.reasons)), True
+            # nothing arrived: back in place, same name, same order
+            return settle(Tally(requests=outcome.requests, reasons=list(outcome.reasons)), claimed.release, True)
         tally = self._settle(outcome)
         tally.spooled = 0  # parts written back were counted as spooled when they first failed
-        claimed.done()
-        return tally, bool(outcome.retryable)
+        return settle(tally, claimed.done, bool(outcome.retryable))
 
 
 def _serialize(batch: Batch) -> bytes:
