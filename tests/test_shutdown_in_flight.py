@@ -340,3 +340,28 @@ def test_no_flush_is_truthy_between_a_held_copys_withdrawal_and_its_answer(
             early = [report for _, ended, report in reports if report and ended < refusals[0]]
             assert not early, f"iteration {iteration}: truthy before the refusal was reported: {early[-1].summary()}"
         otel_basic.shutdown(timeout=1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_after_shutdown_stays_shut_down(langfuse_env: LangfuseReceiver) -> None:
+    """A fork child of a shut-down pipeline restarted its export workers, sent a span the app ended on an old
+    tracer, and no report counted it. Now the child's pipeline is shut down too: no workers, the span is
+    dropped and its flush says so."""
+    otel_basic.configure()
+    tracer = otel_basic.get_tracer("kept")
+    assert otel_basic.shutdown(timeout=5)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        try:
+            workers = sum(t.name.startswith("otel-basic-export") for t in threading.enumerate())
+            tracer.start_span("child-late").end()
+            report = otel_basic.flush(timeout=1)
+            os.write(write, f"{workers} {report.dropped} {bool(report)}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        assert pipe.read() == "0 1 False", "no export worker, the late span dropped and reported"
+    assert not langfuse_env.spans

@@ -143,13 +143,15 @@ class DeliveryProcessor(SpanProcessor):
 
     def _after_fork(self) -> None:
         """In a fork child: new locks, sockets and workers; spans queued before the fork are the
-        parent's to send, and the parent's counts are the parent's to report."""
+        parent's to send, and the parent's counts are the parent's to report. A processor the parent had
+        shut down stays shut down (its workers were restarted, and sent spans no report counted)."""
+        closed = self._state.shutdown
         self._new_conditions()
-        self._state = _State()
+        self._state = _State(shutdown=closed)
         self._kick_on_end = set()
         self.ledger.reset()
         self.road.reopen()
-        self._workers = self._start_workers()
+        self._workers = [] if closed else self._start_workers()
 
     def _new_conditions(self) -> None:
         """One re-entrant lock, three conditions, so a notify wakes only who it is for: flushers and
