@@ -142,10 +142,6 @@ class Flusher:
             return f"{tally.dropped} scores dropped, {tally.waiting} still queued ({tally.reason})"
         return None
 
-    def _send_scores(self, end: float) -> None:
-        if self.scores is not None and self.scores.queued():
-            self.scores.send(end)
-
     def _report(self, target: int, started: float, side_error: str | None, *, new_period: bool = True) -> FlushReport:
         pending = self.processor.pending_after(target)
         in_spool = self.road.spool_waiting()

@@ -120,7 +120,8 @@ def _at_exit() -> None:
             _log.warning("otel-basic: flush at exit: %s", report.summary())
     finally:
         _exiting = False
-        for signum in _deferred[:1]:
+        if _deferred:  # the first signal that waited: what it would have done (ends the process, mostly)
+            signum = _deferred[0]
             _deferred.clear()
             _act_as_the_signal(signum, None)
 
