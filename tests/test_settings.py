@@ -173,7 +173,7 @@ _SCALE = {"ms": 0.001, "MB": 1024 * 1024}
 
 
 def _bounds(row: Row) -> tuple[float, float]:
-    lo, _, hi = row.range.partition(" – ")
+    lo, _, hi = row.range.split(", 0 = ")[0].partition(" – ")  # "1 – 600000, 0 = no limit (600000)"
     return float(lo), (65536 if hi == "queue size" else float(hi))  # the default queue size
 
 
@@ -512,3 +512,11 @@ def test_bsp_values_the_sdk_reads_itself_never_turn_tracing_off(variable: str) -
         assert "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.count(name) <= 1, proc.stderr  # one warning, naming the variable
         assert [s.name for s in receiver.spans] == ["arrives"]
+
+
+def test_a_zero_otel_timeout_means_no_limit_as_the_spec_says() -> None:
+    """The spec: implementations SHOULD read a zero timeout as indefinite. It was clamped to 1 ms, so every
+    export timed out at once; now it is the maximum, without a warning."""
+    s = load_settings({**LF, "OTEL_EXPORTER_OTLP_TIMEOUT": "0", "OTEL_BSP_EXPORT_TIMEOUT": "0"})
+    assert s.export_timeout == 600.0 and s.batch_export_timeout == 3600.0
+    assert not [w for w in s.warnings if "TIMEOUT" in w], s.warnings

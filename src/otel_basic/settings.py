@@ -376,11 +376,15 @@ def _words(raw: str) -> str:
     return repr(text[:40] + ("…" if len(text) > 40 else ""))
 
 
-def _number(lo: float, hi: float, *, integer: bool = False, scale: float = 1.0, as_int: bool = False) -> Parser:
+def _number(
+    lo: float, hi: float, *, integer: bool = False, scale: float = 1.0, as_int: bool = False, zero_is_max: bool = False
+) -> Parser:
     """A number in ``[lo, hi]`` (in the variable's unit); out of range -> clamped, garbage -> default.
 
     The result is multiplied by ``scale`` (milliseconds -> seconds, MB -> bytes); ``as_int``
-    rounds the scaled result down to a whole number."""
+    rounds the scaled result down to a whole number. ``zero_is_max``: an OTel timeout, where the spec
+    says implementations SHOULD read 0 as indefinite; ours is the maximum (it was clamped to 1 ms, and
+    every export timed out at once)."""
 
     def out(value: float) -> Any:
         if integer:
@@ -395,6 +399,8 @@ def _number(lo: float, hi: float, *, integer: bool = False, scale: float = 1.0, 
             raise _Bad(f"expected a number, got {_words(raw)}") from None
         if math.isnan(value):
             raise _Bad("expected a number, got NaN")
+        if zero_is_max and value == 0:
+            return out(hi)
         if integer and math.isfinite(value) and value != int(value):
             raise _Bad(f"expected a whole number, got {_words(raw)}")
         if value < lo or value > hi:
@@ -615,8 +621,8 @@ TABLE: tuple[Row, ...] = (
         _choice("gzip", "none", aliases={"deflate": ("gzip", "deflate is not an OTLP compression")}),
         spec_default="`none`"),
     Row((OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT), "export_timeout", "duration", _MS,
-        "1 – 600000", "`10000`", "Bounds one OTLP request, its retries included.",
-        _number(1, 600_000, scale=0.001)),
+        "1 – 600000, 0 = no limit (600000)", "`10000`", "Bounds one OTLP request, its retries included.",
+        _number(1, 600_000, scale=0.001, zero_is_max=True)),
     Row((OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE), "certificate", "path", "",
         "readable PEM file", "system trust", "CA bundle that verifies the endpoint (instead of the default "
         "trust store).", _readable_file, "disable"),
@@ -632,9 +638,10 @@ TABLE: tuple[Row, ...] = (
     Row((OTEL_BSP_SCHEDULE_DELAY,), "schedule_delay", "duration", _MS, "1 – 3600000", "`1000`",
         "How long a span may wait in the batch when nothing flushes.", _number(1, 3_600_000, scale=0.001),
         spec_default="`5000`", group="Batching"),
-    Row((OTEL_BSP_EXPORT_TIMEOUT,), "batch_export_timeout", "duration", _MS, "1 – 3600000", "`30000`",
-        "Bounds one batch export (its requests, each bounded by `OTEL_EXPORTER_OTLP_TIMEOUT`). "
-        "It does not change the OTLP timeout.", _number(1, 3_600_000, scale=0.001), group="Batching"),
+    Row((OTEL_BSP_EXPORT_TIMEOUT,), "batch_export_timeout", "duration", _MS, "1 – 3600000, 0 = no limit (3600000)",
+        "`30000`", "Bounds one batch export (its requests, each bounded by `OTEL_EXPORTER_OTLP_TIMEOUT`). "
+        "It does not change the OTLP timeout.", _number(1, 3_600_000, scale=0.001, zero_is_max=True),
+        group="Batching"),
     Row((OTEL_BSP_MAX_QUEUE_SIZE,), "max_queue_size", "int", "spans", "1 – 1000000", "`65536`",
         "In-memory queue. A 20k-span burst fits (the stock 2048 lost 45–54 %).",
         _number(1, 1_000_000, integer=True), spec_default="`2048`", group="Batching"),
