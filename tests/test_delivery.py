@@ -577,3 +577,18 @@ def test_a_flush_during_a_long_backoff_reports_why(
     assert time.monotonic() - started < 1.0 + 0.5
     assert not report and report.pending == 0 and report.in_spool == 3, report.summary()
     assert "503" in (report.error or ""), report.summary()
+
+
+def test_a_flush_whose_deadline_comes_during_a_retry_says_why(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """The endpoint answers 429 (``Retry-After: 1``) after a second; the retry starts before the flush's
+    deadline and is still out when it comes. The flush is pending, and says what the endpoint answered
+    (it said only "pending", though a 429 had come back)."""
+    langfuse_env.set_delay(1.0)
+    langfuse_env.fail_next(429, count=1000, retry_after=1)
+    _spans(telemetry, 3)
+    report = otel_basic.flush(timeout=2.5)
+    assert not report and report.pending == 3, report.summary()
+    assert "429" in (report.error or "") and "retrying" in (report.error or ""), report.summary()
+    langfuse_env.reset_faults()

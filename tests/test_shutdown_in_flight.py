@@ -365,3 +365,18 @@ def test_a_fork_after_shutdown_stays_shut_down(langfuse_env: LangfuseReceiver) -
     with os.fdopen(read) as pipe:
         assert pipe.read() == "0 1 False", "no export worker, the late span dropped and reported"
     assert not langfuse_env.spans
+
+
+def test_a_flush_after_shutdown_is_false_while_spans_wait_in_the_spool(langfuse_env: LangfuseReceiver) -> None:
+    """After a shutdown against an endpoint that never answers, the spans wait on disk (a held copy): a later
+    flush of that pipeline sends nothing and must not be truthy (it was: it looked only at the counts)."""
+    otel_basic.configure()
+    langfuse_env.blackhole(True)
+    made: list[int] = []
+    _end_spans(10, made)
+    otel_basic.current().kick(at_once=True)
+    time.sleep(0.2)
+    assert not otel_basic.shutdown(timeout=0.3)
+    report = otel_basic.flush(timeout=1)
+    assert not report and not report.enabled and report.in_spool == 10, report.summary()
+    langfuse_env.blackhole(False)

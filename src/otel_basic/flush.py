@@ -13,8 +13,10 @@ joins, so it runs in one shared helper thread that callers wait on with their re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -159,6 +161,8 @@ class Flusher:
             error: str | None = reason or "export failed"
         elif pending:
             error = "flush deadline reached with spans still pending"
+            if (why := self.processor.retry_reason()) is not None:
+                error += f" (an export is retrying after: {why})"
         elif in_spool:
             error = f"{in_spool} spans wait in the spool ({reason or diff.last_reason or 'endpoint unavailable'})"
         else:
@@ -204,19 +208,12 @@ class Flusher:
         return self._side.error if self._side is not None else None
 
     def after_shutdown(self) -> FlushReport:
-        """A flush of a shut-down pipeline sends nothing. It reports what was settled since the last report
-        (a span that ended after the shutdown is dropped; a held batch's late answer), so it is truthy only
-        if that is nothing: ``DISABLED_REPORT`` said "nothing to flush" over dropped spans."""
-        diff, reason = self.ledger.since_report()
-        failed = diff.rejected or diff.dropped
-        return FlushReport(
-            exported=diff.delivered,
-            rejected=diff.rejected,
-            dropped=diff.dropped,
-            spooled=diff.spooled,
-            error=(reason or "export failed") if failed else None,
-            enabled=False,
-        )
+        """A flush of a shut-down pipeline sends nothing. It reports like any flush: what was settled since
+        the last report (a span that ended after the shutdown is dropped; a held batch's late answer) and
+        what still waits (in the spool, held copies included), so it is truthy only if all of that is
+        nothing: ``DISABLED_REPORT`` said "nothing to flush" over dropped and spooled spans."""
+        report = self._report(sys.maxsize, time.monotonic(), None)
+        return dataclasses.replace(report, enabled=False, duration=0.0)
 
     def flush(self, timeout: float | None = None, *, final: bool = False, new_period: bool = True) -> FlushReport:
         """``final`` (shutdown, exit): after the deadline, spans still in memory go to the spool.

@@ -82,6 +82,7 @@ class _State:
     inflight: dict[int, list[ReadableSpan]] = field(default_factory=dict)  # first seq -> batch
     drained: dict[int, _Held] = field(default_factory=dict)  # first seq -> batch close() took in flight
     settling: set[int] = field(default_factory=set)  # in-flight batches whose tally is being recorded
+    retrying: dict[int, str] = field(default_factory=dict)  # in-flight batch -> why its last attempt failed
     waiters: list[_Waiter] = field(default_factory=list)
     enqueued: int = 0
     first_at: float = 0.0  # when the queue last went from empty to non-empty (the batch timer)
@@ -446,12 +447,27 @@ class DeliveryProcessor(SpanProcessor):
                 self._spare.notify()
             return batch
 
-    def _export_deadline(self) -> Deadline:
+    def _export_deadline(self, first: int | None = None) -> Deadline:
         """An export's request runs to the export timeout even when a flush stops waiting sooner (cut short,
         a request the endpoint then accepts is spooled and sent twice; the flush just reports it pending,
         and an exit drains it to the spool); retries stop at the earliest waiting flush's deadline, asked
-        afresh before each, so that flush learns why the endpoint fails."""
-        return Deadline(time.monotonic() + self._export_timeout, self._flush_deadline)
+        afresh before each, so that flush learns why the endpoint fails. The batch starting at ``first``
+        notes why it retries until it settles: a flush whose deadline comes while a retry is out says why."""
+        if first is None:
+            return Deadline(time.monotonic() + self._export_timeout, self._flush_deadline)
+
+        def retrying(reason: str) -> None:
+            with self._cond:
+                if first in self._state.inflight:
+                    self._state.retrying[first] = reason
+
+        return Deadline(time.monotonic() + self._export_timeout, self._flush_deadline, retrying)
+
+    def retry_reason(self) -> str | None:
+        """Why a batch still in memory is being retried (its last failed attempt), if one is."""
+        with self._cond:
+            reasons = list(self._state.retrying.values())
+        return reasons[-1] if reasons else None
 
     def _flush_deadline(self) -> float:
         with self._cond:
@@ -487,7 +503,7 @@ class DeliveryProcessor(SpanProcessor):
             spans = [span for _, span in batch]
             started = time.monotonic()
             try:
-                tally = self.road.deliver(spans, self._export_deadline())
+                tally = self.road.deliver(spans, self._export_deadline(batch[0][0]))
             except Exception as exc:  # the road contains its stages' errors; this guards its own bugs
                 _log.debug("delivery raised", exc_info=True)
                 tally = self._keep_after_error(spans, exc)
@@ -525,6 +541,7 @@ class DeliveryProcessor(SpanProcessor):
             with self._cond:
                 state.settling.discard(first)
                 state.inflight.pop(first, None)
+                state.retrying.pop(first, None)
                 self._notify_waiters()
         elif held is not None:
             self._settle_late(held)
@@ -573,6 +590,7 @@ class DeliveryProcessor(SpanProcessor):
             state.queue.clear()
             for first in inflight:
                 del state.inflight[first]
+                state.retrying.pop(first, None)
             for first in inflight:
                 state.drained[first] = _Held()
             self._work.notify_all()

@@ -147,16 +147,22 @@ class Deadline:
 
     at: float
     retry_by: Callable[[], float] | None = None
+    on_retry: Callable[[str], None] | None = None  # told why before each wait for a retry (a flush reports it)
 
     def retries_end(self) -> float:
         """No new attempt starts at or after this."""
         return self.at if self.retry_by is None else min(self.at, self.retry_by())
 
-    def wait_to_retry(self, seconds: float, stop: threading.Event, end: float | None = None) -> bool:
+    def wait_to_retry(
+        self, seconds: float, stop: threading.Event, end: float | None = None, reason: str | None = None
+    ) -> bool:
         """Sleep ``seconds`` before a retry; False (at once) when the retry would start after ``end`` or
         :meth:`retries_end`, or ``stop`` is set. ``retries_end`` is asked afresh every 50 ms: a flush that
         begins during a long backoff (a 503's, a ``Retry-After: 4``) learns the reason within its own
-        deadline instead of seeing only "pending"."""
+        deadline instead of seeing only "pending". ``reason`` (the failed attempt's) goes to ``on_retry``
+        first, so a flush whose deadline comes while the retry is out can say why it is pending."""
+        if reason and self.on_retry is not None:
+            self.on_retry(reason)
         wake = time.monotonic() + seconds
         while True:
             limit = self.retries_end() if end is None else min(end, self.retries_end())

@@ -94,7 +94,7 @@ class GrpcTransport:
                     )
                 return SendResult.ok()
             backoff = min(4.0, 0.25 * 2 ** (attempt - 1))
-            if not deadline.wait_to_retry(backoff, self._stop, end):
+            if not deadline.wait_to_retry(backoff, self._stop, end, result.reason):
                 break
         return result
 

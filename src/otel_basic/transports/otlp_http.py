@@ -158,7 +158,7 @@ class HttpTransport:
             if attempt >= self._max_attempts:
                 return result
             backoff = wait if wait is not None else min(8.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-            if not deadline.wait_to_retry(backoff, self._stop, end):
+            if not deadline.wait_to_retry(backoff, self._stop, end, result.reason):
                 return result
 
     def reopen(self) -> None:
