@@ -569,7 +569,7 @@ class DeliveryProcessor(SpanProcessor):
         except Exception:
             return Tally(dropped=len(spans), reasons=[f"delivery failed: {type(exc).__name__}"])
 
-    def close(self) -> Tally:
+    def close(self) -> None:
         """Shutdown and exit, after the flush deadline: in one step under the lock, stop taking spans
         (one that ends later is dropped and counted) and take everything not yet delivered, so no span
         slips in between to be sent after the final report; then hand it to the road's spool entrance.
@@ -583,7 +583,7 @@ class DeliveryProcessor(SpanProcessor):
         with self._cond:
             state = self._state
             if state.shutdown:
-                return Tally()
+                return
             state.shutdown = True
             inflight = {first: spans for first, spans in state.inflight.items() if first not in state.settling}
             queued = [span for _, span in state.queue]
@@ -591,12 +591,11 @@ class DeliveryProcessor(SpanProcessor):
             for first in inflight:
                 del state.inflight[first]
                 state.retrying.pop(first, None)
-            for first in inflight:
                 state.drained[first] = _Held()
             self._work.notify_all()
             self._spare.notify_all()
-        tally = self.road.keep(queued, reason) if queued else Tally()
-        self.ledger.record(tally)
+        if queued:
+            self.ledger.record(self.road.keep(queued, reason))
         for first, spans in inflight.items():
             kept = self.road.keep(spans, reason, held=True)
             with self._cond:
@@ -609,10 +608,8 @@ class DeliveryProcessor(SpanProcessor):
                 self._settle_late(held)  # the request was answered while its copy was being written
             else:
                 self.ledger.record(kept)
-            tally.add(kept)
         with self._cond:
             self._notify_waiters()  # flushes waiting for these spans see them recorded, never before
-        return tally
 
     def _settle_late(self, held: _Held) -> None:
         """A held batch's request was answered: that answer is the truth, the copy goes. Recorded first: a

@@ -58,7 +58,7 @@ class Telemetry:
         self._log_handler: log_bridge.SpanEventHandler | None = None
         self._flusher: Flusher | None = None
         self._shutdown = False
-        self._succeeded = False  # replaced by configure(): the new pipeline reports (it has the ledger)
+        self._superseded = False  # replaced by configure(): the new pipeline reports (it has the ledger)
 
     @property
     def flush_timeout(self) -> float:
@@ -143,7 +143,7 @@ class Telemetry:
         if self._flusher is None:
             return DISABLED_REPORT
         if self._shutdown:
-            return DISABLED_REPORT if self._succeeded else self._flusher.after_shutdown()
+            return DISABLED_REPORT if self._superseded else self._flusher.after_shutdown()
         started = time.monotonic()
         try:
             return self._flusher.flush(timeout)
@@ -164,7 +164,7 @@ class Telemetry:
         if self._flusher is None:
             return DISABLED_REPORT
         if self._shutdown:
-            return DISABLED_REPORT if self._succeeded else self._flusher.after_shutdown()
+            return DISABLED_REPORT if self._superseded else self._flusher.after_shutdown()
         started = time.monotonic()
         try:
             return await self._flusher.aflush(timeout)
@@ -187,7 +187,7 @@ class Telemetry:
     def _replaced(self) -> None:
         """``configure()`` builds a new pipeline: stop this one, and leave what its final flush found to the
         new one's first report (it carries the ledger on): nobody reads this final report."""
-        self._succeeded = True
+        self._superseded = True
         self._stop(None, new_period=False)
 
     def _stop(self, timeout: float | None, *, new_period: bool) -> FlushReport:

@@ -105,6 +105,11 @@ def mask_level_of(path: Path) -> str:
     return parts[3] if len(parts) >= 5 and parts[3] in MASK_LEVELS else "off"
 
 
+def _unclaimed(name: str) -> Path:
+    """The batch's own name under a claimed one (``.{name}.claimed-{pid}-{who}``)."""
+    return Path(name.lstrip(".").split(".claimed-")[0])
+
+
 def _span_count(path: Path) -> int:
     stem = path.name.split(_SUFFIX)[0]
     try:
@@ -262,7 +267,7 @@ class Spool:
             names = [p.name for p in self.dir.iterdir() if _SUFFIX in p.name and not p.name.endswith(".tmp")]
         except OSError:
             return 0
-        return sum(_span_count(Path(name.lstrip(".").split(".claimed-")[0])) for name in names)
+        return sum(_span_count(_unclaimed(name)) for name in names)
 
     def held_here(self) -> int:
         """Spans in copies this process holds (:meth:`write` ``held``) while their requests are out."""
@@ -271,7 +276,7 @@ class Spool:
             names = [p.name for p in self.dir.iterdir() if p.name.endswith(mark)]
         except OSError:
             return 0
-        return sum(_span_count(Path(name.lstrip(".").split(".claimed-")[0])) for name in names)
+        return sum(_span_count(_unclaimed(name)) for name in names)
 
     def withdraw(self, names: Iterable[str]) -> int:
         """Delete batches by the names :meth:`write` and :meth:`reject` gave (not claimed ones);
