@@ -37,11 +37,28 @@ def test_a_score_leaves_with_the_next_export_without_any_flush(
     assert _score_in_span("background", True)
     otel_basic.get_tracer("test.scores").start_span("kick").end()
     telemetry.kick()  # what a step's end does: the export worker sends the span, then the score
-    scores = _wait_for_scores(langfuse_env, 1)
+    scores = _wait_for_scores(langfuse_env, 1)  # with that export, or within half a second of the last
     assert [s["name"] for s in scores] == ["background"]
     assert scores[0]["dataType"] == "BOOLEAN" and scores[0]["value"] == 1.0 and scores[0]["comment"] == "c"
     trace_ids = {span.trace_id for span in langfuse_env.spans if span.name == "scored"}
     assert scores[0]["traceId"] in trace_ids  # on the run's trace, as Langfuse joins them
+
+
+def test_scores_of_many_exports_share_requests_and_the_last_leaves_while_the_app_is_idle(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """A score request after every export cost more CPU than the exports (issue 14): scores ride on at
+    most one export per half second, and the primary worker's idle wake sends what the last export left."""
+    for i in range(30):  # a busy app: a step's span (with a score) and a kick every 20 ms
+        assert _score_in_span(f"s{i}")
+        telemetry.kick()
+        time.sleep(0.02)
+    scores = _wait_for_scores(langfuse_env, 30, timeout=5.0)  # no flush: the idle wake sends the rest
+    assert sorted(str(s["name"]) for s in scores) == sorted(f"s{i}" for i in range(30))
+    score_requests = [r for r in langfuse_env.requests if r.path == "/api/public/scores"]
+    exports = langfuse_env.trace_requests
+    assert len(exports) >= 10, "the spans still leave a linger after each kick"
+    assert len(score_requests) <= 4, [len(score_requests), len(exports)]
 
 
 def test_a_flush_is_false_while_a_score_waits_and_true_once_it_arrived(

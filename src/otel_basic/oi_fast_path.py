@@ -305,22 +305,24 @@ class _BufferedSecrets:
 
     ``secrets.choice`` asks ``os.urandom`` for a byte per character; this hands out the bytes of one
     1 KB ``os.urandom`` read, each once (under a lock, so also without a GIL), uniformly (rejection
-    sampling). A forked child never hands out the parent's bytes (the buffer is tied to the process
-    id). The price: up to 1 KB of the next ids' randomness sits in this process's memory before use,
-    as in any user-space random buffer. If the app replaced ``secrets.choice`` (a test pinning ids),
-    its function is used; anything but ``choice`` is the real module's.
+    sampling). A forked child never hands out the parent's bytes (an at-fork hook empties its buffer;
+    checking ``os.getpid()`` per character was a system call each). The price: up to 1 KB of the next
+    ids' randomness sits in this process's memory before use, as in any user-space random buffer. If the
+    app replaced ``secrets.choice`` (a test pinning ids), its function is used; anything but ``choice`` is
+    the real module's.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid = -1
         self._buffer = b""
         self._at = 0
-        os.register_at_fork(after_in_child=self._new_lock)
+        os.register_at_fork(after_in_child=self._forked)
 
-    def _new_lock(self) -> None:
-        """A parent's thread may have held the lock at the fork (its bytes are refused by the pid check)."""
+    def _forked(self) -> None:
+        """In a fork child: the parent's bytes are never handed out; a new lock (a parent's thread may
+        have held it at the fork)."""
         self._lock = threading.Lock()
+        self._buffer, self._at = b"", 0
 
     def choice(self, seq: Sequence[Any]) -> Any:
         size = len(seq)
@@ -329,8 +331,8 @@ class _BufferedSecrets:
         limit = 256 - 256 % size
         with self._lock:
             while True:
-                if self._at >= len(self._buffer) or self._pid != os.getpid():
-                    self._buffer, self._at, self._pid = os.urandom(_READ_BYTES), 0, os.getpid()
+                if self._at >= len(self._buffer):
+                    self._buffer, self._at = os.urandom(_READ_BYTES), 0
                 byte = self._buffer[self._at]
                 self._at += 1
                 if byte < limit:

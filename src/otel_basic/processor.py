@@ -14,7 +14,11 @@ blocking. This one keeps the same batching idea with what "nothing lost, nothing
   to pass since a worker last took a batch. At most ``workers`` exports are in flight, so a step
   that ends while one export waits for a slow endpoint is sent by another;
 * a full queue hands the oldest batch to the road's spool entrance (masked first, like every
-  span), or, by choice, blocks the caller for a bounded time or drops; every span is counted.
+  span), or, by choice, blocks the caller for a bounded time or drops; every span is counted;
+* a kick made while the primary worker waits for the GIL (woken, or its answer in) sleeps 0.1 ms so it
+  gets it: CPython lets a thread that waits for the GIL starve while an event loop releases and retakes
+  it at every iteration, and wakes it for nothing each time (see :meth:`DeliveryProcessor.kick`);
+* side work (scores) rides on a delivered batch at most every :data:`SIDE_WORK_EVERY` seconds.
 
 Everything a batch goes through after it leaves the queue is :class:`~otel_basic.road.Road`'s; the
 processor only records the tally it returns in the :class:`~otel_basic.ledger.Ledger`.
@@ -56,6 +60,14 @@ STUCK_AFTER = 1.0
 # An idle primary worker wakes at least this far apart to start the batch timer of a first span by
 # itself (a notify per first span is a GIL round trip); a shorter schedule delay is notified instead.
 IDLE_WAKE = 0.25
+# How long the app's thread sleeps to hand the GIL to an export worker that waits for it (see kick), and
+# how often at most: each hand-off is a few system calls and context switches.
+HANDOFF = 0.0001
+HANDOFF_EVERY = 0.002
+# Side work (scores) rides on a delivered batch at most this often, else on the primary's idle wake: a
+# score request after every export cost, on the email workload, more CPU than all its span requests.
+# Every flush sends it all before it reports.
+SIDE_WORK_EVERY = 0.5
 
 
 @dataclass
@@ -90,14 +102,20 @@ class _State:
     busy_since: float = 0.0  # when ``sending`` last went from 0 to 1
     answers: deque[float] = field(default_factory=lambda: deque(maxlen=3))  # the endpoint's last answer times
     spare_armed: float = -1.0  # the ``busy_since`` of the send a spare was last woken to watch
+    last_send: float = -1e9  # when a send last started (a spare keeps watching for a while after it)
+    watching: int = 0  # spares in a timed wait that will look at the sending worker by themselves
     kicked: bool = False  # export now (a flush waits, a batch is full)
     linger_until: float | None = None  # export at this time (a kick: coalesce what ends meanwhile)
     taken_at: float = -1e9  # when a worker last took a batch (a run's end waits a linger after it)
+    idle_until: float = math.inf  # the primary waits for work until then (inf: it is not waiting)
+    notified: bool = False  # the primary was woken and has not run since
+    handed_at: float = -1e9  # when the app's thread last slept to hand over the GIL
     shutdown: bool = False
 
     def send_started(self) -> None:
+        self.last_send = time.monotonic()
         if not self.sending:
-            self.busy_since = time.monotonic()
+            self.busy_since = self.last_send
         self.sending += 1
 
 
@@ -135,6 +153,7 @@ class DeliveryProcessor(SpanProcessor):
         self._worker_count = max(1, workers)
         self._idle_interval = idle_interval
         self._after_delivery = after_delivery  # side work that rides on a delivered batch (scores)
+        self._next_side_work = 0.0
         self._spooled_seen = -1
         self._next_spool_look = 0.0
         self._workers = self._start_workers()
@@ -166,15 +185,20 @@ class DeliveryProcessor(SpanProcessor):
     def _wake_workers(self) -> None:
         """Work is due: the primary worker, and a spare if the one sending may be stuck."""
         self._work.notify()
+        self._state.notified = True
         self._wake_spare()
 
     def _wake_spare(self) -> None:
         state = self._state
         if not state.sending or self._worker_count == 1:
             return
-        if self._endpoint_slow() or state.spare_armed != state.busy_since:
-            # Slow: a spare may take the next batch after SPARE_AFTER. Fast: one wake per send, so a
-            # spare times STUCK_AFTER itself (the primary is busy, nobody else would wake it).
+        if self._endpoint_slow():  # a spare may take the next batch after SPARE_AFTER
+            state.spare_armed = state.busy_since
+            self._spare.notify()
+        elif not state.watching and state.spare_armed != state.busy_since:
+            # Fast: a spare times STUCK_AFTER itself (the primary is busy, nobody else would wake it),
+            # and keeps watching while sends keep starting: a wake per send was a GIL round trip with
+            # the app's thread each, and each cost the app's thread tens of futile wake-ups.
             state.spare_armed = state.busy_since
             self._spare.notify()
 
@@ -271,6 +295,23 @@ class DeliveryProcessor(SpanProcessor):
     # --- flushing ----------------------------------------------------------------------------
 
     def kick(self, *, at_once: bool = False) -> None:
+        """Export what is queued soon, without waiting; kicks coalesce (see :meth:`_kick`). Then, if the
+        primary export worker waits for the GIL, sleep :data:`HANDOFF` so it gets it.
+
+        Why: in CPython (3.11, 3.12) a thread waiting for the GIL asks its holder to drop it only after a
+        switch interval (5 ms) without a release; an event loop releases it at every iteration (its
+        ``epoll_wait``), so a worker whose answer had come waited for the GIL tens of milliseconds while
+        the app's thread woke it, for nothing, at each release (two futex calls and a context switch
+        each, on both sides): measured, about 200 futex calls of the app's thread per export request, which
+        cost more CPU than the export itself. The sleep gives the worker its turn at once."""
+        self._kick(at_once=at_once)
+        state = self._state
+        now = time.monotonic()
+        if now - state.handed_at >= HANDOFF_EVERY and self._waits_for_gil(now):
+            state.handed_at = now
+            time.sleep(HANDOFF)
+
+    def _kick(self, *, at_once: bool = False) -> None:
         """Export what is queued soon, without waiting; kicks coalesce. A step's kick: after the linger, so
         the steps ending meanwhile share the request. ``at_once`` (a run's end: normally nothing more of it
         comes): now, or, if a worker took a batch less than a linger ago, a linger after that, so back-to-back
@@ -394,7 +435,6 @@ class DeliveryProcessor(SpanProcessor):
         idle still drains.
         """
         primary = index == 0
-        cond = self._work if primary else self._spare
         with self._cond:
             state = self._state
             next_replay = time.monotonic() + self._idle_interval
@@ -410,19 +450,19 @@ class DeliveryProcessor(SpanProcessor):
                     if primary:
                         if ready:
                             break
-                        cond.wait(max(0.0, due - now))
+                        self._primary_wait(now, due)
                     elif not state.sending:
-                        cond.wait()  # the primary's job; woken again if it gets busy
+                        self._spare_wait(now)  # the primary's job; a spare watches while sends keep starting
                     else:
                         stuck_at = state.busy_since + self._spare_after()
                         if ready and now >= stuck_at:
                             break
-                        cond.wait(max(0.0, max(due, stuck_at) - now))
+                        self._spare_wait(now, max(due, stuck_at))
                     continue
                 state.kicked = False
                 state.linger_until = None
                 if not primary:
-                    cond.wait()
+                    self._spare_wait(now)  # nothing to take: spans that end meanwhile are looked at by a watch
                     continue
                 if self.road.spool is not None and now >= next_replay:
                     self._cond.release()
@@ -432,9 +472,16 @@ class DeliveryProcessor(SpanProcessor):
                         self._cond.acquire()
                     next_replay = time.monotonic() + self._idle_interval
                     continue
+                if self._after_delivery is not None and now >= self._next_side_work:
+                    self._cond.release()
+                    try:
+                        self._side_work()
+                    finally:
+                        self._cond.acquire()
+                    continue
                 idle = max(self._delay, IDLE_WAKE)
                 wait = idle if self.road.spool is None else min(idle, next_replay - now)
-                cond.wait(max(0.0, wait))
+                self._primary_wait(now, now + max(0.0, wait))
             count = min(self._batch, len(state.queue))
             batch = [state.queue.popleft() for _ in range(count)]
             state.inflight[batch[0][0]] = [span for _, span in batch]
@@ -446,6 +493,44 @@ class DeliveryProcessor(SpanProcessor):
             elif self._worker_count > 1:  # more than one batch is due: a spare takes the next
                 self._spare.notify()
             return batch
+
+    def _primary_wait(self, now: float, until: float) -> None:
+        """The primary's wait, published so the app's thread can tell whether it waits for the GIL."""
+        state = self._state
+        state.idle_until, state.notified = until, False
+        try:
+            self._work.wait(max(0.0, until - now))
+        finally:
+            state.idle_until, state.notified = math.inf, False
+
+    def _waits_for_gil(self, now: float) -> bool:
+        """Whether the primary worker is (probably) runnable, i.e. waiting for the GIL the caller holds:
+        woken or its wait over, or between batches, or its request out longer than the endpoint's usual
+        answer time (its answer is in). Not while it waits for work or, probably, for the endpoint."""
+        state = self._state
+        if state.shutdown:
+            return False
+        if state.idle_until != math.inf:
+            return state.notified or now >= state.idle_until
+        if state.sending and state.answers:
+            return now >= state.taken_at + min(state.answers)
+        return True  # preparing a batch, or between batches
+
+    def _spare_wait(self, now: float, until: float | None = None) -> None:
+        """A spare's wait: until ``until`` (a sending worker may be stuck by then), or, while sends keep
+        starting (the last one less than 2 x STUCK_AFTER ago), for STUCK_AFTER at most, as the watchdog
+        that :meth:`_wake_spare` then need not wake; otherwise until woken."""
+        state = self._state
+        if state.last_send + 2 * STUCK_AFTER > now:
+            until = now + STUCK_AFTER if until is None else min(until, now + STUCK_AFTER)
+        if until is None:
+            self._spare.wait()
+            return
+        state.watching += 1
+        try:
+            self._spare.wait(max(0.0, until - now))
+        finally:
+            state.watching -= 1
 
     def _export_deadline(self, first: int | None = None) -> Deadline:
         """An export's request runs to the export timeout even when a flush stops waiting sooner (cut short,
@@ -512,7 +597,8 @@ class DeliveryProcessor(SpanProcessor):
             if tally.delivered and not tally.failed:
                 if self._spool_may_wait():
                     self._replay(REPLAY_BATCHES_PER_SUCCESS)
-                self._side_work()
+                if time.monotonic() >= self._next_side_work:
+                    self._side_work()
 
     def _settled(self, first: int, tally: Tally, answer: float | None = None) -> None:
         """A batch in flight (an export, with the endpoint's ``answer`` time; or an overflow on its way to
@@ -557,6 +643,7 @@ class DeliveryProcessor(SpanProcessor):
         return True
 
     def _side_work(self) -> None:
+        self._next_side_work = time.monotonic() + SIDE_WORK_EVERY
         if self._after_delivery is not None:
             try:
                 self._after_delivery(self._export_deadline().retries_end())
