@@ -154,6 +154,7 @@ class DeliveryProcessor(SpanProcessor):
         self._idle_interval = idle_interval
         self._after_delivery = after_delivery  # side work that rides on a delivered batch (scores)
         self._next_side_work = 0.0
+        self._side_work_due = False
         self._spooled_seen = -1
         self._next_spool_look = 0.0
         self._workers = self._start_workers()
@@ -472,7 +473,7 @@ class DeliveryProcessor(SpanProcessor):
                         self._cond.acquire()
                     next_replay = time.monotonic() + self._idle_interval
                     continue
-                if self._after_delivery is not None and now >= self._next_side_work:
+                if self._after_delivery is not None and self._side_work_due and now >= self._next_side_work:
                     self._cond.release()
                     try:
                         self._side_work()
@@ -481,6 +482,8 @@ class DeliveryProcessor(SpanProcessor):
                     continue
                 idle = max(self._delay, IDLE_WAKE)
                 wait = idle if self.road.spool is None else min(idle, next_replay - now)
+                if self._side_work_due:  # skipped after a delivery: sent at its due time, whatever the delay
+                    wait = min(wait, self._next_side_work - now)
                 self._primary_wait(now, now + max(0.0, wait))
             count = min(self._batch, len(state.queue))
             batch = [state.queue.popleft() for _ in range(count)]
@@ -599,6 +602,8 @@ class DeliveryProcessor(SpanProcessor):
                     self._replay(REPLAY_BATCHES_PER_SUCCESS)
                 if time.monotonic() >= self._next_side_work:
                     self._side_work()
+                else:
+                    self._side_work_due = True  # the primary's wait ends at _next_side_work for it
 
     def _settled(self, first: int, tally: Tally, answer: float | None = None) -> None:
         """A batch in flight (an export, with the endpoint's ``answer`` time; or an overflow on its way to
@@ -644,6 +649,7 @@ class DeliveryProcessor(SpanProcessor):
 
     def _side_work(self) -> None:
         self._next_side_work = time.monotonic() + SIDE_WORK_EVERY
+        self._side_work_due = False
         if self._after_delivery is not None:
             try:
                 self._after_delivery(self._export_deadline().retries_end())

@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 from pydantic import BaseModel
-from pydantic_core import to_json
 
 from otel_basic import active, step_flush
 from otel_basic.span_hooks import ObservingSpanHandler
@@ -211,34 +210,10 @@ def _is_event(value: Any) -> bool:
 
 
 def _dumps(value: Any) -> str:
-    """JSON in one pass of pydantic's serializer (models, dicts of models; anything else as ``str``).
-    ``model_dump`` then ``json.dumps`` cost several times as much, on every run and step span; that path
-    stays for what pydantic refuses (a lone surrogate)."""
-    try:
-        return to_json(value, fallback=str).decode()
-    except Exception:
+    def default(o: Any) -> Any:
+        return _jsonable(o) if isinstance(o, BaseModel) else str(o)
 
-        def default(o: Any) -> Any:
-            return _jsonable(o) if isinstance(o, BaseModel) else str(o)
-
-        return json.dumps(_jsonable(value), default=default, ensure_ascii=False)
-
-
-def _event_json(event: Any, name: str | None = None) -> str:
-    """The JSON object of :func:`event_fields`, ``"event": name`` first when given. An event without
-    dynamic fields is serialized directly (its serializer's output is exactly those fields); one with
-    dynamic fields (``_data``, kept apart by the event's serializer) goes through :func:`event_fields`."""
-    if isinstance(event, BaseModel) and not getattr(event, "_data", None):
-        try:
-            body = to_json(event, fallback=str).decode()
-        except Exception:
-            body = ""
-        if body.startswith("{"):
-            if name is None:
-                return body
-            return '{"event":' + _dumps(name) + ("}" if body == "{}" else "," + body[1:])
-    fields = event_fields(event)
-    return _dumps(fields if name is None else {"event": name, **fields})
+    return json.dumps(_jsonable(value), default=default, ensure_ascii=False)
 
 
 _AGENT_CLASSES = frozenset({"BaseWorkflowAgent", "AgentWorkflow"})
@@ -281,26 +256,22 @@ def _io_handler_class() -> type:
 
         def _apply(self, id_: str, bound_args: Any, instance: Any, result: Any, has_result: bool) -> None:
             args = bound_args.arguments
-            step_output: str | None = None
             if isinstance(instance, _Workflow) and "start_event" in args:  # the run span
                 event = args["start_event"]
             elif _is_event(args.get("ev")) and "ctx" in args:  # a step span: its event, not a Context repr
                 event = args["ev"]
                 if has_result and _is_event(result):
-                    step_output = _event_json(result, type(result).__name__)
+                    result = {"event": type(result).__name__, **event_fields(result)}
             else:
                 return
             span = self._oi_span(id_)
             if span is None:
                 return
-            fields = _event_json(event)
-            span["input.value"] = fields
+            fields = event_fields(event)
+            span["input.value"] = _dumps(fields)
             span["input.mime_type"] = "application/json"
             output: str | None = None
-            if step_output is not None:
-                output = span["output.value"] = step_output
-                span["output.mime_type"] = "application/json"
-            elif has_result:
+            if has_result:
                 value = _agent_answer(getattr(result, "result", result))
                 output = value if isinstance(value, str) else _dumps(value)
                 span["output.value"] = output
@@ -315,8 +286,8 @@ def _io_handler_class() -> type:
                 # First span of this process in a trace begun elsewhere (an HTTP caller, a resumed
                 # run): Langfuse takes the trace's name/input/output from trace-level attributes.
                 span["langfuse.trace.name"] = type(instance).__name__
-                if fields != "{}":  # a resumed run has no start event: keep the trace's original input
-                    span["langfuse.trace.input"] = fields
+                if fields:  # a resumed run has no start event: keep the trace's original input
+                    span["langfuse.trace.input"] = _dumps(fields)
                 if output is not None:
                     span["langfuse.trace.output"] = output
 
