@@ -592,3 +592,85 @@ def test_a_flush_whose_deadline_comes_during_a_retry_says_why(
     assert not report and report.pending == 3, report.summary()
     assert "429" in (report.error or "") and "retrying" in (report.error or ""), report.summary()
     langfuse_env.reset_faults()
+
+
+def test_a_step_that_ends_long_after_two_requests_hung_is_sent_by_another_worker(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """Two requests hang (one connection stuck, the next too); a step that ends seconds later is sent by a
+    third worker within a second. (A spare armed once per busy period and then slept untimed: the step
+    waited for a hung request's 10 s timeout. Found by a hostile review.)"""
+    tracer = otel_basic.get_tracer("test.hung")
+    tracer.start_span("warm").end()
+    assert otel_basic.flush(timeout=5)  # the endpoint is known to answer fast
+    langfuse_env.hang_next(2)
+    tracer.start_span("first").end()
+    telemetry.kick(at_once=True)
+    time.sleep(0.1)
+    tracer.start_span("second").end()
+    telemetry.kick(at_once=True)  # taken by a spare once the first has been out a second: it hangs too
+    time.sleep(3.5)  # no send started for over two seconds
+    started = time.monotonic()
+    tracer.start_span("third").end()
+    telemetry.kick(at_once=True)
+    _wait_named(langfuse_env, "third", timeout=2.5)
+    assert time.monotonic() - started < 2.5
+    langfuse_env.reset_faults()  # the hung requests fail: their batches are retried
+    assert otel_basic.flush(timeout=15)
+    assert sorted(langfuse_env.span_names()) == ["first", "second", "third", "warm"]
+
+
+def test_a_scores_endpoint_that_hangs_does_not_hold_the_spans(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """The score request that rides on a delivery hangs; the steps that end meanwhile are sent by a spare
+    worker within about a second. (Side work ran on the primary uncounted: spans waited for its timeout.)"""
+    tracer = otel_basic.get_tracer("test.scores")
+    tracer.start_span("warm").end()
+    assert otel_basic.flush(timeout=5)
+    langfuse_env.hang_scores(True)
+    with tracer.start_as_current_span("scored"):
+        assert otel_basic.score_current_trace("quality", 1.0)
+    telemetry.kick(at_once=True)  # delivered; the score's request (after it, or half a second after the
+    _wait_named(langfuse_env, "scored", timeout=5)  # last one) hangs
+    time.sleep(0.8)
+    started = time.monotonic()
+    tracer.start_span("later").end()
+    telemetry.kick(at_once=True)
+    _wait_named(langfuse_env, "later", timeout=3.0)
+    assert time.monotonic() - started < 3.0
+    langfuse_env.hang_scores(False)
+    assert otel_basic.flush(timeout=15)
+    assert [s["name"] for s in langfuse_env.scores] == ["quality"]
+
+
+@pytest.mark.skipif(not Path("/proc/thread-self/status").exists(), reason="needs Linux /proc")
+def test_the_apps_thread_does_not_yield_to_a_worker_that_waits_for_a_hung_endpoint(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """A kick yields the GIL (sleeps 0.1 ms) when the export worker probably waits for it, its answer in.
+    While the endpoint does not answer it waits for the endpoint, not the GIL: the app's thread must not
+    sleep at every other kick (it did, a few % fewer runs per second). Counted as the app thread's
+    voluntary context switches over a second of steps (measured: about 65 without any hand-off, 310 with
+    the hand-off sleeping throughout)."""
+    tracer = otel_basic.get_tracer("test.handoff")
+    tracer.start_span("warm").end()
+    assert otel_basic.flush(timeout=5)
+    langfuse_env.blackhole(True)
+    tracer.start_span("hangs").end()
+    telemetry.kick(at_once=True)
+    time.sleep(0.1)
+
+    def switches() -> int:
+        status = Path("/proc/thread-self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt")))
+
+    before, kicks, end = switches(), 0, time.monotonic() + 1.0
+    while time.monotonic() < end:
+        tracer.start_span("step").end()
+        telemetry.kick()
+        kicks += 1
+    yielded = switches() - before
+    assert kicks > 1000
+    assert yielded < 150, f"the app's thread yielded {yielded} times in {kicks} kicks"
+    langfuse_env.blackhole(False)

@@ -64,6 +64,10 @@ IDLE_WAKE = 0.25
 # how often at most: each hand-off is a few system calls and context switches.
 HANDOFF = 0.0001
 HANDOFF_EVERY = 0.002
+# ... and only this long past the endpoint's usual answer time of the last send: a worker whose answer is
+# in gets the GIL within a hand-off or two, so one still out later waits for the endpoint (a request that
+# hangs had the app's thread sleep at every other kick, for nothing).
+HANDOFF_WINDOW = 0.05
 # Side work (scores) rides on a delivered batch at most this often, else on the primary's idle wake: a
 # score request after every export cost, on the email workload, more CPU than all its span requests.
 # Every flush sends it all before it reports.
@@ -101,7 +105,6 @@ class _State:
     sending: int = 0  # workers with a batch (or a spool replay) out
     busy_since: float = 0.0  # when ``sending`` last went from 0 to 1
     answers: deque[float] = field(default_factory=lambda: deque(maxlen=3))  # the endpoint's last answer times
-    spare_armed: float = -1.0  # the ``busy_since`` of the send a spare was last woken to watch
     last_send: float = -1e9  # when a send last started (a spare keeps watching for a while after it)
     watching: int = 0  # spares in a timed wait that will look at the sending worker by themselves
     kicked: bool = False  # export now (a flush waits, a batch is full)
@@ -194,13 +197,12 @@ class DeliveryProcessor(SpanProcessor):
         if not state.sending or self._worker_count == 1:
             return
         if self._endpoint_slow():  # a spare may take the next batch after SPARE_AFTER
-            state.spare_armed = state.busy_since
             self._spare.notify()
-        elif not state.watching and state.spare_armed != state.busy_since:
-            # Fast: a spare times STUCK_AFTER itself (the primary is busy, nobody else would wake it),
-            # and keeps watching while sends keep starting: a wake per send was a GIL round trip with
-            # the app's thread each, and each cost the app's thread tens of futile wake-ups.
-            state.spare_armed = state.busy_since
+        elif not state.watching:
+            # Fast: one spare times STUCK_AFTER itself (the primary is busy, nobody else would wake it),
+            # and keeps watching while a send is out or sends keep starting: a wake per send was a GIL
+            # round trip with the app's thread each, and each cost the app's thread tens of futile
+            # wake-ups. Nobody watching: the spares are asleep (idle before), or all sending (stuck).
             self._spare.notify()
 
     def _endpoint_slow(self) -> bool:
@@ -509,22 +511,26 @@ class DeliveryProcessor(SpanProcessor):
     def _waits_for_gil(self, now: float) -> bool:
         """Whether the primary worker is (probably) runnable, i.e. waiting for the GIL the caller holds:
         woken or its wait over, or between batches, or its request out longer than the endpoint's usual
-        answer time (its answer is in). Not while it waits for work or, probably, for the endpoint."""
+        answer time (its answer is in) by at most :data:`HANDOFF_WINDOW`. Not while it waits for work or,
+        probably, for the endpoint."""
         state = self._state
         if state.shutdown:
             return False
         if state.idle_until != math.inf:
             return state.notified or now >= state.idle_until
-        if state.sending and state.answers:
-            return now >= state.taken_at + min(state.answers)
+        if state.sending:  # a batch, a spool replay or side work out: hand over once its answer is due
+            late = now - state.last_send - (min(state.answers) if state.answers else 0.0)
+            return 0.0 <= late <= HANDOFF_WINDOW
         return True  # preparing a batch, or between batches
 
     def _spare_wait(self, now: float, until: float | None = None) -> None:
-        """A spare's wait: until ``until`` (a sending worker may be stuck by then), or, while sends keep
-        starting (the last one less than 2 x STUCK_AFTER ago), for STUCK_AFTER at most, as the watchdog
-        that :meth:`_wake_spare` then need not wake; otherwise until woken."""
+        """A spare's wait: until ``until`` (a sending worker may be stuck by then), or, while a send is out
+        or sends keep starting (the last one less than 2 x STUCK_AFTER ago), for STUCK_AFTER at most, as the
+        watchdog that :meth:`_wake_spare` then need not wake; otherwise until woken. (Untimed while a request
+        hung, a spare that had taken over once was never woken again: :meth:`_wake_spare` arms once per
+        busy period, and the spans of later steps waited for the hung request's timeout.)"""
         state = self._state
-        if state.last_send + 2 * STUCK_AFTER > now:
+        if state.sending or state.last_send + 2 * STUCK_AFTER > now:
             until = now + STUCK_AFTER if until is None else min(until, now + STUCK_AFTER)
         if until is None:
             self._spare.wait()
@@ -603,7 +609,7 @@ class DeliveryProcessor(SpanProcessor):
                 if time.monotonic() >= self._next_side_work:
                     self._side_work()
                 else:
-                    self._side_work_due = True  # the primary's wait ends at _next_side_work for it
+                    self._side_work_later()
 
     def _settled(self, first: int, tally: Tally, answer: float | None = None) -> None:
         """A batch in flight (an export, with the endpoint's ``answer`` time; or an overflow on its way to
@@ -648,13 +654,33 @@ class DeliveryProcessor(SpanProcessor):
         return True
 
     def _side_work(self) -> None:
+        """Side work is a send like a batch: counted in ``sending``, so a spare takes the spans that end
+        while it waits for a slow or hung endpoint (it ran uncounted on the primary, and a scores request
+        that hung held every span until its timeout)."""
         self._next_side_work = time.monotonic() + SIDE_WORK_EVERY
         self._side_work_due = False
-        if self._after_delivery is not None:
-            try:
-                self._after_delivery(self._export_deadline().retries_end())
-            except Exception:  # side work never stops the worker
-                _log.debug("after-delivery work failed", exc_info=True)
+        if self._after_delivery is None:
+            return
+        with self._cond:
+            self._state.send_started()
+            if self._state.queue:
+                self._wake_spare()
+        try:
+            self._after_delivery(self._export_deadline().retries_end())
+        except Exception:  # side work never stops the worker
+            _log.debug("after-delivery work failed", exc_info=True)
+        finally:
+            with self._cond:
+                self._state.sending -= 1
+
+    def _side_work_later(self) -> None:
+        """Skipped after a delivery (too soon since the last): the primary sends it at its due time, woken
+        now if its idle wait would outlast that (a spare's delivery does not end the primary's wait)."""
+        with self._cond:
+            self._side_work_due = True
+            if self._state.idle_until > self._next_side_work and self._state.idle_until != math.inf:
+                self._work.notify()
+                self._state.notified = True
 
     def _keep_after_error(self, spans: list[ReadableSpan], exc: Exception) -> Tally:
         try:

@@ -291,6 +291,9 @@ class LangfuseReceiver:
         self._delay = 0.0
         self._blackhole = False
         self._drops = 0
+        self._hangs = 0
+        self._hang_scores = False
+        self._released = 0  # bumped by reset_faults: hung requests end
         self._max_body_bytes: int | None = None
         self._partial: collections.deque[int | None] = collections.deque()
         self._score_failures: collections.deque[int] = collections.deque()
@@ -539,6 +542,18 @@ class LangfuseReceiver:
             self._blackhole = enabled
             self._cond.notify_all()
 
+    def hang_next(self, count: int = 1) -> None:
+        """Read the next ``count`` trace exports but never answer them (later ones are answered); their
+        sockets close on :meth:`reset_faults` or stop. A blackhole for some requests: one connection stuck."""
+        with self._cond:
+            self._hangs += count
+
+    def hang_scores(self, enabled: bool = True) -> None:
+        """Read score requests but never answer; their sockets close on disable, reset or stop."""
+        with self._cond:
+            self._hang_scores = enabled
+            self._cond.notify_all()
+
     def drop_next(self, count: int = 1) -> None:
         """Close the connection of the next ``count`` trace exports without answering."""
         with self._cond:
@@ -562,6 +577,9 @@ class LangfuseReceiver:
             self._delay = 0.0
             self._blackhole = False
             self._drops = 0
+            self._hangs = 0
+            self._hang_scores = False
+            self._released += 1
             self._max_body_bytes = None
             self._partial.clear()
             self._score_failures.clear()
@@ -640,6 +658,14 @@ class LangfuseReceiver:
             status, payload = 200, _PROJECTS_BODY
         elif path == SCORES_PATH:
             with self._cond:
+                hang = self._hang_scores
+            if hang:
+                record(None)
+                with self._cond:
+                    self._cond.wait_for(lambda: handler.server.closed or not self._hang_scores)
+                handler.drop()
+                return
+            with self._cond:
                 injected = self._score_failures.popleft() if self._score_failures else None
             if injected is not None:
                 status, payload = injected, {"message": f"injected failure {injected}"}
@@ -651,6 +677,11 @@ class LangfuseReceiver:
             status, payload = 200, {"status": "OK", "version": "otel-basic-receiver"}
         record(status)
         handler.send_json(status, payload)
+
+    def _hang_until_released(self, server: _Server) -> None:
+        with self._cond:
+            released = self._released
+            self._cond.wait_for(lambda: server.closed or self._released != released)
 
     def _handle_traces(self, handler: _Handler, path: str, query: str, headers: dict[str, str], raw: bytes) -> None:
         server = handler.server
@@ -684,6 +715,9 @@ class LangfuseReceiver:
                 drop_reason = "stopped"
             elif self._blackhole:
                 drop_reason = "blackhole"
+            elif self._hangs > 0:
+                self._hangs -= 1
+                drop_reason = "hang"
             elif self._drops > 0:
                 self._drops -= 1
                 drop_reason = "drop"
@@ -694,6 +728,8 @@ class LangfuseReceiver:
             if drop_reason == "blackhole":
                 with self._cond:
                     self._cond.wait_for(lambda: server.closed or not self._blackhole)
+            elif drop_reason == "hang":
+                self._hang_until_released(server)
             handler.drop()
             return
 
