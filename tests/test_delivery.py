@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import os
 import random
 import socket
@@ -674,3 +675,61 @@ def test_the_apps_thread_does_not_yield_to_a_worker_that_waits_for_a_hung_endpoi
     assert kicks > 1000
     assert yielded < 150, f"the app's thread yielded {yielded} times in {kicks} kicks"
     langfuse_env.blackhole(False)
+
+
+def test_while_one_request_hangs_each_later_step_leaves_at_once(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """One request hangs on a fast endpoint (for its whole 10 s timeout); once it has been out a second, a
+    spare sends each later step's spans as the primary would. (A spare waited for its watch timer, once a
+    second: every span took ~0.5 s for ten seconds. Found by a hostile review.)"""
+    tracer = otel_basic.get_tracer("test.hung")
+    tracer.start_span("warm").end()
+    assert otel_basic.flush(timeout=5)
+    arrived: dict[str, float] = {}
+    langfuse_env.add_span_listener(lambda spans: arrived.update({s.name: time.monotonic() for s in spans}))
+    langfuse_env.hang_next(1)
+    ended: dict[str, float] = {}
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < 2.5:
+        name = f"step{i}"
+        tracer.start_span(name).end()
+        ended[name] = time.monotonic()
+        telemetry.kick(at_once=True)
+        i += 1
+        time.sleep(0.05)
+    time.sleep(0.5)
+    late = sorted(arrived.get(n, math.inf) - t for n, t in ended.items() if t - start > 1.5)
+    assert late and late[len(late) // 2] < 0.1, f"median visibility {late[len(late) // 2]:.3f} s after the first second"
+    langfuse_env.reset_faults()
+    assert otel_basic.flush(timeout=15)
+
+
+def test_a_scores_endpoint_that_hangs_never_takes_every_worker(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """Every step scores while the scores endpoint hangs: one worker waits for it, the others keep sending
+    spans. (Each worker that delivered went on to wait for the hung score request: after about three
+    seconds none was left, and spans waited ~27 s. Found by a hostile review.)"""
+    tracer = otel_basic.get_tracer("test.scores")
+    tracer.start_span("warm").end()
+    assert otel_basic.flush(timeout=5)
+    langfuse_env.hang_scores(True)
+    names = []
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < 4.0:
+        name = f"scored{i}"
+        with tracer.start_as_current_span(name):
+            otel_basic.score_current_trace("quality", 1.0)
+        names.append(name)
+        telemetry.kick(at_once=True)
+        i += 1
+        time.sleep(0.05)
+    time.sleep(1.5)
+    missing = [n for n in names if n not in langfuse_env.span_names()]
+    assert not missing, f"{len(missing)} of {len(names)} spans not delivered while only the scores endpoint hangs"
+    langfuse_env.hang_scores(False)
+    assert otel_basic.flush(timeout=20)
+    assert len(langfuse_env.scores) == len(names)

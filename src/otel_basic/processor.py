@@ -158,6 +158,7 @@ class DeliveryProcessor(SpanProcessor):
         self._after_delivery = after_delivery  # side work that rides on a delivered batch (scores)
         self._next_side_work = 0.0
         self._side_work_due = False
+        self._side_busy = False  # a worker is doing the side work (one at a time)
         self._spooled_seen = -1
         self._next_spool_look = 0.0
         self._workers = self._start_workers()
@@ -173,6 +174,7 @@ class DeliveryProcessor(SpanProcessor):
         self._new_conditions()
         self._state = _State(shutdown=closed)
         self._kick_on_end = set()
+        self._side_busy = False  # the parent's worker doing it is not in the child
         self.ledger.reset()
         self.road.reopen()
         self._workers = [] if closed else self._start_workers()
@@ -198,11 +200,13 @@ class DeliveryProcessor(SpanProcessor):
             return
         if self._endpoint_slow():  # a spare may take the next batch after SPARE_AFTER
             self._spare.notify()
-        elif not state.watching:
+        elif not state.watching or time.monotonic() >= state.busy_since + STUCK_AFTER:
             # Fast: one spare times STUCK_AFTER itself (the primary is busy, nobody else would wake it),
             # and keeps watching while a send is out or sends keep starting: a wake per send was a GIL
             # round trip with the app's thread each, and each cost the app's thread tens of futile
             # wake-ups. Nobody watching: the spares are asleep (idle before), or all sending (stuck).
+            # A send out longer than STUCK_AFTER: a spare takes each batch as the primary would (left to
+            # the watch's timer, every span waited up to a second while a request hung).
             self._spare.notify()
 
     def _endpoint_slow(self) -> bool:
@@ -475,7 +479,8 @@ class DeliveryProcessor(SpanProcessor):
                         self._cond.acquire()
                     next_replay = time.monotonic() + self._idle_interval
                     continue
-                if self._after_delivery is not None and self._side_work_due and now >= self._next_side_work:
+                side_due = self._side_work_due and not self._side_busy
+                if self._after_delivery is not None and side_due and now >= self._next_side_work:
                     self._cond.release()
                     try:
                         self._side_work()
@@ -484,7 +489,7 @@ class DeliveryProcessor(SpanProcessor):
                     continue
                 idle = max(self._delay, IDLE_WAKE)
                 wait = idle if self.road.spool is None else min(idle, next_replay - now)
-                if self._side_work_due:  # skipped after a delivery: sent at its due time, whatever the delay
+                if side_due:  # skipped after a delivery: sent at its due time, whatever the delay
                     wait = min(wait, self._next_side_work - now)
                 self._primary_wait(now, now + max(0.0, wait))
             count = min(self._batch, len(state.queue))
@@ -656,12 +661,17 @@ class DeliveryProcessor(SpanProcessor):
     def _side_work(self) -> None:
         """Side work is a send like a batch: counted in ``sending``, so a spare takes the spans that end
         while it waits for a slow or hung endpoint (it ran uncounted on the primary, and a scores request
-        that hung held every span until its timeout)."""
-        self._next_side_work = time.monotonic() + SIDE_WORK_EVERY
-        self._side_work_due = False
+        that hung held every span until its timeout). One worker at a time: the others skip it and leave it
+        due (each worker that delivered went on to wait for the hung request, until none was left for spans)."""
         if self._after_delivery is None:
             return
         with self._cond:
+            if self._side_busy:
+                self._side_work_due = True
+                return
+            self._side_busy = True
+            self._next_side_work = time.monotonic() + SIDE_WORK_EVERY
+            self._side_work_due = False
             self._state.send_started()
             if self._state.queue:
                 self._wake_spare()
@@ -672,6 +682,9 @@ class DeliveryProcessor(SpanProcessor):
         finally:
             with self._cond:
                 self._state.sending -= 1
+                self._side_busy = False
+                if self._side_work_due:
+                    self._work.notify()  # skipped meanwhile: the primary sends it at its due time
 
     def _side_work_later(self) -> None:
         """Skipped after a delivery (too soon since the last): the primary sends it at its due time, woken
