@@ -159,6 +159,19 @@ def test_flush_deadline_against_a_server_that_never_answers(
     assert elapsed < 1.0 + 1.0, elapsed
 
 
+def test_a_flush_that_waits_for_an_unanswered_request_says_so(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """An endpoint that holds requests open: the flush says a request has been out without an answer (it said
+    only "pending", as for an endpoint that is merely slow. Found by a hostile review)."""
+    langfuse_env.blackhole(True)
+    _spans(telemetry, 5)
+    report = otel_basic.flush(timeout=1.5)
+    langfuse_env.blackhole(False)
+    assert not report and report.pending == 5, report.summary()
+    assert "without an answer" in (report.error or ""), report.summary()
+
+
 @pytest.mark.parametrize("flushes", [1, 5])
 def test_a_short_flush_never_cuts_a_request_the_endpoint_then_accepts(
     telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver, flushes: int

@@ -163,6 +163,8 @@ class Flusher:
             error = "flush deadline reached with spans still pending"
             if (why := self.processor.retry_reason()) is not None:
                 error += f" (an export is retrying after: {why})"
+            elif (out := self.processor.unanswered_for()) >= 1.0:
+                error += f" (a request has been out {out:.1f} s without an answer)"
         elif in_spool:
             error = f"{in_spool} spans wait in the spool ({reason or diff.last_reason or 'endpoint unavailable'})"
         else:

@@ -562,6 +562,13 @@ class DeliveryProcessor(SpanProcessor):
 
         return Deadline(time.monotonic() + self._export_timeout, self._flush_deadline, retrying)
 
+    def unanswered_for(self) -> float:
+        """How long requests have been out without a break (0 when none is): a flush that runs out of time
+        says so when it is long, rather than only "pending" (an endpoint that holds requests open)."""
+        with self._cond:
+            state = self._state
+            return time.monotonic() - state.busy_since if state.sending else 0.0
+
     def retry_reason(self) -> str | None:
         """Why a batch still in memory is being retried (its last failed attempt), if one is."""
         with self._cond:
