@@ -18,7 +18,8 @@ blocking. This one keeps the same batching idea with what "nothing lost, nothing
 * a kick made while the primary worker waits for the GIL (woken, or its answer in) sleeps 0.1 ms so it
   gets it: CPython lets a thread that waits for the GIL starve while an event loop releases and retakes
   it at every iteration, and wakes it for nothing each time (see :meth:`DeliveryProcessor.kick`);
-* side work (scores) rides on a delivered batch at most every :data:`SIDE_WORK_EVERY` seconds.
+* side work (scores) rides on a delivered batch at most every :data:`SIDE_WORK_EVERY` seconds, on one
+  worker at a time, counted as a send (a spare takes the spans while it waits for a hung scores endpoint).
 
 Everything a batch goes through after it leaves the queue is :class:`~otel_basic.road.Road`'s; the
 processor only records the tally it returns in the :class:`~otel_basic.ledger.Ledger`.
