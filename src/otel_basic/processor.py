@@ -533,8 +533,7 @@ class DeliveryProcessor(SpanProcessor):
         """A spare's wait: until ``until`` (a sending worker may be stuck by then), or, while a send is out
         or sends keep starting (the last one less than 2 x STUCK_AFTER ago), for STUCK_AFTER at most, as the
         watchdog that :meth:`_wake_spare` then need not wake; otherwise until woken. (Untimed while a request
-        hung, a spare that had taken over once was never woken again: :meth:`_wake_spare` arms once per
-        busy period, and the spans of later steps waited for the hung request's timeout.)"""
+        hung, the spares slept through it, and the spans of later steps waited for its timeout.)"""
         state = self._state
         if state.sending or state.last_send + 2 * STUCK_AFTER > now:
             until = now + STUCK_AFTER if until is None else min(until, now + STUCK_AFTER)
@@ -691,8 +690,9 @@ class DeliveryProcessor(SpanProcessor):
             with self._cond:
                 self._state.sending -= 1
                 self._side_busy = False
-                if self._side_work_due:
-                    self._work.notify()  # skipped meanwhile: the primary sends it at its due time
+                if self._side_work_due:  # skipped meanwhile: the primary sends it at its due time
+                    self._work.notify()
+                    self._state.notified = True
 
     def _side_work_later(self) -> None:
         """Skipped after a delivery (too soon since the last): the primary sends it at its due time, woken
