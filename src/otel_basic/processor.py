@@ -191,9 +191,13 @@ class DeliveryProcessor(SpanProcessor):
 
     def _wake_workers(self) -> None:
         """Work is due: the primary worker, and a spare if the one sending may be stuck."""
+        self._wake_primary()
+        self._wake_spare()
+
+    def _wake_primary(self) -> None:
+        """Noted, so a kick knows the primary is runnable (and may hand it the GIL, see :meth:`kick`)."""
         self._work.notify()
         self._state.notified = True
-        self._wake_spare()
 
     def _wake_spare(self) -> None:
         state = self._state
@@ -691,8 +695,7 @@ class DeliveryProcessor(SpanProcessor):
                 self._state.sending -= 1
                 self._side_busy = False
                 if self._side_work_due:  # skipped meanwhile: the primary sends it at its due time
-                    self._work.notify()
-                    self._state.notified = True
+                    self._wake_primary()
 
     def _side_work_later(self) -> None:
         """Skipped after a delivery (too soon since the last): the primary sends it at its due time, woken
@@ -700,8 +703,7 @@ class DeliveryProcessor(SpanProcessor):
         with self._cond:
             self._side_work_due = True
             if self._state.idle_until > self._next_side_work and self._state.idle_until != math.inf:
-                self._work.notify()
-                self._state.notified = True
+                self._wake_primary()
 
     def _keep_after_error(self, spans: list[ReadableSpan], exc: Exception) -> Tally:
         try:
