@@ -297,11 +297,17 @@ _JSON_CHUNK_CHARS = 256
 """A JSON document longer than twice this is masked in pieces of about this size, each remembered (see
 :meth:`Masker._mask_json_raw`): a step's input and output differ from run to run by a few numbers, so
 only the pieces holding those are scanned again."""
-# Where a document is cut into pieces: a string's closing quote, a comma and the next string's opening
-# quote. No detector match holds a quote or a comma-then-quote, and none reads context across one (the
-# assignment detector reads `key": "value` across a colon, never a comma): so the pieces' hits are the
-# document's.
-_CHUNK_CUT = re.compile(r'",[ \t\r\n]*"')
+# Where a document is cut into pieces: the end of a member's value (a string's closing quote, or a key's
+# closing quote, its colon and a number, true, false or null), any closing brackets, a comma and the next
+# key's opening quote. No detector match holds a quote, and none reads context across a comma followed by
+# a quote (the assignment detector reads `key": "value` across a colon, never a comma): so the pieces'
+# hits are the document's. A number or literal (_NUMBER_CUT) is what changes from run to run (a tool's
+# duration_ms), so it may end a short piece, and the long string after it is remembered on its own.
+_CHUNK_CUT = re.compile(r'"[ \t\r\n}\]]*,[ \t\r\n]*"')
+_NUMBER_CUT = re.compile(r'":[ \t\r\n]*(?:-?[0-9][0-9.eE+-]*|true|false|null)[ \t\r\n}\]]*,[ \t\r\n]*"')
+_NUMBER_PIECE_CHARS = 32
+"""The shortest piece a number or literal ends (a string ends one of at least :data:`_JSON_CHUNK_CHARS`):
+a document of many short numeric members is cut into pieces of a few members each, not one per member."""
 _CHUNK_DEPTH = -1
 """The memo key of a piece is ``(piece, _CHUNK_DEPTH)``: apart from whole texts and ``(text, depth)``."""
 _LOOKAHEAD = 512
@@ -1092,11 +1098,12 @@ class Masker:
         that names a secret, user patterns) take the slow path (:meth:`_mask_json_parsed`): parse, mask
         every string, re-serialize. Depth plays no part here, so the memo keeps these results by text alone.
 
-        A long document is settled in pieces cut at ``", "`` (:data:`_CHUNK_CUT`), each remembered: no hit
-        or detector context crosses such a cut, so the pieces give the document's result, and a document
-        that differs from one seen before by a number (a tool's ``duration_ms``) scans only the piece that
-        holds it. Kept whole: documents with user patterns (slow path anyway) or a PEM header (a private
-        key's body runs to its END line, past any quote). Two results can differ from the whole
+        A long document is settled in pieces cut where a member's value ends before the next key (``", "``,
+        ``": 0.25}], "``; :data:`_CHUNK_CUT`), each remembered: no hit or detector context crosses such a
+        cut, so the pieces give the document's result, and a document that differs from one seen before by
+        a number (a tool's ``duration_ms``) scans only the few members before the number again. Kept
+        whole: documents with user patterns (slow path anyway) or a PEM header (a private key's body runs
+        to its END line, past any quote). Two results can differ from the whole
         document's only in what no single string would show either: a lower-case IBAN whose own piece has
         no run of 8 digits (found whole only when another value's digits are within 40 characters) and a
         value of over 400 characters holding an escape (the decoded view is read in 400-character windows).
@@ -1111,31 +1118,48 @@ class Masker:
             return masked
         memo = self._memo
         young = memo.young
-        search = _CHUNK_CUT.search
         parts: list[str] = []
-        words = False
         pos = 0
-        while pos < n:
-            cut = search(text, pos + _JSON_CHUNK_CHARS) if pos + _JSON_CHUNK_CHARS < n else None
-            end = cut.end() - 1 if cut is not None else n
+        for end in self._piece_ends(text):
             key = (text[pos:end], _CHUNK_DEPTH)
             found = young.get(key)
             if found is None and memo.old:
                 found = memo.recall(key, end - pos)
             if found is None:
                 masked, piece_words = self._mask_json_piece(key[0])
-                # Remembered as one string: "-" or "W" (a secret-naming word occurs) before the masked
-                # piece, or "B" alone (only the slow path can settle the document).
-                found = "B" if masked is None else ("W" if piece_words else "-") + masked
+                # Remembered as one string: "-" before the masked piece, or "B" alone (only the slow path
+                # can settle the document: a detector hit it cannot place, or a key naming a secret, whose
+                # value is masked whole). A key, its quotes and its colon never straddle a cut, so the
+                # pieces' keys are the document's.
+                secret_key = piece_words and _json_names_secret(key[0])
+                found = "B" if masked is None or secret_key else "-" + masked
                 memo.put(key, found, end - pos + len(found))
             if found == "B":
                 return None
-            words = words or found[0] == "W"
             parts.append(found)
             pos = end
-        if words and _json_names_secret(text):
-            return None
         return "".join([part[1:] for part in parts])
+
+    @staticmethod
+    def _piece_ends(text: str) -> list[int]:
+        """Where the pieces of a long document end (see :data:`_CHUNK_CUT`), the last at its end."""
+        n = len(text)
+        cut_after = _CHUNK_CUT.search
+        numbers = _NUMBER_CUT.finditer(text)
+        ends: list[int] = []
+        pos = 0
+        number = next(numbers, None)
+        while True:
+            while number is not None and number.end() - 1 - pos < _NUMBER_PIECE_CHARS:
+                number = next(numbers, None)
+            cut = cut_after(text, pos + _JSON_CHUNK_CHARS) if pos + _JSON_CHUNK_CHARS < n else None
+            if number is not None and (cut is None or number.start() < cut.start()):
+                cut = number
+            if cut is None:
+                ends.append(n)
+                return ends
+            pos = cut.end() - 1
+            ends.append(pos)
 
     def _mask_json_piece(self, text: str) -> tuple[str | None, bool]:
         """The raw path for a whole document or one piece of it: (the masked text, or ``None`` when only the
