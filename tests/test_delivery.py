@@ -48,14 +48,20 @@ def test_llamaindex_spans_arrive_exactly_once_with_langfuse_headers(
     for request in langfuse_env.trace_requests:
         assert request.headers["authorization"] == expected_auth
         assert request.headers["x-langfuse-ingestion-version"] == "4"
-        gzipped = request.headers.get("content-encoding") == "gzip"
-        assert gzipped == (len(request.body) >= GZIP_MIN_BYTES), "gzip for large bodies only"
+        assert "content-encoding" not in request.headers, "nothing to compress for on loopback"
         assert request.path == "/api/public/otel/v1/traces"
 
 
-def test_large_exports_are_gzipped_small_ones_are_not(
-    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+@pytest.mark.parametrize("compression", ["gzip", None])
+def test_gzip_is_for_large_bodies_and_by_default_not_for_loopback(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, compression: str | None
 ) -> None:
+    """Set, gzip compresses bodies of 8 KiB or more; unset, a loopback endpoint gets none (the CPU buys
+    nothing there), while a remote one gets gzip (the settings test below)."""
+    if compression:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", compression)
+    tel = otel_basic.configure()
+    assert tel.settings.compression == (compression or "none")
     tracer = otel_basic.get_tracer("test.gzip")
     tracer.start_span("small").end()
     assert otel_basic.flush(timeout=5)
@@ -64,7 +70,33 @@ def test_large_exports_are_gzipped_small_ones_are_not(
     assert otel_basic.flush(timeout=5)
     small, large = langfuse_env.trace_requests
     assert "content-encoding" not in small.headers and small.raw_body == small.body
-    assert large.headers["content-encoding"] == "gzip" and len(large.raw_body) < len(large.body) // 10
+    assert len(large.body) >= GZIP_MIN_BYTES
+    if compression:
+        assert large.headers["content-encoding"] == "gzip" and len(large.raw_body) < len(large.body) // 10
+    else:
+        assert "content-encoding" not in large.headers and large.raw_body == large.body
+    assert [s.name for s in langfuse_env.spans] == ["small", "large"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ("http://localhost:4318", "none"),
+        ("http://127.0.0.1:3000", "none"),
+        ("http://127.9.9.9:3000", "none"),
+        ("http://[::1]:4318", "none"),
+        ("http://collector.localhost:4318", "none"),
+        ("https://cloud.langfuse.com", "gzip"),
+        ("http://10.0.0.5:4318", "gzip"),
+        ("http://localhost.example.com:4318", "gzip"),
+    ],
+)
+def test_compression_defaults_to_gzip_except_to_a_loopback_host(endpoint: str, expected: str) -> None:
+    assert otel_basic.load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}).compression == expected
+    explicit = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip"}
+    assert otel_basic.load_settings(explicit).compression == "gzip"
+    explicit["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"] = "none"
+    assert otel_basic.load_settings(explicit).compression == "none"
 
 
 def test_resource_carries_service_environment_release(

@@ -616,8 +616,11 @@ TABLE: tuple[Row, ...] = (
         "–", "Request headers, URL-decoded; a malformed entry is skipped with a warning (values are never "
         "printed).", _headers, secret=True),
     Row((OTEL_EXPORTER_OTLP_TRACES_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION), "compression", "enum", "",
-        "gzip, none", "`gzip`", "Bodies under 8 KiB are sent uncompressed either way (a few hundred bytes saved "
-        "would cost a zlib setup per request). `deflate` (not in the OTLP spec) gives a warning and gzip.",
+        "gzip, none", "`gzip`; `none` to a loopback host", "Unset, a loopback endpoint (`localhost`, "
+        "`127.0.0.1`, `::1`: a collector or Langfuse on this machine) gets `none`: there is no network to save, "
+        "and compressing a per-step batch costs CPU (see the README's Performance). Bodies under 8 KiB are "
+        "sent uncompressed either way (a few hundred bytes saved would cost a zlib setup per request). "
+        "`deflate` (not in the OTLP spec) gives a warning and gzip.",
         _choice("gzip", "none", aliases={"deflate": ("gzip", "deflate is not an OTLP compression")}),
         spec_default="`none`"),
     Row((OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT), "export_timeout", "duration", _MS,
@@ -1076,6 +1079,8 @@ def parse_langfuse_base_url(name: str, raw: str) -> str:
 def _finish(values: dict[str, Any], *, route: Route, reason: str, variable: str = "") -> Settings:
     values = {k: v for k, v in values.items() if v is not None or k in _NULLABLE}
     settings = replace(Settings(**values), route=route, reason=reason)
+    if "compression" not in values and route in ("langfuse", "otlp") and is_loopback(settings.endpoint):
+        settings = replace(settings, compression="none")  # nothing to save on loopback; the CPU is not free
     if route in ("langfuse", "otlp"):
         parts = urlsplit(settings.endpoint)
         carries_secret = bool(settings.headers) or _has_userinfo(settings.endpoint)
