@@ -490,7 +490,7 @@ print("ok")
 def test_a_span_that_ends_while_an_export_waits_on_a_slow_endpoint_does_not_wait_for_it(
     telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
 ) -> None:
-    """A spare worker takes over once an export has been out for 20 ms: the second span's
+    """A spare worker takes over once an export has been out for 12 ms: the second span's
     visibility is one round trip, not the rest of the first one plus its own."""
     langfuse_env.set_delay(1.0)
     tracer = otel_basic.get_tracer("test.spare")

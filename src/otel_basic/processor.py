@@ -50,11 +50,12 @@ _log = logging.getLogger("otel_basic")
 REPLAY_BATCHES_PER_SUCCESS = 8
 # A spare worker sends only once another has had a batch out this long on a slow endpoint (its last
 # three answers each took longer than this): a step that ends during a 50 ms round trip still leaves
-# within RTT + 20 ms. "Slow" is judged by the endpoint's answer time as the transport measured it,
-# not by the whole export: with the app's thread CPU-bound, an export to a 0 ms endpoint takes tens
-# of milliseconds waiting for the GIL, and a second request in flight then only adds GIL round
-# trips (email workload: the second worker's CPU went from ~0.9 ms per run to none).
-SPARE_AFTER = 0.02
+# within RTT + 20 ms, with 8 ms left for the GIL waits and the encoding (at 20 ms its p99 was 70-74 ms;
+# now 61 ms). "Slow" is judged by the endpoint's answer time as the transport measured it, not by the
+# whole export: with the app's thread CPU-bound, an export to a 0 ms endpoint takes tens of
+# milliseconds waiting for the GIL, and a second request in flight then only adds GIL round trips
+# (email workload: the second worker's CPU went from ~0.9 ms per run to none).
+SPARE_AFTER = 0.012
 # On an endpoint that answers fast, a spare takes over only when an export has been out this long
 # (the endpoint stopped answering; a GIL-starved export on a busy app takes up to a few 100 ms).
 STUCK_AFTER = 1.0

@@ -688,8 +688,8 @@ TABLE: tuple[Row, ...] = (
         "since the last export started). `0`: one request per step end.",
         _number(0, 1000, scale=0.001), group="otel-basic"),
     Row(("OTEL_BASIC_EXPORT_WORKERS",), "export_workers", "int", "", "1 – 16", "`4`",
-        "Exports in flight at most: the first worker sends; the others once an export has been out 20 ms "
-        "on a slow endpoint (its last three answers each over 20 ms), or 1 s on a fast one. Against a distant "
+        "Exports in flight at most: the first worker sends; the others once an export has been out 12 ms "
+        "on a slow endpoint (its last three answers each over 12 ms), or 1 s on a fast one. Against a distant "
         "endpoint, with runs ending faster than one round trip, two were too few (bench/RESULTS.md).",
         _number(1, 16, integer=True), group="otel-basic"),
     Row(("OTEL_BASIC_OVERFLOW",), "overflow", "enum", "", "spool, block, drop", "`spool`",
