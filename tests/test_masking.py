@@ -487,6 +487,33 @@ def test_json_in_odd_shapes_stays_valid_and_masked(text: str, secret: str | None
     assert (list(doc) == list(was)) if isinstance(was, dict) else len(doc) == len(was)  # same keys / items
 
 
+@pytest.mark.parametrize(
+    "shape",
+    ["a key twice", "cut at the size limit"],
+)
+def test_an_escaped_quote_in_a_secret_member_of_unparsed_json_hides_it_and_every_later_one(shape: str) -> None:
+    """JSON that cannot be parsed is masked member by member in the raw text. A password holding an escaped
+    quote used to lose only its start to a detector's token, which swallowed the backslash; the strings
+    then no longer lined up, and the rest of it and every later secret-named member went out raw."""
+    doc = '{"password": "Tr0ub4dor\\"horse-battery-staple", "n": 0.25, "api_key": "kq8Zr2mWzLp0", "k": 1'
+    doc += ', "k": 2}' if shape == "a key twice" else ', "pad": "' + "x" * 20_000 + '"}'
+    out = str(Masker().mask_value("input.value", doc))
+    for planted in ("Tr0ub4dor", "horse-battery-staple", "kq8Zr2mWzLp0"):
+        assert planted not in out, out[:200]
+    assert out.startswith('{"password": "<secret:') and '"api_key": "<secret:' in out
+    if shape == "a key twice":
+        json.loads(out)  # still valid JSON: each value became one token
+
+
+def test_masking_masked_text_again_changes_nothing() -> None:
+    """A token is not a secret: the hash in ``<secret:...>`` after a colon looked like one to the keyword
+    detector, so masking twice wrapped tokens in tokens."""
+    m = Masker()
+    once = m.mask_text("api_key=AbC123dEf456GhI789jkl, token: zz9Yy8Xx7Ww6Vv5Uu4, mail ada@example.org")
+    assert "AbC123" not in once and "zz9Yy8" not in once and "ada@" not in once
+    assert m.mask_text(once) == once
+
+
 def test_json_with_escaped_slashes_is_parsed() -> None:
     raw = '{"tel": "Ruf an: 030\\/901820", "url": "https:\\/\\/example.org\\/a"}'  # as some serializers write
     out = json.loads(str(Masker().mask_value("input.value", raw)))

@@ -323,6 +323,7 @@ def _url_credential_hits(text: str) -> list[Hit]:
 _TOKEN_CHARS = re.compile(r"[0-9._~+/=-]")
 _HAS_DIGIT = re.compile(r"[0-9]")
 _HAS_LETTER = re.compile(r"[A-Za-z]")
+_OWN_TOKEN_REST = re.compile(r":[0-9a-f]{4,64}>")  # after "<secret" or "<token": a masker's token (4-64 hex)
 _AUTH_VALUE = re.compile(r"[ \t]+([A-Za-z0-9._~+/=-]{8,})")
 _ASSIGN_VALUE = re.compile(r"[\"']?[ \t]*[=:][ \t]*[\"']?([^\s\"'&,;<>]+)")
 _IDENT_CHAR = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -398,7 +399,9 @@ def _keyword_hits(text: str, lower: str, auth: bool, assign: bool) -> list[Hit]:
             p = lower.find(word)
             while p >= 0:
                 end = p + len(word)
-                if _ends_identifier(text, p, end):
+                if p and text[p - 1] == "<" and _OWN_TOKEN_REST.match(text, end):
+                    pass  # our own token (<secret:1f0c...>), masked before: its hash is not a secret
+                elif _ends_identifier(text, p, end):
                     m = _ASSIGN_VALUE.match(text, end)
                     if m and (hit := _assignment_value_hit(word, m)):
                         hits.append(hit)

@@ -997,10 +997,10 @@ class Masker:
                 key = (text, depth)
             else:
                 masked = raw
+        elif _JSON_OPEN.match(text):  # JSON cut by someone else, or broken: its secret-named members too
+            masked = self._scan_unparsed_json(text)
         else:
             masked = self._scan(text)
-            if _JSON_OPEN.match(text):  # JSON cut by someone else, or broken: its secret-named members
-                masked = self._mask_secret_members(masked)
         if n <= _MEMO_MAX_CHARS:
             memo.put(key, masked, n + len(masked))
         return masked
@@ -1019,9 +1019,8 @@ class Masker:
                 break
             if start >= cut:
                 break
-        masked = self._scan(window[:cut])
-        if _JSON_OPEN.match(text):
-            masked = self._mask_secret_members(masked)  # a cut document is no longer JSON to parse
+        # a cut document is no longer JSON to parse: its secret-named members are found in the raw text
+        masked = self._scan_unparsed_json(window[:cut]) if _JSON_OPEN.match(text) else self._scan(window[:cut])
         if len(masked) > limit:
             keep = masked[:limit]
             token = _TOKEN_START.search(keep, max(0, limit - self._hash_chars - 24))
@@ -1035,10 +1034,15 @@ class Masker:
         assert marker is not None
         body = text[: marker.start()]
         body = body[: partial_tail_start(body)]
-        masked = self._scan(body)
-        if _JSON_OPEN.match(body):
-            masked = self._mask_secret_members(masked)
+        masked = self._scan_unparsed_json(body) if _JSON_OPEN.match(body) else self._scan(body)
         return masked + text[marker.start() :]
+
+    def _scan_unparsed_json(self, text: str) -> str:
+        """JSON that cannot be parsed (cut, or broken): its secret-named members first, while its escapes
+        and quotes are intact, then the detectors. The other way round, a detector's token could swallow the
+        backslash of an escaped quote (``"password": "a\\"b"``), the strings no longer lined up, and that
+        value's rest and every later secret-named member went out raw (found by a hostile review)."""
+        return self._scan(self._mask_secret_members(text))
 
     def _mask_secret_members(self, text: str) -> str:
         """In JSON that cannot be parsed (cut, or broken), the string values of members whose name says
@@ -1207,7 +1211,7 @@ class Masker:
         try:
             doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except ValueError:  # not JSON, or a key twice (parsing would keep only the last value)
-            return self._mask_secret_members(self._scan(text))
+            return self._scan_unparsed_json(text)
         if not isinstance(doc, (dict, list)):
             return self._scan(text)
         new = self._mask_json(doc, depth + 1)
