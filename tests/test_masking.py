@@ -505,6 +505,24 @@ def test_an_escaped_quote_in_a_secret_member_of_unparsed_json_hides_it_and_every
         json.loads(out)  # still valid JSON: each value became one token
 
 
+@pytest.mark.parametrize(
+    ("text", "token"),
+    [
+        ("Authorization: Bearer AbCdEfGhIjKlMnOpQrStUvWxYz", "AbCdEfGhIjKlMnOpQrStUvWxYz"),  # letters, mixed case
+        ("curl -H 'Bearer gfscbwcedvwXafpQcisgpiqnwucgaQ'", "gfscbwcedvwXafpQcisgpiqnwucgaQ"),
+        ("Authorization: Bearer gfscbwcedvwxafpqcisgpiqnwucgaq", "gfscbwcedvwxafpqcisgpiqnwucgaq"),  # one case
+        ("we are the bearer instruments of change", None),
+        ("Bearer Instruments Ltd", None),
+    ],
+)
+def test_a_bearer_token_of_letters_alone_is_masked_and_prose_is_not(text: str, token: str | None) -> None:
+    out = Masker().mask_text(text)
+    if token is None:
+        assert out == text
+    else:
+        assert token not in out and "<token:" in out, out
+
+
 def test_masking_masked_text_again_changes_nothing() -> None:
     """A token is not a secret: the hash in ``<secret:...>`` after a colon looked like one to the keyword
     detector, so masking twice wrapped tokens in tokens."""

@@ -348,9 +348,29 @@ def _auth_hit(text: str, cred_match: re.Match[str], scheme: str) -> Hit | None:
             return None
         if b":" not in decoded:
             return None
-    elif _TOKEN_CHARS.search(cred) is None:
-        return None  # "bearer instruments": a real token has digits or punctuation
+    elif (
+        _TOKEN_CHARS.search(cred) is None
+        and not _mixed_case(cred)
+        and not _after_authorization(text, cred_match.start() - len(scheme))
+    ):
+        # "bearer instruments" is prose; a token of letters alone is one if it mixes cases like random
+        # text (AbCdEfGhIjKlMnOp), or if an Authorization header names it (found by a hostile review)
+        return None
     return cred_match.start(1), cred_match.end(1), "token", cred
+
+
+def _mixed_case(cred: str) -> bool:
+    """Letters that look random: 16 or more, at least two upper- and two lower-case ones."""
+    if len(cred) < 16:
+        return False
+    upper = sum(1 for c in cred if c.isupper())
+    return upper >= 2 and len(cred) - upper >= 2
+
+
+def _after_authorization(text: str, scheme_start: int) -> bool:
+    """Is the scheme (``Bearer``) the value of an Authorization header, field or member (the name within
+    the 40 characters before it: ``Authorization: Bearer``, ``"authorization": "Bearer``)?"""
+    return "authorization" in text[max(0, scheme_start - 40) : scheme_start].lower()
 
 
 def _assignment_value_hit(word: str, m: re.Match[str]) -> Hit | None:
