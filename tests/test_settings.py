@@ -156,6 +156,15 @@ def test_plain_http_credentials_to_remote_host_refused_unless_opted_in() -> None
     assert load_settings({**LF, "LANGFUSE_BASE_URL": "http://127.0.0.1:3000"}).route == "langfuse"
 
 
+@pytest.mark.parametrize("host", ["foo.localhost", "localhost.example.com", "127.0.0.1.nip.io", "localhost."])
+def test_plain_http_credentials_to_a_name_dns_may_resolve_elsewhere_are_refused(host: str) -> None:
+    """Only ``localhost`` and loopback IP literals count as this machine: ``*.localhost`` names may go to
+    DNS, so Basic auth over plain http to them could leave the machine."""
+    with pytest.raises(ConfigError):
+        load_settings({**LF, "LANGFUSE_BASE_URL": f"http://{host}:3000"})
+    assert load_settings({**LF, "LANGFUSE_BASE_URL": "http://localhost:3000"}).route == "langfuse"
+
+
 # --- the declared table: every row x {valid edges, invalid, extreme} -------------------------------
 
 import logging  # noqa: E402

@@ -617,7 +617,7 @@ TABLE: tuple[Row, ...] = (
         "printed).", _headers, secret=True),
     Row((OTEL_EXPORTER_OTLP_TRACES_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION), "compression", "enum", "",
         "gzip, none", "`gzip`; `none` to a loopback host", "Unset, a loopback endpoint (`localhost`, "
-        "`127.0.0.1`, `::1`: a collector or Langfuse on this machine) gets `none`: there is no network to save, "
+        "`127.0.0.0/8`, `::1`: a collector or Langfuse on this machine) gets `none`: there is no network to save, "
         "and compressing a per-step batch costs CPU (see the README's Performance). Bodies under 8 KiB are "
         "sent uncompressed either way (a few hundred bytes saved would cost a zlib setup per request). "
         "`deflate` (not in the OTLP spec) gives a warning and gzip.",
@@ -786,11 +786,14 @@ def parse_url(name: str, raw: str, *, base: bool = True, grpc: bool = False, ins
 
 
 def is_loopback(url: str) -> bool:
+    """A loopback IP literal (127.0.0.0/8, ``::1``) or ``localhost`` itself. Not ``*.localhost``: the system
+    resolver may ask DNS for those names, so credentials sent there could leave the machine (a hostile
+    review pointed one at another host and received the Basic auth in clear)."""
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
         return False
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
