@@ -367,6 +367,53 @@ def test_grpc_scheme_less_endpoint_plaintext_with_insecure(grpc_server: tuple[in
     assert service.calls == 2
 
 
+class _CountingRelay(_Listener):
+    """A TCP relay to a local port that counts the bytes the client sent: what gRPC put on the wire."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__()
+        self.target_port = target_port
+        self.sent = 0
+        self._start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        threading.Thread(target=self._pump, args=(upstream, conn, False), daemon=True).start()
+        self._pump(conn, upstream, True)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, count: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if count:
+                    self.sent += len(data)
+                sink.sendall(data)
+
+
+@pytest.mark.parametrize(("chars", "compressed"), [(3_000, False), (12_000, True)])
+def test_grpc_compresses_only_requests_of_8_kib_or_more(
+    grpc_server: tuple[int, _TraceService], chars: int, compressed: bool
+) -> None:
+    """As over HTTP: the channel's gzip was applied to every request, small per-step ones included."""
+    port, service = grpc_server
+    relay = _CountingRelay(port)
+    settings = _grpc_settings(f"http://127.0.0.1:{relay.port}", OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
+    assert settings.compression == "gzip"
+    transport = build_transport(settings)
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(name="s", trace_id=b"\1" * 16, span_id=b"\2" * 8)
+    span.attributes.add(key="input.value").value.string_value = "lorem ipsum dolor sit amet " * (chars // 27)
+    try:
+        assert transport.send(request, Deadline(time.monotonic() + 5)).kind == "delivered"
+    finally:
+        transport.close()
+        relay.close()
+    assert service.calls == 1
+    if compressed:
+        assert relay.sent < chars // 4, relay.sent  # lorem ipsum compresses ~20-fold
+    else:
+        assert relay.sent > chars, relay.sent
+
+
 @pytest.mark.parametrize("grpc_server", ["tls"], indirect=True)
 def test_grpc_scheme_less_endpoint_is_tls_by_default_with_the_private_ca(
     pki: Pki, grpc_server: tuple[int, _TraceService]

@@ -87,7 +87,11 @@ def build_transport(settings: Settings, *, timeout: float | None = None) -> Tran
         from otel_basic.transports.otlp_grpc import GrpcTransport
 
         return GrpcTransport(
-            settings.endpoint, headers=settings.headers, channel=lambda: grpc_channel(settings), timeout=seconds
+            settings.endpoint,
+            headers=settings.headers,
+            channel=lambda: grpc_channel(settings),
+            compression=settings.compression,
+            timeout=seconds,
         )
     return HttpTransport(
         settings.endpoint,

@@ -98,20 +98,20 @@ def grpc_target(settings: Settings, target: str | None = None) -> tuple[str, boo
 
 def grpc_channel(settings: Settings, target: str | None = None) -> grpc.Channel:
     """A gRPC channel to ``target`` (default the settings' endpoint), secure or not per the spec,
-    with the configured roots, client certificate, compression and proxy behaviour."""
+    with the configured roots, client certificate and proxy behaviour. Compression is per call
+    (:class:`~otel_basic.transports.otlp_grpc.GrpcTransport`: large requests only)."""
     import grpc  # optional dependency (the [grpc] extra): only the gRPC route needs it
 
     address, secure = grpc_target(settings, target)
-    compression = grpc.Compression.Gzip if settings.compression == "gzip" else grpc.Compression.NoCompression
     options = [("grpc.enable_http_proxy", 1 if settings.trust_env else 0)]
     if not secure:
-        return grpc.insecure_channel(address, options=options, compression=compression)
+        return grpc.insecure_channel(address, options=options)
     cafile, capath = ca_file(settings)
     roots = cafile.read_bytes() if cafile is not None else (_dir_bundle(capath) if capath is not None else None)
     key = settings.client_key.read_bytes() if settings.client_key is not None else None
     chain = settings.client_certificate.read_bytes() if settings.client_certificate is not None else None
     credentials = grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=chain)
-    return grpc.secure_channel(address, credentials, options=options, compression=compression)
+    return grpc.secure_channel(address, credentials, options=options)
 
 
 def _dir_bundle(directory: Path) -> bytes | None:

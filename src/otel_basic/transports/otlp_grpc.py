@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otel_basic.redact import redact_url
 from otel_basic.road import Deadline, SendKind, SendResult
+from otel_basic.transports import GZIP_MIN_BYTES
 
 _RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
@@ -30,14 +31,14 @@ _RETRYABLE = {
 ChannelFactory = Callable[[], grpc.Channel]
 
 
-def default_channel(endpoint: str, compression: str = "gzip") -> ChannelFactory:
-    """``http://host:4317`` or ``host:4317`` = plaintext, ``https://`` = TLS with the system roots."""
+def default_channel(endpoint: str) -> ChannelFactory:
+    """``http://host:4317`` or ``host:4317`` = plaintext, ``https://`` = TLS with the system roots. No
+    compression on the channel: :class:`GrpcTransport` compresses per call."""
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
     target = parts.netloc
-    comp = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
     if parts.scheme == "https":
-        return lambda: grpc.secure_channel(target, grpc.ssl_channel_credentials(), compression=comp)
-    return lambda: grpc.insecure_channel(target, compression=comp)
+        return lambda: grpc.secure_channel(target, grpc.ssl_channel_credentials())
+    return lambda: grpc.insecure_channel(target)
 
 
 class GrpcTransport:
@@ -54,7 +55,10 @@ class GrpcTransport:
         self.endpoint = endpoint
         self._where = redact_url(endpoint)
         self._metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
-        self._factory = channel or default_channel(endpoint, compression)
+        self._factory = channel or default_channel(endpoint)
+        # Per call, as over HTTP: only requests of GZIP_MIN_BYTES or more (a channel-wide gzip compressed
+        # every small per-step request, and a call cannot turn a channel's compression off)
+        self._gzip = compression == "gzip"
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._open()
@@ -70,12 +74,13 @@ class GrpcTransport:
     def send(self, request: ExportTraceServiceRequest, deadline: Deadline) -> SendResult:
         end = min(deadline.at, time.monotonic() + self._timeout)
         result = SendResult("retryable", "deadline reached before sending")
+        compression = grpc.Compression.Gzip if self._gzip and request.ByteSize() >= GZIP_MIN_BYTES else None
         for attempt in range(1, self._max_attempts + 1):
             left = end - time.monotonic()
             if left <= 0 or self._stop.is_set() or (attempt > 1 and time.monotonic() >= deadline.retries_end()):
                 break
             try:
-                response = self._stub.Export(request, metadata=self._metadata, timeout=left)
+                response = self._stub.Export(request, metadata=self._metadata, timeout=left, compression=compression)
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
                 kind: SendKind = "retryable" if code in _RETRYABLE else "rejected"

@@ -31,16 +31,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from otel_basic.otlp_json import request_to_json_line
 from otel_basic.redact import redact_url
 from otel_basic.road import Deadline, SendResult
+from otel_basic.transports import GZIP_MIN_BYTES
 from otel_basic.transports.http_conn import ANSWER_SECONDS, FastConnection
 
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 _USER_AGENT = "otel-basic"
 _TRANSPORT_ATTEMPTS = 2
-# Smaller bodies are sent as they are even with gzip on: a per-step batch of a few spans saves a
-# few hundred bytes, and each compression sets up a new zlib stream (about 300 KB of buffers at
-# level 5) in a call that also hands the GIL to the app's thread and back. Level 1: about 2.5x less
-# CPU than level 5 on OTLP batches for bodies a few percent larger.
-GZIP_MIN_BYTES = 8192
+# Level 1: about 2.5x less CPU than level 5 on OTLP batches for bodies a few percent larger.
 
 Encoding = Literal["protobuf", "json"]
 
