@@ -523,6 +523,15 @@ def test_a_bearer_token_of_letters_alone_is_masked_and_prose_is_not(text: str, t
         assert token not in out and "<token:" in out, out
 
 
+@pytest.mark.parametrize("pad", [100, 20_000])  # parsed, and cut at the size limit (masked in the raw text)
+def test_an_escaped_secret_name_inside_json_inside_json_is_found(pad: int) -> None:
+    inner = '{"to\\u006ben": "innerSECRETvalue1", "x": 1}'  # {"token": ...} with the k escaped
+    assert json.loads(inner)["token"] == "innerSECRETvalue1"
+    doc = json.dumps({"tool_call": {"arguments": inner}, "pad": "z" * pad})
+    out = str(Masker().mask_value("input.value", doc))
+    assert "innerSECRETvalue1" not in out and "<secret:" in out, out[:200]
+
+
 def test_masking_masked_text_again_changes_nothing() -> None:
     """A token is not a secret: the hash in ``<secret:...>`` after a colon looked like one to the keyword
     detector, so masking twice wrapped tokens in tokens."""

@@ -1050,7 +1050,8 @@ class Masker:
         a secret token, as the parse path does; a value the cut ends inside is replaced to the end. The
         strings are read in order from the start, so a string holding a colon cannot shift them."""
         if not _json_names_secret(text) and not (
-            "\\u" in text and _json_names_secret(_UNICODE_ESCAPE.sub(_decoded_escape, text))  # "pass\\u0077ord"
+            # "pass\\u0077ord"; in JSON inside a JSON string, escaped once more: "pass\\\\u0077ord"
+            "\\u" in text and _json_names_secret(_NAME_ESCAPE.sub(_decoded_escape, text))
         ):
             return text
         token = self._token
@@ -1302,12 +1303,13 @@ class Masker:
 
 
 _UNICODE_ESCAPE = re.compile(r"\\u[0-9A-Fa-f]{4}")
+_NAME_ESCAPE = re.compile(r"\\+u[0-9A-Fa-f]{4}")  # also escaped once more (JSON inside a JSON string)
 # A JSON string in raw text (it may run to the end of a cut text); a member escaped once,
 # \\"name\\": \\"value\\" (JSON inside a JSON string; its value may hold a quote escaped twice).
 _RAW_STRING = re.compile(r'"((?:[^"\\]|\\.)*)(?:"|\\?\Z)')
 _WS_COLON_WS = re.compile(r"[ \t\r\n]*:[ \t\r\n]*")
 _RAW_ESCAPED_MEMBER = re.compile(
-    r'\\"([^"\\\n]{1,256})\\"[ \t\r\n]*:[ \t\r\n]*\\"((?:\\\\\\"|\\[^"]|[^"\\])*)(?:\\"|\\?\Z)'
+    r'\\"((?:[^"\\\n]|\\\\u[0-9a-fA-F]{4}){1,256})\\"[ \t\r\n]*:[ \t\r\n]*\\"((?:\\\\\\"|\\[^"]|[^"\\])*)(?:\\"|\\?\Z)'
 )
 # An escaped printable ASCII or full-width character ("eve\\u0040example.com"): no JSON encoder needs
 # one, so it hides something; only the parsed string shows it to the detectors. The same for the
@@ -1321,7 +1323,7 @@ _ESCAPED = ("\\", "\x00")
 
 
 def _decoded_escape(m: re.Match[str]) -> str:
-    return chr(int(m.group()[2:], 16))
+    return chr(int(m.group()[-4:], 16))
 
 
 def _blank_escape(_m: re.Match[str]) -> str:
@@ -1411,7 +1413,8 @@ def _string_parts(text: str, start: int, end: int) -> list[tuple[int, int]] | No
 
 def _secret_member_value(m: re.Match[str]) -> _Span | None:
     """The value of a :data:`_RAW_ESCAPED_MEMBER` match whose name says secret."""
-    if not m.group(2) or not _is_secret_key(_json_unescaped(m.group(1))):
+    # the name as the inner document wrote it (escaped once more in the raw text: to\\\\u006ben)
+    if not m.group(2) or not _is_secret_key(_json_unescaped(_json_unescaped(m.group(1)))):
         return None
     return m.start(2), m.end(2), m.group(2)
 
