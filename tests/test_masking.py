@@ -532,6 +532,32 @@ def test_an_escaped_secret_name_inside_json_inside_json_is_found(pad: int) -> No
     assert "innerSECRETvalue1" not in out and "<secret:" in out, out[:200]
 
 
+@pytest.mark.parametrize(
+    ("text", "planted"),
+    [
+        ('data: {"password": "Tr0ub4dor\\"horse", "token": "tokhunter3"}', ["Tr0ub4dor", "horse", "tokhunter3"]),
+        ('error: body was {"a": 1, "api_key": "abc\\"defSECRET"}', ["defSECRET"]),  # a log line, an error
+    ],
+)
+def test_json_members_after_a_prefix_are_masked_like_a_document(text: str, planted: list[str]) -> None:
+    """Only text starting with { or [ had its secret-named members looked for: after a prefix, names like
+    token or api_key were not masked at all, and an escaped quote in a password leaked its rest."""
+    out = Masker().mask_text(text)
+    assert not [p for p in planted if p in out], out
+    assert out.count("<secret:") == text.count('": "'), out
+
+
+@pytest.mark.parametrize("inner_value", ["C:\\Users\\me\\", "hunter2\\"])  # values ending in a backslash
+def test_a_backslash_at_the_end_of_a_value_in_json_inside_json_hides_no_later_member(inner_value: str) -> None:
+    """Tool-call arguments inside a document that cannot be parsed (a key twice, or cut): the escaped
+    backslash before the value's closing quote read as an escaped quote, and the next member went out raw."""
+    inner = json.dumps({"cwd": inner_value, "password": "hunter2horse", "token": "tok_live_hunter3"})
+    quoted = json.dumps(inner)
+    for doc in ['{"a": 1, "a": 1, "args": ' + quoted + "}", '{"args": ' + quoted]:  # a key twice; cut
+        out = str(Masker().mask_value("input.value", doc))
+        assert "hunter2horse" not in out and "tok_live_hunter3" not in out, out
+
+
 def test_masking_masked_text_again_changes_nothing() -> None:
     """A token is not a secret: the hash in ``<secret:...>`` after a colon looked like one to the keyword
     detector, so masking twice wrapped tokens in tokens."""

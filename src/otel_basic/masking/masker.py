@@ -997,7 +997,7 @@ class Masker:
                 key = (text, depth)
             else:
                 masked = raw
-        elif _JSON_OPEN.match(text):  # JSON cut by someone else, or broken: its secret-named members too
+        elif _holds_json(text):  # JSON cut by someone else, broken, or after a prefix: secret members too
             masked = self._scan_unparsed_json(text)
         else:
             masked = self._scan(text)
@@ -1020,7 +1020,7 @@ class Masker:
             if start >= cut:
                 break
         # a cut document is no longer JSON to parse: its secret-named members are found in the raw text
-        masked = self._scan_unparsed_json(window[:cut]) if _JSON_OPEN.match(text) else self._scan(window[:cut])
+        masked = self._scan_unparsed_json(window[:cut]) if _holds_json(text) else self._scan(window[:cut])
         if len(masked) > limit:
             keep = masked[:limit]
             token = _TOKEN_START.search(keep, max(0, limit - self._hash_chars - 24))
@@ -1034,7 +1034,7 @@ class Masker:
         assert marker is not None
         body = text[: marker.start()]
         body = body[: partial_tail_start(body)]
-        masked = self._scan_unparsed_json(body) if _JSON_OPEN.match(body) else self._scan(body)
+        masked = self._scan_unparsed_json(body) if _holds_json(body) else self._scan(body)
         return masked + text[marker.start() :]
 
     def _scan_unparsed_json(self, text: str) -> str:
@@ -1308,8 +1308,11 @@ _NAME_ESCAPE = re.compile(r"\\+u[0-9A-Fa-f]{4}")  # also escaped once more (JSON
 # \\"name\\": \\"value\\" (JSON inside a JSON string; its value may hold a quote escaped twice).
 _RAW_STRING = re.compile(r'"((?:[^"\\]|\\.)*)(?:"|\\?\Z)')
 _WS_COLON_WS = re.compile(r"[ \t\r\n]*:[ \t\r\n]*")
+# The value's escaped-once tokens in order, possessive: an escaped backslash (\\\\ raw) before the closing
+# \" is not read as an escaped quote (a Windows path ending in a backslash hid the next member).
 _RAW_ESCAPED_MEMBER = re.compile(
-    r'\\"((?:[^"\\\n]|\\\\u[0-9a-fA-F]{4}){1,256})\\"[ \t\r\n]*:[ \t\r\n]*\\"((?:\\\\\\"|\\[^"]|[^"\\])*)(?:\\"|\\?\Z)'
+    r'\\"((?:[^"\\\n]|\\\\u[0-9a-fA-F]{4}){1,256})\\"[ \t\r\n]*:[ \t\r\n]*'
+    r'\\"((?:\\\\\\\\|\\\\\\"|\\[^"]|[^"\\])*+)(?:\\"|\\?\Z)'
 )
 # An escaped printable ASCII or full-width character ("eve\\u0040example.com"): no JSON encoder needs
 # one, so it hides something; only the parsed string shows it to the detectors. The same for the
@@ -1358,6 +1361,15 @@ def _json_names_secret(text: str) -> bool:
 
 _JSON_SPACE = " \t\r\n\ufeff"
 _JSON_OPEN = re.compile("[" + _JSON_SPACE + r"]*[{\[]")
+
+
+_MEMBER = re.compile(r'"[ \t\r\n]*:')
+
+
+def _holds_json(text: str) -> bool:
+    """Text that is, or holds, JSON members (a document, or one after a prefix: ``data: {...}`` of a
+    stream, a log line, an exception message): its secret-named members are looked for in the raw text."""
+    return _JSON_OPEN.match(text) is not None or _MEMBER.search(text) is not None
 
 
 def _json_document(text: str) -> bool:
