@@ -558,6 +558,23 @@ def test_a_backslash_at_the_end_of_a_value_in_json_inside_json_hides_no_later_me
         assert "hunter2horse" not in out and "tok_live_hunter3" not in out, out
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Bearer%20abc123def456ghi789jkl",
+        "Authorization:%20Bearer%20abc123def456ghi789jkl",
+        "https://api.example.org/x?authorization=Bearer+abc123def456ghi789jkl",
+        "Bearer\xa0abc123def456ghi789jkl",
+        "Bearer&nbsp;abc123def456ghi789jkl",
+    ],
+)
+def test_a_bearer_token_url_encoded_or_after_a_no_break_space_is_masked(text: str) -> None:
+    """The decoded view kept only hits holding a decoded character: the %20 before the token is its
+    context, not part of it, so the token stayed raw (found by a hostile review)."""
+    out = Masker().mask_text(text)
+    assert "abc123def456ghi789jkl" not in out, out
+
+
 def test_masking_masked_text_again_changes_nothing() -> None:
     """A token is not a secret: the hash in ``<secret:...>`` after a colon looked like one to the keyword
     detector, so masking twice wrapped tokens in tokens."""

@@ -324,7 +324,7 @@ _TOKEN_CHARS = re.compile(r"[0-9._~+/=-]")
 _HAS_DIGIT = re.compile(r"[0-9]")
 _HAS_LETTER = re.compile(r"[A-Za-z]")
 _OWN_TOKEN_REST = re.compile(r":[0-9a-f]{4,64}>")  # after "<secret" or "<token": a masker's token (4-64 hex)
-_AUTH_VALUE = re.compile(r"[ \t]+([A-Za-z0-9._~+/=-]{8,})")
+_AUTH_VALUE = re.compile(r"(?:[ \t\xa0]|\+(?=[A-Za-z0-9]))+([A-Za-z0-9._~+/=-]{8,})")  # no-break space; + in a query
 _ASSIGN_VALUE = re.compile(r"[\"']?[ \t]*[=:][ \t]*[\"']?([^\s\"'&,;<>]+)")
 _IDENT_CHAR = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
@@ -433,7 +433,8 @@ def _keyword_hits(text: str, lower: str, auth: bool, assign: bool) -> list[Hit]:
 # length, found from each "?" or "&" with an anchored match.
 _QUERY_PARAM = re.compile(r"([A-Za-z][A-Za-z0-9_.-]{0,39})=([^&#\s\"'<>\\]+)")
 _SECRET_PARAMS = frozenset(
-    ("sig", "signature", "code", "session", "sessionid", "session_id", "sid", "auth", "pass", "password", "passwd",
+    ("sig", "signature", "code", "session", "sessionid", "session_id", "sid", "auth", "authorization", "pass",
+     "password", "passwd",
      "pwd", "token", "secret", "key", "apikey", "api_key", "api-key", "access_token", "refresh_token", "id_token",
      "client_secret", "credential", "credentials", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
      "x-goog-signature", "x-goog-credential")
@@ -749,9 +750,10 @@ class Scanner:
     def _view_hits(
         self, view: str, decoded_at: list[int], to_original: Callable[[int, int], tuple[int, int]]
     ) -> list[Hit]:
-        """Hits that hold a decoded character, found in windows of the view around them (a value cannot
-        reach further than ``_VIEW_MARGIN``), mapped back to the original text. A hit touching a window's
-        edge is dropped: it may be the cut-off part of a value the scan of the original text finds whole."""
+        """Hits that hold a decoded character, or follow one (``Bearer%20<token>``: the decoded space is
+        the credential's context), found in windows of the view around them (a value cannot reach further
+        than ``_VIEW_MARGIN``), mapped back to the original text. A hit touching a window's edge is dropped:
+        it may be the cut-off part of a value the scan of the original text finds whole."""
         found: list[Hit] = []
         n = len(view)
         for lo, hi in _view_windows(n, decoded_at, _VIEW_MARGIN):
@@ -759,7 +761,7 @@ class Scanner:
                 a, b = a + lo, b + lo
                 if (a == lo and lo > 0) or (b == hi and hi < n):
                     continue
-                k = bisect.bisect_left(decoded_at, a)
+                k = bisect.bisect_left(decoded_at, a - 1)
                 if k < len(decoded_at) and decoded_at[k] < b:
                     start, end = to_original(a, b)
                     found.append((start, end, label, norm))
