@@ -575,6 +575,20 @@ def test_a_bearer_token_url_encoded_or_after_a_no_break_space_is_masked(text: st
     assert "abc123def456ghi789jkl" not in out, out
 
 
+@pytest.mark.parametrize("name", ["sessionToken", "apiSecret", "SecretAccessKey", "password ", "myAPIKey"])
+def test_camel_case_and_padded_secret_names_have_their_values_masked(name: str) -> None:
+    doc = json.dumps({name: "shortpw1", "n": 1})
+    for text in (doc, doc[:-1] + ', "n": 2}'):  # parsed, and a key twice (the raw-text path)
+        assert "shortpw1" not in str(Masker().mask_value("input.value", text)), text
+    assert "shortpw1" not in str(Masker().mask_attributes({f"app.{name}": "shortpw1"}))
+
+
+@pytest.mark.parametrize("name", ["maxTokens", "inputTokens", "primaryKey", "tokenizer", "TokenType"])
+def test_names_that_only_contain_a_secret_word_keep_their_values(name: str) -> None:
+    doc = json.dumps({name: "plain-value", "n": 1})
+    assert "plain-value" in str(Masker().mask_value("input.value", doc))
+
+
 def test_masking_masked_text_again_changes_nothing() -> None:
     """A token is not a secret: the hash in ``<secret:...>`` after a colon looked like one to the keyword
     detector, so masking twice wrapped tokens in tokens."""

@@ -381,9 +381,15 @@ def _globs(patterns: Iterable[str]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in parts) if parts else r"(?!)")
 
 
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
-    return _SECRET_KEY.search(key) is not None
+    """``api_key``, ``x-api-key``, ``accessToken``; also camelCase (``sessionToken``, ``apiSecret``,
+    ``SecretAccessKey``: the humps read as separators) and with spaces around it (``"password "``)."""
+    key = key.strip()
+    return _SECRET_KEY.search(key) is not None or _SECRET_KEY.search(_CAMEL_HUMP.sub("_", key)) is not None
 
 
 def _split_detectors(detectors: Iterable[Detector | str] | None) -> tuple[list[str], list[Detector]]:
