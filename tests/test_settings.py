@@ -147,6 +147,13 @@ def test_repr_and_describe_hide_secrets() -> None:
         assert base64.b64encode(f"pk-lf-1:{SECRET}".encode()).decode() not in text
 
 
+def test_the_refusal_says_which_credentials_it_refused_to_send() -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://10.0.0.5:4318", "OTEL_EXPORTER_OTLP_HEADERS": f"x-key={SECRET}"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert "OTEL_EXPORTER_OTLP_[TRACES_]HEADERS" in str(info.value) and SECRET not in str(info.value)
+
+
 def test_plain_http_credentials_to_remote_host_refused_unless_opted_in() -> None:
     env = {**LF, "LANGFUSE_BASE_URL": "http://langfuse.internal.example:3000"}
     with pytest.raises(ConfigError) as info:

@@ -129,6 +129,7 @@ DEFAULT_OTLP_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_OTLP_GRPC_ENDPOINT = "http://localhost:4317"
 _LENIENT_TRUE = {"1", "true", "yes", "on"}
 _LENIENT_FALSE = {"0", "false", "no", "off"}
+_LENIENT_RANGE = "true/false, 1/0, yes/no, on/off"
 #: Environment variables that HTTP clients read for proxies and trust (see transport_options).
 NETWORK_ENV = (
     "HTTPS_PROXY",
@@ -579,7 +580,7 @@ TABLE: tuple[Row, ...] = (
         "Langfuse host (`LANGFUSE_HOST` is the older name). A trailing `/` is ignored; a URL that already "
         "ends in `/api/public/otel`, has a query, a fragment or spaces disables tracing with a clear error.",
         _url_input, "disable", group="Langfuse"),
-    Row(("LANGFUSE_TRACING_ENABLED",), "_langfuse_enabled", "bool", "", "true/false", "`true`",
+    Row(("LANGFUSE_TRACING_ENABLED",), "_langfuse_enabled", "bool", "", _LENIENT_RANGE, "`true`",
         "`false` turns tracing off.", _lenient_bool, group="Langfuse"),
     Row(("LANGFUSE_TRACING_ENVIRONMENT",), "environment", "string", "", "", "–",
         "Resource attributes `langfuse.environment` and `deployment.environment.name`.", _text, group="Langfuse"),
@@ -722,9 +723,9 @@ TABLE: tuple[Row, ...] = (
     Row(("OTEL_BASIC_MAX_ATTRIBUTE_CHARS",), "max_attribute_chars", "int", "chars", "64 – 16777216", "`16384`",
         "Longer string attributes are cut, with a marker and the original size.",
         _number(64, 16_777_216, integer=True), group="otel-basic"),
-    Row(("OTEL_BASIC_ALLOW_INSECURE",), "insecure_ok", "bool", "", "true/false", "`false`",
+    Row(("OTEL_BASIC_ALLOW_INSECURE",), "insecure_ok", "bool", "", _LENIENT_RANGE, "`false`",
         "Allow credentials over plain `http://` to a non-loopback host.", _lenient_bool, group="otel-basic"),
-    Row(("OTEL_BASIC_TRUST_ENV",), "trust_env", "bool", "", "true/false", "`true`",
+    Row(("OTEL_BASIC_TRUST_ENV",), "trust_env", "bool", "", _LENIENT_RANGE, "`true`",
         "Honour `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY` and `SSL_CERT_FILE`/`SSL_CERT_DIR`/"
         "`REQUESTS_CA_BUNDLE` as other Python HTTP clients do.", _lenient_bool, group="otel-basic"),
     Row(("OTEL_BASIC_LOG_LEVEL",), "log_level", "enum", "", "debug, info, warning, error, critical, off",
@@ -733,10 +734,10 @@ TABLE: tuple[Row, ...] = (
     Row(("OTEL_BASIC_LOG_TRACE_LEVEL",), "log_trace_level", "enum", "", "debug, info, warning, error, critical, off",
         "`error`", "Records logged outside any span at or above this level become their own `log.<LEVEL>` trace "
         "(`off`: never).", _log_level, group="otel-basic"),
-    Row(("OTEL_BASIC_STREAM_USAGE",), "stream_usage", "bool", "", "true/false", "`true`",
+    Row(("OTEL_BASIC_STREAM_USAGE",), "stream_usage", "bool", "", _LENIENT_RANGE, "`true`",
         "Ask llama-index's OpenAI-compatible streams for token usage (`stream_options.include_usage`); "
         "`false` for a server that rejects that field.", _lenient_bool, group="otel-basic"),
-    Row(("OTEL_BASIC_SIGNAL_HANDLERS",), "install_signal_handlers", "bool", "", "true/false", "`true`",
+    Row(("OTEL_BASIC_SIGNAL_HANDLERS",), "install_signal_handlers", "bool", "", _LENIENT_RANGE, "`true`",
         "Install the SIGTERM/SIGINT flush handlers.", _lenient_bool, group="otel-basic"),
 )
 
@@ -1093,9 +1094,12 @@ def _finish(values: dict[str, Any], *, route: Route, reason: str, variable: str 
             and not is_loopback(settings.endpoint)
             and not settings.insecure_ok
         ):
+            where = "user:password in the URL" if _has_userinfo(settings.endpoint) else (
+                "the Langfuse keys" if route == "langfuse" else "headers from OTEL_EXPORTER_OTLP_[TRACES_]HEADERS"
+            )
             raise ConfigError(
                 variable or ("LANGFUSE_BASE_URL" if route == "langfuse" else OTEL_EXPORTER_OTLP_ENDPOINT),
-                "refusing to send credentials over plain http:// to a non-loopback host; use https:// "
+                f"refusing to send credentials ({where}) over plain http:// to a non-loopback host; use https:// "
                 "or set OTEL_BASIC_ALLOW_INSECURE=true",
             )
     return settings
