@@ -384,10 +384,19 @@ def _globs(patterns: Iterable[str]) -> re.Pattern[str]:
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
-@functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
     """``api_key``, ``x-api-key``, ``accessToken``; also camelCase (``sessionToken``, ``apiSecret``,
-    ``SecretAccessKey``: the humps read as separators) and with spaces around it (``"password "``)."""
+    ``SecretAccessKey``: the humps read as separators) and with spaces around it (``"password "``).
+    Names are remembered when short (a long "name" is a misread string: caching it would hold memory)."""
+    return _short_name_is_secret(key) if len(key) <= 256 else _names_secret(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_name_is_secret(key: str) -> bool:
+    return _names_secret(key)
+
+
+def _names_secret(key: str) -> bool:
     key = key.strip()
     return _SECRET_KEY.search(key) is not None or _SECRET_KEY.search(_CAMEL_HUMP.sub("_", key)) is not None
 
@@ -1044,8 +1053,8 @@ class Masker:
         return masked + text[marker.start() :]
 
     def _scan_unparsed_json(self, text: str) -> str:
-        """JSON that cannot be parsed (cut, or broken): its secret-named members first, while its escapes
-        and quotes are intact, then the detectors. The other way round, a detector's token could swallow the
+        """JSON that cannot be parsed (cut, broken, or after a prefix): its secret-named members first, while
+        its escapes and quotes are intact, then the detectors. The other way round, a detector's token could swallow the
         backslash of an escaped quote (``"password": "a\\"b"``), the strings no longer lined up, and that
         value's rest and every later secret-named member went out raw (found by a hostile review)."""
         return self._scan(self._mask_secret_members(text))
