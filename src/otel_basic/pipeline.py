@@ -159,6 +159,7 @@ def build_pipeline(settings: Settings, ledger: Ledger | None = None) -> Pipeline
         workers=settings.export_workers,
         idle_interval=settings.spool_retry_interval,
         linger=settings.export_linger,
+        loop_export=settings.loop_export,
         after_delivery=functools.partial(scores.send, retry=False) if scores is not None else None,
     )
     provider = TracerProvider(

@@ -43,7 +43,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_basic.ledger import Ledger
-from otel_basic.road import Deadline, Road, Tally
+from otel_basic.loop_export import LOOP_WATCH, LoopExports
+from otel_basic.road import Batch, Deadline, Road, Tally
 
 _log = logging.getLogger("otel_basic")
 
@@ -85,6 +86,17 @@ class _Waiter:
     done: bool = False
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A batch for a worker: ``first`` its first sequence number; ``batch`` already prepared (stages 1-2)
+    when an event loop's first attempt did not deliver it (see :mod:`otel_basic.loop_export`)."""
+
+    first: int
+    spans: list[ReadableSpan]
+    batch: Batch | None = None
+    resumed: bool = False
+
+
 @dataclass
 class _Held:
     """A batch :meth:`DeliveryProcessor.close` took while its request was out: the held copy's files
@@ -102,6 +114,8 @@ class _State:
     settling: set[int] = field(default_factory=set)  # in-flight batches whose tally is being recorded
     retrying: dict[int, str] = field(default_factory=dict)  # in-flight batch -> why its last attempt failed
     waiters: list[_Waiter] = field(default_factory=list)
+    resumed: deque[_Job] = field(default_factory=deque)  # prepared batches an event loop's attempt did not deliver
+    replay_soon: bool = False  # an event loop delivered: the primary looks at the spool
     enqueued: int = 0
     first_at: float = 0.0  # when the queue last went from empty to non-empty (the batch timer)
     sending: int = 0  # workers with a batch (or a spool replay) out
@@ -140,6 +154,7 @@ class DeliveryProcessor(SpanProcessor):
         workers: int = 4,
         idle_interval: float = 5.0,
         linger: float = 0.015,
+        loop_export: bool = True,
         after_delivery: Callable[[float], object] | None = None,
     ) -> None:
         self.road = road
@@ -163,6 +178,8 @@ class DeliveryProcessor(SpanProcessor):
         self._side_busy = False  # a worker is doing the side work (one at a time)
         self._spooled_seen = -1
         self._next_spool_look = 0.0
+        self._loop_export = loop_export
+        self._loop_exports = LoopExports(self, enabled=loop_export)
         self._workers = self._start_workers()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork)
@@ -177,6 +194,7 @@ class DeliveryProcessor(SpanProcessor):
         self._state = _State(shutdown=closed)
         self._kick_on_end = set()
         self._side_busy = False  # the parent's worker doing it is not in the child
+        self._loop_exports = LoopExports(self, enabled=self._loop_export)
         self.ledger.reset()
         self.road.reopen()
         self._workers = [] if closed else self._start_workers()
@@ -316,7 +334,12 @@ class DeliveryProcessor(SpanProcessor):
         ``epoll_wait``), so a worker whose answer had come waited for the GIL tens of milliseconds while
         the app's thread woke it, for nothing, at each release (two futex calls and a context switch
         each, on both sides): measured, about 200 futex calls of the app's thread per export request, which
-        cost more CPU than the export itself. The sleep gives the worker its turn at once."""
+        cost more CPU than the export itself. The sleep gives the worker its turn at once.
+
+        On a thread with a running event loop, that loop exports instead (:mod:`otel_basic.loop_export`),
+        and no worker is woken."""
+        if self._loop_exports.kick(at_once):
+            return
         self._kick(at_once=at_once)
         state = self._state
         now = time.monotonic()
@@ -361,6 +384,7 @@ class DeliveryProcessor(SpanProcessor):
 
     def flush_until(self, deadline: float) -> int:
         """Block until everything enqueued so far is done or ``deadline``; return the target."""
+        self._loop_exports.take_over(blocking=True)  # this thread's loop cannot answer while we wait
         with self._cond:
             target = self._state.enqueued
             waiter = _Waiter(target, deadline)
@@ -373,6 +397,7 @@ class DeliveryProcessor(SpanProcessor):
     def flush_future(self, deadline: float, loop: asyncio.AbstractEventLoop) -> tuple[int, asyncio.Future[None]]:
         """Like :meth:`flush_until` for async callers: a future resolved by an export worker."""
         future: asyncio.Future[None] = loop.create_future()
+        self._loop_exports.take_over(blocking=False)
         with self._cond:
             waiter = _Waiter(self._state.enqueued, deadline, loop, future)
             self._add_waiter(waiter)
@@ -436,7 +461,7 @@ class DeliveryProcessor(SpanProcessor):
 
     # --- workers -------------------------------------------------------------------------------
 
-    def _next_batch(self, index: int) -> list[tuple[int, ReadableSpan]] | None:
+    def _next_batch(self, index: int) -> _Job | None:
         """Wait for work; return the next batch (oldest first), or None to stop.
 
         Worker 0 (primary) sends when the batch timer (``schedule_delay`` after the first queued
@@ -452,6 +477,10 @@ class DeliveryProcessor(SpanProcessor):
             state = self._state
             next_replay = time.monotonic() + self._idle_interval
             while True:
+                if state.resumed:
+                    job = state.resumed.popleft()
+                    state.send_started()
+                    return job
                 if state.shutdown and (not state.queue or not primary):
                     return None
                 now = time.monotonic()
@@ -477,7 +506,8 @@ class DeliveryProcessor(SpanProcessor):
                 if not primary:
                     self._spare_wait(now)  # nothing to take: spans that end meanwhile are looked at by a watch
                     continue
-                if self.road.spool is not None and now >= next_replay:
+                if self.road.spool is not None and (now >= next_replay or state.replay_soon):
+                    state.replay_soon = False
                     self._cond.release()
                     try:
                         self._replay(None)
@@ -498,21 +528,52 @@ class DeliveryProcessor(SpanProcessor):
                 if side_due:  # skipped after a delivery: sent at its due time, whatever the delay
                     wait = min(wait, self._next_side_work - now)
                 self._primary_wait(now, now + max(0.0, wait))
-            count = min(self._batch, len(state.queue))
-            batch = [state.queue.popleft() for _ in range(count)]
-            state.inflight[batch[0][0]] = [span for _, span in batch]
-            state.taken_at = time.monotonic()
+            first, spans = self._take_locked()
             state.send_started()
-            if not state.queue:
-                state.kicked = False
-                state.linger_until = None
-            elif self._worker_count > 1:  # more than one batch is due: a spare takes the next
+            if state.queue and self._worker_count > 1:  # more than one batch is due: a spare takes the next
                 self._spare.notify()
-            return batch
+            return _Job(first, spans)
+
+    def _take_locked(self) -> tuple[int, list[ReadableSpan]]:
+        """The oldest batch leaves the queue for ``inflight`` (a worker's, or an event loop's)."""
+        state = self._state
+        count = min(self._batch, len(state.queue))
+        taken = [state.queue.popleft() for _ in range(count)]
+        first, spans = taken[0][0], [span for _, span in taken]
+        state.inflight[first] = spans
+        state.taken_at = time.monotonic()
+        if not state.queue:
+            state.kicked = False
+            state.linger_until = None
+        return first, spans
+
+    def _resume(self, first: int, spans: list[ReadableSpan], batch: Batch | None) -> None:
+        """An event loop's batch its first attempt did not deliver (or a flush took over): a worker goes on
+        at stage 3. One :meth:`close` took meanwhile stays held in the spool (its copy is the truth now)."""
+        with self._cond:
+            if first not in self._state.inflight:
+                return
+            self._state.resumed.append(_Job(first, spans, batch, resumed=True))
+            self._wake_primary()
+            if self._worker_count > 1:
+                self._spare.notify()
+
+    def _after_loop_delivery(self) -> None:
+        """What a worker does after a delivery, for an event loop's: the spool and side work are the
+        primary's, which is woken only when either is due."""
+        spool = self.road.spool is not None and self._spool_may_wait()
+        with self._cond:
+            if spool:
+                self._state.replay_soon = True
+                self._wake_primary()
+        if self._after_delivery is not None:
+            self._side_work_later()
 
     def _primary_wait(self, now: float, until: float) -> None:
         """The primary's wait, published so the app's thread can tell whether it waits for the GIL."""
         state = self._state
+        if now < self._loop_exports.watch_until:  # a blocked event loop's batch is taken within LOOP_WATCH
+            until = min(until, now + LOOP_WATCH)
         state.idle_until, state.notified = until, False
         try:
             self._work.wait(max(0.0, until - now))
@@ -610,16 +671,22 @@ class DeliveryProcessor(SpanProcessor):
                 state.sending -= 1
 
     def _run(self, index: int = 0) -> None:
-        while (batch := self._next_batch(index)) is not None:
-            spans = [span for _, span in batch]
+        while (job := self._next_batch(index)) is not None:
+            spans = job.spans
             started = time.monotonic()
             try:
-                tally = self.road.deliver(spans, self._export_deadline(batch[0][0]))
+                deadline = self._export_deadline(job.first)
+                if job.resumed:
+                    tally = self.road.resume(spans, job.batch, deadline)
+                else:
+                    tally = self.road.deliver(spans, deadline)
             except Exception as exc:  # the road contains its stages' errors; this guards its own bugs
                 _log.debug("delivery raised", exc_info=True)
                 tally = self._keep_after_error(spans, exc)
             answer = tally.answer_seconds if tally.answer_seconds is not None else time.monotonic() - started
-            self._settled(batch[0][0], tally, answer)
+            self._settled(job.first, tally, answer)
+            if tally.delivered and not tally.failed:
+                self._loop_exports.healthy = True
             if tally.delivered and not tally.failed:
                 if self._spool_may_wait():
                     self._replay(REPLAY_BATCHES_PER_SUCCESS)

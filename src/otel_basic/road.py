@@ -332,6 +332,43 @@ class Road:
             return self._settle_unencodable(spans)
         return self._settle(self._send_all(batch, as_deadline(deadline)))
 
+    # The event-loop path (see otel_basic.loop_export): stages 1-2, then one attempt of stage 3 sent
+    # from the app's event loop; anything but a delivery continues at stage 3 on an export worker.
+
+    @property
+    def loop_capable(self) -> bool:
+        """Whether the transport can make stage 3's first attempt from an event loop."""
+        return bool(getattr(self.transport, "loop_capable", False))
+
+    def ready(self, spans: Sequence[ReadableSpan]) -> Batch | None:
+        """Stages 1 and 2 (None: not even the skeletons encode; :meth:`resume` settles that)."""
+        return self._prepare(spans)
+
+    async def send_on_loop(self, batch: Batch, timeout: float) -> SendResult:
+        """Stage 3, one attempt, from the running event loop, instrumentation suppressed (the task's
+        context carries the suppression, so nothing it runs is traced). Never raises."""
+        send = getattr(self.transport, "send_on_loop", None)
+        if send is None:
+            return SendResult("retryable", "no event-loop path to this endpoint")
+        try:
+            with suppress_instrumentation():
+                result: SendResult = await send(batch.message, timeout)
+        except Exception as exc:  # a transport bug: the batch goes on to the workers, not lost
+            _log.debug("transport raised on the event loop", exc_info=True)
+            result = SendResult("retryable", f"sending failed: {type(exc).__name__}")
+        return result
+
+    def delivered(self, batch: Batch, result: SendResult) -> Tally:
+        """The tally of a first attempt that delivered the whole batch."""
+        return Tally(delivered=batch.spans, requests=1, answer_seconds=result.answer_seconds)
+
+    def resume(self, spans: Sequence[ReadableSpan], batch: Batch | None, deadline: float | Deadline) -> Tally:
+        """Stages 3 → 5 for a batch :meth:`ready` prepared whose first attempt did not deliver (sent
+        again: a duplicate at worst, which Langfuse upserts by span id)."""
+        if batch is None:
+            return self._settle_unencodable(spans)
+        return self._settle(self._send_all(batch, as_deadline(deadline)))
+
     def keep(self, spans: Sequence[ReadableSpan], reason: str, *, held: bool = False) -> Tally:
         """Spans that cannot stay in memory (queue overflow, exit drain): stages 1, 2, then the spool.
         ``held`` (a copy of a batch whose request is still out): no replay takes it while this process

@@ -137,6 +137,18 @@ class FastConnection:
         """Another, unconnected connection like this one (a pool's next, or a fork child's)."""
         return FastConnection(self._url, self._headers, self._ssl)
 
+    def address(self) -> tuple[str, int, ssl.SSLContext | None]:
+        """Host, port and TLS context (None: plain http), for a connection made elsewhere (loop_http)."""
+        return self._host, self._port, self._ssl
+
+    def request_bytes(self, body: bytes, headers: Mapping[str, str]) -> bytes:
+        """The whole request, headers and body in one buffer (one write)."""
+        lines = [f"POST {self._path} HTTP/1.1", f"Host: {self._host_header}", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in {**self._headers, **headers}.items()]
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("a header name or value contains a line break")
+        return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body
+
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
         if self._https:
@@ -172,13 +184,10 @@ class FastConnection:
             self._conn = conn
             timeouts = self._timeouts
             assert timeouts is not None
-            lines = [f"POST {self._path} HTTP/1.1", f"Host: {self._host_header}", f"Content-Length: {len(body)}"]
-            lines += [f"{k}: {v}" for k, v in {**self._headers, **headers}.items()]
-            if any("\r" in line or "\n" in line for line in lines):
-                raise ValueError("a header name or value contains a line break")
+            request = self.request_bytes(body, headers)
             timeouts.send(max(0.001, deadline - time.monotonic()))
             try:
-                timeouts.sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+                timeouts.sock.sendall(request)
             except (BlockingIOError, ssl.SSLWantWriteError) as exc:  # SO_SNDTIMEO expired
                 raise TimeoutError("the endpoint did not take the request before the deadline") from exc
             written = time.monotonic()

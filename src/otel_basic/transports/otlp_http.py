@@ -33,6 +33,7 @@ from otel_basic.redact import redact_url
 from otel_basic.road import Deadline, SendResult
 from otel_basic.transports import GZIP_MIN_BYTES
 from otel_basic.transports.http_conn import ANSWER_SECONDS, FastConnection
+from otel_basic.transports.loop_http import LoopPoster
 
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 _USER_AGENT = "otel-basic"
@@ -89,6 +90,7 @@ class HttpTransport:
         self._direct = FastConnection.for_client(endpoint, self._headers, self._client_options) if fast else None
         self._idle: list[FastConnection] = []
         self._idle_lock = threading.Lock()
+        self._loop = LoopPoster(self._direct) if self._direct is not None else None
 
     def _fast_post(
         self, direct: FastConnection, body: bytes, timeout: float, headers: Mapping[str, str]
@@ -127,6 +129,25 @@ class HttpTransport:
             return SendResult("rejected", f"could not encode spans: {type(exc).__name__}")
         return self._post(body, deadline, {"content-encoding": encoding} if encoding else {})
 
+    @property
+    def loop_capable(self) -> bool:
+        """Whether :meth:`send_on_loop` can send (the direct path: no proxy, a usable TLS context)."""
+        return self._loop is not None and not self._stop.is_set()
+
+    async def send_on_loop(self, request: ExportTraceServiceRequest, timeout: float) -> SendResult:
+        """One attempt from the running event loop, no retry (the road's workers retry what this
+        does not deliver). Any failure is ``retryable`` here: the caller hands the batch on."""
+        if self._loop is None:
+            return SendResult("retryable", "no event-loop path to this endpoint")
+        try:
+            body, encoding = self.body(request)
+            response = await self._loop.post(
+                body, {"content-encoding": encoding} if encoding else {}, min(timeout, self._timeout)
+            )
+        except Exception as exc:
+            return SendResult("retryable", f"{type(exc).__name__} sending to {self._where}")
+        return replace(classify(response, self._where), answer_seconds=_answer_seconds(response))
+
     def _post(self, body: bytes, deadline: Deadline, headers: Mapping[str, str]) -> SendResult:
         end = min(deadline.at, time.monotonic() + self._timeout)
         attempt = 0
@@ -163,6 +184,8 @@ class HttpTransport:
         self._stop = threading.Event()
         self._idle = []  # a fork child must not share the parent's sockets
         self._idle_lock = threading.Lock()
+        if self._loop is not None:
+            self._loop.forget()
 
     def close(self) -> None:
         self._stop.set()
@@ -171,6 +194,8 @@ class HttpTransport:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        if self._loop is not None:
+            self._loop.close()
 
 
 def _answer_seconds(response: httpx.Response) -> float | None:

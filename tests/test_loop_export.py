@@ -1,0 +1,149 @@
+"""Exports made by the app's event loop (OTEL_BASIC_LOOP_EXPORT, on by default) keep every guarantee of
+the export workers': nothing lost or counted twice under faults, a flush that blocks the loop or runs
+after it closed is still truthful and quick, and a loop blocked by a synchronous call does not hold a
+finished step's spans back."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from workflows import Context, Workflow, step
+from workflows.events import Event, StartEvent, StopEvent
+
+import otel_basic
+from basic.email_workflow import email_workflow
+from basic.samples import sample_email
+from basic.workflow import workflow as hello_workflow
+from otel_basic.testing import LangfuseReceiver
+
+
+def _created(telemetry: otel_basic.Telemetry) -> InMemorySpanExporter:
+    """Every span the app makes, as the SDK hands it to processors (to compare with what arrived)."""
+    memory = InMemorySpanExporter()
+    assert telemetry.provider is not None
+    telemetry.provider.add_span_processor(SimpleSpanProcessor(memory))
+    return memory
+
+
+def _ids(spans: Any) -> set[str]:
+    return {format(s.context.span_id, "016x") for s in spans}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_faults_every_span_arrives_and_the_final_flush_tells_the_truth(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    monkeypatch.setenv("OTEL_BASIC_EXPORT_LINGER_MS", "2")
+    telemetry = otel_basic.configure()
+    created = _created(telemetry)
+    rng = random.Random(seed)
+    for i in range(12):
+        fault = rng.choice(["none", "none", "500", "drop", "partial", "slow", "hang", "413"])
+        if fault == "500":
+            langfuse_env.fail_next(503, count=rng.randint(1, 2))
+        elif fault == "drop":
+            langfuse_env.drop_next()
+        elif fault == "partial":
+            langfuse_env.partial_success_next(rejected=1)
+        elif fault == "slow":
+            langfuse_env.set_delay(rng.choice([0.01, 0.05]))
+        elif fault == "hang":
+            langfuse_env.hang_next()
+        elif fault == "413":
+            langfuse_env.max_body_bytes = 600
+        if i % 3 == 0:
+            await email_workflow.run(email_data=sample_email("question"), callback=None)
+        else:
+            await hello_workflow.run(name=f"n{i}")
+        await asyncio.sleep(rng.choice([0, 0.005, 0.03]))
+        if fault in ("slow", "413"):
+            langfuse_env.set_delay(0)
+            langfuse_env.max_body_bytes = None
+    langfuse_env.reset_faults()
+    report = await otel_basic.aflush(timeout=20)
+    refused = report.rejected
+    while report.in_spool or report.pending:  # what the faults spooled, replayed
+        report = await otel_basic.aflush(timeout=20)
+        refused += report.rejected
+    made = _ids(created.get_finished_spans())
+    arrived = {s.span_id for s in langfuse_env.spans}
+    # Every span arrived, except those the endpoint refused for good (partial success): counted, once.
+    assert made - arrived <= made and len(made - arrived) == refused
+    assert report.dropped == 0
+    assert report.pending == 0 and report.in_spool == 0
+
+
+async def test_a_sync_flush_inside_the_loop_takes_over_its_request(langfuse_env: LangfuseReceiver) -> None:
+    """The loop cannot read its answer while a synchronous flush blocks it: the flush hands the batch to
+    the export workers instead of waiting for its own deadline."""
+    assert otel_basic.configure().enabled
+    langfuse_env.set_delay(0.3)
+    await hello_workflow.run(name="blocked")
+    await asyncio.sleep(0.05)  # the loop's request is out, its answer 0.25 s away
+    started = time.monotonic()
+    report = otel_basic.flush(timeout=5)
+    assert report, report.summary()
+    assert time.monotonic() - started < 2.0
+    assert {"HelloWorkflow.hello", "HelloWorkflow.run"} <= set(langfuse_env.span_names())
+
+
+def test_a_flush_after_the_loop_closed_sends_what_it_had_out(langfuse_env: LangfuseReceiver) -> None:
+    """``asyncio.run`` ends with the loop's request unanswered: the next flush (the exit's) resends it
+    from a worker at once, truthfully."""
+    assert otel_basic.configure().enabled
+    langfuse_env.set_delay(0.3)
+
+    async def main() -> None:
+        await hello_workflow.run(name="closing")
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    started = time.monotonic()
+    report = otel_basic.flush(timeout=5)
+    assert report, report.summary()
+    assert time.monotonic() - started < 2.0
+    assert {"HelloWorkflow.hello", "HelloWorkflow.run"} <= set(langfuse_env.span_names())
+
+
+class _Next(Event):
+    pass
+
+
+class _Blocking(Workflow):
+    @step
+    async def first(self, ev: StartEvent) -> _Next:
+        return _Next()
+
+    @step
+    async def second(self, ctx: Context, ev: _Next) -> StopEvent:
+        time.sleep(0.8)  # a synchronous call in an async step: the loop is blocked
+        return StopEvent(result="done")
+
+
+async def test_a_blocked_loop_does_not_hold_back_a_finished_step(langfuse_env: LangfuseReceiver) -> None:
+    assert otel_basic.configure().enabled
+    arrived: dict[str, float] = {}
+    langfuse_env.add_span_listener(lambda spans: arrived.update((s.name, time.monotonic()) for s in spans))
+    started = time.monotonic()
+    await _Blocking(timeout=10).run()
+    ended = time.monotonic()
+    assert ended - started >= 0.8
+    first = arrived.get("_Blocking.first")
+    assert first is not None and first - started < 0.5, (first and first - started, arrived)
+
+
+async def test_off_the_workers_make_every_export(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BASIC_LOOP_EXPORT", "false")
+    telemetry = otel_basic.configure()
+    assert telemetry.enabled and telemetry.settings.loop_export is False
+    await hello_workflow.run(name="workers")
+    assert await otel_basic.aflush(timeout=5)
+    assert {"HelloWorkflow.hello", "HelloWorkflow.run"} <= set(langfuse_env.span_names())
