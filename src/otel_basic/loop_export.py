@@ -22,12 +22,16 @@ The first attempt is all the loop does. What keeps the guarantees:
   thread, or any flush once the loop stopped running (``asyncio.run`` ended, the exit flush), takes
   the loop's batches over for the workers (:meth:`LoopExports.take_over`); an answer that comes later
   is ignored (the workers' resend is a duplicate at worst, which Langfuse upserts by span id).
-* **Only where it is cheaper and as timely.** Only on the HTTP transport's direct path (no proxy),
-  while the endpoint's last answer was a delivery (after a failure the workers' retries take over
-  until one succeeds), for at most :data:`LOOP_MAX_SPANS` spans (more would block the loop for
-  milliseconds: the workers take them). At most ``workers`` requests per loop are out; a second one
-  starts only as a spare worker would (the last one out ``SPARE_AFTER`` on an endpoint that
-  answers slowly), otherwise the spans wait for the answer and leave at once after it.
+* **A blocked loop does not hold a step's spans back.** A kick also sets the primary worker's due
+  time to the loop's plus :data:`LOOP_GRACE`, and while loops export the primary looks every
+  :data:`LOOP_WATCH`: a loop blocked by a synchronous call (or by a request that hangs) has its batch
+  taken by the worker within about 0.1 s.
+* **Only where it is cheaper.** Only on the HTTP transport's direct path (no proxy), while the
+  endpoint's last answer was a delivery (after a failure the workers' retries take over until one
+  succeeds), for at most :data:`LOOP_MAX_SPANS` spans (more would block the loop for milliseconds:
+  the workers take them). At most ``workers`` requests per loop are out; another starts only as a
+  spare worker would (the last one out ``SPARE_AFTER`` on an endpoint that answers slowly);
+  otherwise the spans wait for an answer, then a linger since the last batch was taken.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from otel_basic.road import Batch
 if TYPE_CHECKING:
     from otel_basic.processor import DeliveryProcessor
 
-#: The most spans one loop callback prepares (~40 us each on the email workflow: ~10 ms of loop time);
+#: The most spans one loop callback prepares (tens of microseconds each: up to ~10 ms of loop time);
 #: a larger queue is the export workers'.
 LOOP_MAX_SPANS = 256
 #: The primary worker takes a batch a loop was due to export this long after (the loop is blocked).
