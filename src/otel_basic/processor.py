@@ -125,6 +125,7 @@ class _State:
     watching: int = 0  # spares in a timed wait that will look at the sending worker by themselves
     kicked: bool = False  # export now (a flush waits, a batch is full)
     linger_until: float | None = None  # export at this time (a kick: coalesce what ends meanwhile)
+    loop_due: float | None = None  # the primary takes the queue then if an event loop has not (loop_export)
     taken_at: float = -1e9  # when a worker last took a batch (a run's end waits a linger after it)
     idle_until: float = math.inf  # the primary waits for work until then (inf: it is not waiting)
     notified: bool = False  # the primary was woken and has not run since
@@ -488,6 +489,8 @@ class DeliveryProcessor(SpanProcessor):
                     due = state.first_at + self._delay
                     if state.linger_until is not None:
                         due = min(due, state.linger_until)
+                    if state.loop_due is not None:
+                        due = min(due, state.loop_due)
                     ready = state.kicked or state.shutdown or now >= due
                     if primary:
                         if ready:
@@ -502,7 +505,7 @@ class DeliveryProcessor(SpanProcessor):
                         self._spare_wait(now, max(due, stuck_at))
                     continue
                 state.kicked = False
-                state.linger_until = None
+                state.linger_until = state.loop_due = None
                 if not primary:
                     self._spare_wait(now)  # nothing to take: spans that end meanwhile are looked at by a watch
                     continue
@@ -544,7 +547,7 @@ class DeliveryProcessor(SpanProcessor):
         state.taken_at = time.monotonic()
         if not state.queue:
             state.kicked = False
-            state.linger_until = None
+            state.linger_until = state.loop_due = None
         return first, spans
 
     def _resume(self, first: int, spans: list[ReadableSpan], batch: Batch | None) -> None:
