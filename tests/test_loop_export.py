@@ -6,8 +6,11 @@ finished step's spans back."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import random
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -147,3 +150,66 @@ async def test_off_the_workers_make_every_export(
     await hello_workflow.run(name="workers")
     assert await otel_basic.aflush(timeout=5)
     assert {"HelloWorkflow.hello", "HelloWorkflow.run"} <= set(langfuse_env.span_names())
+
+
+def test_a_loop_per_call_leaks_no_socket_and_no_loop(langfuse_env: LangfuseReceiver) -> None:
+    """A sync app that calls ``asyncio.run`` per request: each loop's connection goes with the loop
+    (a table of ours held every loop and its socket: 200 runs, 200 more open files)."""
+    assert otel_basic.configure().enabled
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await hello_workflow.run(name="per-call")
+        await asyncio.sleep(0.03)  # the loop's export is answered
+
+    asyncio.run(main())
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(30):
+        asyncio.run(main())
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+    assert sum(ref() is not None for ref in loops) <= 1
+    assert otel_basic.flush(timeout=5)
+    assert len(langfuse_env.spans) == 62
+
+
+def test_a_loop_closed_by_hand_with_its_export_started_still_sends_it(langfuse_env: LangfuseReceiver) -> None:
+    """``new_event_loop(); run_until_complete(...); close()`` right after the export task started: the
+    primary worker's watch resends the batch, without waiting for a flush that may never come."""
+    assert otel_basic.configure().enabled
+    loop = asyncio.new_event_loop()
+
+    async def main() -> None:
+        await hello_workflow.run(name="by-hand")
+        for _ in range(400):
+            if any(task.get_name() == "otel-basic-export" for task in asyncio.all_tasks()):
+                return
+            await asyncio.sleep(0.0005)
+
+    loop.run_until_complete(main())
+    loop.close()
+    spans = langfuse_env.wait_for_spans(2, timeout=2)
+    assert {s.name for s in spans} == {"HelloWorkflow.hello", "HelloWorkflow.run"}
+
+
+async def test_a_retry_after_answered_to_the_loop_is_honoured(langfuse_env: LangfuseReceiver) -> None:
+    """The workers go on from the loop's answer: a 429 with ``Retry-After: 1`` is retried a second
+    later, not at once (and a refusal or partial success is settled as answered, not sent again)."""
+    assert otel_basic.configure().enabled
+    await hello_workflow.run(name="warm")
+    assert await otel_basic.aflush(timeout=5)
+    arrived: list[float] = []
+    langfuse_env.add_span_listener(lambda spans: arrived.append(time.monotonic()))
+    langfuse_env.fail_next(429, retry_after=1)
+    ended_at = time.monotonic()
+    await hello_workflow.run(name="limited")
+    report = await otel_basic.aflush(timeout=5)
+    assert report, report.summary()
+    assert arrived and arrived[0] - ended_at >= 0.9
+    langfuse_env.partial_success_next(rejected=1)
+    requests = len(langfuse_env.trace_requests)
+    await hello_workflow.run(name="partly")
+    report = await otel_basic.aflush(timeout=5)
+    assert report.rejected == 1 and report.exported == 1
+    assert len(langfuse_env.trace_requests) == requests + 1

@@ -37,16 +37,18 @@ The first attempt is all the loop does. What keeps the guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import itertools
 import math
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_basic.road import Batch
+from otel_basic.road import Batch, SendResult, suppressed_context
 
 if TYPE_CHECKING:
     from otel_basic.processor import DeliveryProcessor
@@ -67,24 +69,30 @@ LOOP_WATCH = 0.1
 
 
 @dataclass(eq=False)
+class _Loop:
+    """One loop's exports; kept on the loop object (see :meth:`LoopExports._mine`)."""
+
+    outs: list[_Out] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    timer_at: float = 0.0
+    again: bool = False  # spans were kicked while requests were out: export when one is answered
+
+
+@dataclass(eq=False)
 class _Out:
     """A batch taken by a loop: prepared (``batch``), its first attempt out."""
 
     first: int
     spans: list[ReadableSpan]
     loop: asyncio.AbstractEventLoop
+    mine: _Loop
     thread: int
     since: float
     batch: Batch | None = None
     settled: bool = False  # answered, or taken over for the workers: whichever came first owns it
 
 
-@dataclass(eq=False)
-class _Loop:
-    outs: list[_Out] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-    timer_at: float = 0.0
-    again: bool = False  # spans were kicked while requests were out: export when one is answered
+_names = itertools.count()
 
 
 class LoopExports:
@@ -94,14 +102,32 @@ class LoopExports:
     def __init__(self, processor: DeliveryProcessor, *, enabled: bool = True) -> None:
         self._p = processor
         self._enabled = enabled
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = weakref.WeakKeyDictionary()
+        self._attr = f"_otel_basic_exports_{next(_names)}"  # a fork child's new instance: a new name
+        self._outs: list[_Out] = []  # every loop's batches out (a loop is held only while one is)
         self.healthy = True  # the endpoint's last answer was a delivery
         self.watch_until = 0.0  # the primary worker looks every LOOP_WATCH until then
         self.congested_until = 0.0  # a loop ran an export timer late: the workers export until then
 
+    def watching(self, now: float) -> bool:
+        """Whether the primary worker should look every LOOP_WATCH (loops export, or have a batch out)."""
+        return now < self.watch_until or bool(self._outs)
+
+    def _mine(self, loop: asyncio.AbstractEventLoop) -> _Loop | None:
+        """This loop's state, kept on the loop itself: in a table of ours, a pending timer or a batch
+        out (each holds its loop) kept every loop ever used alive. None: a loop without a ``__dict__``."""
+        mine = getattr(loop, self._attr, None)
+        if isinstance(mine, _Loop):
+            return mine
+        mine = _Loop()
+        try:
+            setattr(loop, self._attr, mine)
+        except AttributeError:
+            return None
+        return mine
+
     def kick(self, at_once: bool) -> bool:
         """A step ended on this thread: export from its running loop. False: not here (no running
-        loop, no loop path, the endpoint failing): the caller wakes the workers instead."""
+        loop, no loop path, the endpoint failing, a busy loop): the caller wakes the workers instead."""
         p = self._p
         if not self._enabled or not self.healthy or not p.road.loop_capable:
             return False
@@ -113,13 +139,10 @@ class LoopExports:
             return False
         with p._cond:
             state = p._state
-            if state.shutdown:
+            if state.shutdown or (mine := self._mine(loop)) is None:
                 return False
             if not state.queue or state.kicked:
                 return True  # nothing queued, or the workers were asked for it already
-            mine = self._loops.get(loop)
-            if mine is None:
-                mine = self._loops[loop] = _Loop()
             now = time.monotonic()
             due = now + p._linger if not at_once else max(now, state.taken_at + p._linger)
             self._schedule_locked(loop, mine, due, now)
@@ -139,7 +162,7 @@ class LoopExports:
         if mine.outs:
             spare_at = self._spare_at(mine)
             if spare_at is None:
-                mine.again = True  # sent at once when an answer comes
+                mine.again = True  # sent when an answer comes
                 return
             due = max(due, spare_at)
         if mine.timer is not None and mine.timer_at <= due:
@@ -147,7 +170,8 @@ class LoopExports:
         if mine.timer is not None:
             mine.timer.cancel()
         mine.timer_at = due
-        mine.timer = loop.call_later(max(0.0, due - now), self._export, loop, mine)
+        # An empty context: the export neither runs in nor keeps alive the step's (its span, the app's vars).
+        mine.timer = loop.call_later(max(0.0, due - now), self._export, loop, mine, context=contextvars.Context())
 
     def _spare_at(self, mine: _Loop) -> float | None:
         """When another request may start beside those out (None: only after an answer)."""
@@ -175,38 +199,40 @@ class LoopExports:
                 return
             mine.again = False
             first, spans = p._take_locked()
-            out = _Out(first, spans, loop, threading.get_ident(), now)
+            out = _Out(first, spans, loop, mine, threading.get_ident(), now)
             mine.outs.append(out)
+            self._outs.append(out)
         out.batch = p.road.ready(spans)
         if out.batch is None:  # not even the skeletons encode: the workers settle it
-            self._hand_over(out, mine)
+            self._hand_over(out, None)
             return
-        loop.create_task(self._send(out, mine), name="otel-basic-export")
+        # instrumentation suppressed for the task's whole life (see Road.send_on_loop)
+        task = loop.create_task(self._send(out), name="otel-basic-export", context=suppressed_context())
+        # A loop closed by hand with this pending: the watch resends the batch, no warning is due.
+        with contextlib.suppress(AttributeError):
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
 
-    async def _send(self, out: _Out, mine: _Loop) -> None:
+    async def _send(self, out: _Out) -> None:
         p = self._p
         assert out.batch is not None
         try:
             result = await p.road.send_on_loop(out.batch, p._export_timeout)
         except BaseException:  # cancelled: the loop is closing (asyncio.run's end)
-            self._hand_over(out, mine)
+            self._hand_over(out, None)
             raise
-        with p._cond:
-            if out in mine.outs:
-                mine.outs.remove(out)
-            if out.settled:
-                return  # a flush took it over for the workers
-            out.settled = True
-            delivered = result.kind == "delivered"
-            self.healthy = delivered
-            if delivered and result.answer_seconds is not None:
-                p._state.answers.append(result.answer_seconds)
-        if delivered:
+        if result.kind != "delivered":
+            self._hand_over(out, result)
+        else:
+            with p._cond:
+                if not self._release(out):
+                    return  # a flush or the watch took it over for the workers
+                self.healthy = True
+                if result.answer_seconds is not None:
+                    p._state.answers.append(result.answer_seconds)
             p._settled(out.first, p.road.delivered(out.batch, result))
             p._after_loop_delivery()
-        else:
-            p._resume(out.first, out.spans, out.batch)
         with p._cond:
+            mine = out.mine
             if mine.again and p._state.queue and not p._state.kicked:
                 # Kicked while this was out: a linger after the last take (the spans have waited at
                 # least the answer); at once after it, each fast answer started a request of one step.
@@ -214,27 +240,38 @@ class LoopExports:
                 now = time.monotonic()
                 self._schedule_locked(out.loop, mine, max(now, p._state.taken_at + p._linger), now)
 
-    def _hand_over(self, out: _Out, mine: _Loop) -> None:
+    def _release(self, out: _Out) -> bool:
+        """The batch leaves its loop (lock held); False if it had already (taken over)."""
+        if out in out.mine.outs:
+            out.mine.outs.remove(out)
+        if out in self._outs:
+            self._outs.remove(out)
+        if out.settled:
+            return False
+        out.settled = True
+        return True
+
+    def _hand_over(self, out: _Out, answer: SendResult | None) -> None:
+        """To the workers, with the first attempt's answer (None: none came)."""
         with self._p._cond:
-            if out in mine.outs:
-                mine.outs.remove(out)
-            if out.settled:
+            if not self._release(out):
                 return
-            out.settled = True
-        self._p._resume(out.first, out.spans, out.batch)
+            if answer is not None:
+                self.healthy = False  # the workers' deliveries make it healthy again
+        self._p._resume(out.first, out.spans, out.batch, answer)
 
     def take_over(self, *, blocking: bool) -> None:
-        """Before a flush waits: the batches whose loop cannot answer meanwhile go to the workers: a
-        loop no longer running, and, if the flush blocks this thread, this thread's loop."""
+        """The batches whose loop cannot answer go to the workers: a loop no longer running (asked by
+        every flush and by the primary's watch), and, if a flush blocks this thread, this thread's loop."""
         here = threading.get_ident() if blocking else None
+        if not self._outs:
+            return
         taken: list[_Out] = []
         with self._p._cond:
-            for mine in list(self._loops.values()):
-                for out in list(mine.outs):
-                    if out.settled or (out.thread != here and out.loop.is_running()):
-                        continue
-                    out.settled = True
-                    mine.outs.remove(out)
+            for out in list(self._outs):
+                if out.thread != here and out.loop.is_running():
+                    continue
+                if self._release(out):
                     taken.append(out)
         for out in taken:
-            self._p._resume(out.first, out.spans, out.batch)
+            self._p._resume(out.first, out.spans, out.batch, None)

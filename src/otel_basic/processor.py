@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_basic.ledger import Ledger
 from otel_basic.loop_export import LOOP_WATCH, LoopExports
-from otel_basic.road import Batch, Deadline, Road, Tally
+from otel_basic.road import Batch, Deadline, Road, SendResult, Tally
 
 _log = logging.getLogger("otel_basic")
 
@@ -95,6 +95,7 @@ class _Job:
     spans: list[ReadableSpan]
     batch: Batch | None = None
     resumed: bool = False
+    answer: SendResult | None = None  # the event loop's attempt's answer (None: none came)
 
 
 @dataclass
@@ -550,13 +551,13 @@ class DeliveryProcessor(SpanProcessor):
             state.linger_until = state.loop_due = None
         return first, spans
 
-    def _resume(self, first: int, spans: list[ReadableSpan], batch: Batch | None) -> None:
+    def _resume(self, first: int, spans: list[ReadableSpan], batch: Batch | None, answer: SendResult | None) -> None:
         """An event loop's batch its first attempt did not deliver (or a flush took over): a worker goes on
         at stage 3. One :meth:`close` took meanwhile stays held in the spool (its copy is the truth now)."""
         with self._cond:
             if first not in self._state.inflight:
                 return
-            self._state.resumed.append(_Job(first, spans, batch, resumed=True))
+            self._state.resumed.append(_Job(first, spans, batch, resumed=True, answer=answer))
             self._wake_primary()
             if self._worker_count > 1:
                 self._spare.notify()
@@ -575,13 +576,16 @@ class DeliveryProcessor(SpanProcessor):
     def _primary_wait(self, now: float, until: float) -> None:
         """The primary's wait, published so the app's thread can tell whether it waits for the GIL."""
         state = self._state
-        if now < self._loop_exports.watch_until:  # a blocked event loop's batch is taken within LOOP_WATCH
+        watch = self._loop_exports.watching(now)
+        if watch:  # a blocked or stopped event loop's batch is taken within LOOP_WATCH
             until = min(until, now + LOOP_WATCH)
         state.idle_until, state.notified = until, False
         try:
             self._work.wait(max(0.0, until - now))
         finally:
             state.idle_until, state.notified = math.inf, False
+        if watch:
+            self._loop_exports.take_over(blocking=False)
 
     def _waits_for_gil(self, now: float) -> bool:
         """Whether the primary worker is (probably) runnable, i.e. waiting for the GIL the caller holds:
@@ -680,7 +684,7 @@ class DeliveryProcessor(SpanProcessor):
             try:
                 deadline = self._export_deadline(job.first)
                 if job.resumed:
-                    tally = self.road.resume(spans, job.batch, deadline)
+                    tally = self.road.resume(spans, job.batch, deadline, job.answer)
                 else:
                     tally = self.road.deliver(spans, deadline)
             except Exception as exc:  # the road contains its stages' errors; this guards its own bugs

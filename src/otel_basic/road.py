@@ -25,14 +25,18 @@ the batch is spooled (masked) or counted dropped with the reason.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry import context as otel_context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN, suppress_instrumentation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
@@ -70,6 +74,7 @@ class SendResult:
     rejected_spans: int = 0
     status: int | None = None
     answer_seconds: float | None = None
+    retry_after: float | None = None  # the endpoint's Retry-After, seconds (an event loop's attempt)
 
     @staticmethod
     def ok() -> SendResult:
@@ -238,6 +243,19 @@ class Prepare:
 # --- stage 2: encode -----------------------------------------------------------------------------------
 
 
+def suppressed_context() -> contextvars.Context:
+    """A fresh context with instrumentation suppressed, for a task that sends (see
+    :meth:`Road.send_on_loop`): never detached, it goes with the task."""
+    ctx = contextvars.Context()
+    ctx.run(_suppress)
+    return ctx
+
+
+def _suppress() -> None:
+    value = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
+    otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN, True, value))
+
+
 def encode(spans: Sequence[ReadableSpan]) -> Batch:
     return Batch(encode_message(spans), len(spans))
 
@@ -345,14 +363,15 @@ class Road:
         return self._prepare(spans)
 
     async def send_on_loop(self, batch: Batch, timeout: float) -> SendResult:
-        """Stage 3, one attempt, from the running event loop, instrumentation suppressed (the task's
-        context carries the suppression, so nothing it runs is traced). Never raises."""
+        """Stage 3, one attempt, from the running event loop; run it in a task made with
+        :func:`suppressed_context` (instrumentation suppressed for the task's whole life: a ``with``
+        around the await could be left in another context when a loop closes with it pending, and
+        logged "Failed to detach context"). Never raises."""
         send = getattr(self.transport, "send_on_loop", None)
         if send is None:
             return SendResult("retryable", "no event-loop path to this endpoint")
         try:
-            with suppress_instrumentation():
-                result: SendResult = await send(batch.message, timeout)
+            result: SendResult = await send(batch.message, timeout)
         except Exception as exc:  # a transport bug: the batch goes on to the workers, not lost
             _log.debug("transport raised on the event loop", exc_info=True)
             result = SendResult("retryable", f"sending failed: {type(exc).__name__}")
@@ -362,12 +381,23 @@ class Road:
         """The tally of a first attempt that delivered the whole batch."""
         return Tally(delivered=batch.spans, requests=1, answer_seconds=result.answer_seconds)
 
-    def resume(self, spans: Sequence[ReadableSpan], batch: Batch | None, deadline: float | Deadline) -> Tally:
-        """Stages 3 → 5 for a batch :meth:`ready` prepared whose first attempt did not deliver (sent
-        again: a duplicate at worst, which Langfuse upserts by span id)."""
+    def resume(
+        self, spans: Sequence[ReadableSpan], batch: Batch | None, deadline: float | Deadline, first: SendResult | None
+    ) -> Tally:
+        """Stages 3 → 5 for a batch :meth:`ready` prepared, after its first attempt from an event loop
+        (``first``; None: it never got an answer, it is sent again, a duplicate at worst, which Langfuse
+        upserts by span id). That answer counts: a refusal or a partial success is settled as it is, a
+        413 splits, and a retryable failure is retried after its ``Retry-After`` or the first backoff."""
         if batch is None:
             return self._settle_unencodable(spans)
-        return self._settle(self._send_all(batch, as_deadline(deadline)))
+        bound = as_deadline(deadline)
+        if first is None:
+            return self._settle(self._send_all(batch, bound))
+        if first.kind == "retryable":
+            wait = first.retry_after if first.retry_after is not None else 0.25 * random.uniform(0.8, 1.2)
+            if not bound.wait_to_retry(wait, threading.Event(), bound.at, first.reason):
+                return self._settle(_Outcome(retryable=[batch], requests=1, reasons=[first.reason or "retryable"]))
+        return self._settle(self._send_all(batch, bound, first))
 
     def keep(self, spans: Sequence[ReadableSpan], reason: str, *, held: bool = False) -> Tally:
         """Spans that cannot stay in memory (queue overflow, exit drain): stages 1, 2, then the spool.
@@ -465,8 +495,9 @@ class Road:
             result = SendResult("retryable", f"sending failed: {type(exc).__name__}")
         return result
 
-    def _send_all(self, batch: Batch, deadline: Deadline) -> _Outcome:
-        """Stages 3 and 4: send, splitting on too_large, until every part has an outcome."""
+    def _send_all(self, batch: Batch, deadline: Deadline, answered: SendResult | None = None) -> _Outcome:
+        """Stages 3 and 4: send, splitting on too_large, until every part has an outcome. ``answered``:
+        the first part's answer to an attempt made elsewhere (an event loop's), unless it was retryable."""
         outcome = _Outcome()
         work: list[Batch] = [batch]
         while work:
@@ -474,7 +505,12 @@ class Road:
             if outcome.retryable and time.monotonic() >= deadline.retries_end():
                 outcome.retryable.append(part)  # out of time: keep the rest
                 continue
-            result = outcome.last = self._send(part, deadline)
+            if answered is not None and answered.kind != "retryable":
+                result, answered = answered, None
+            else:
+                answered = None
+                result = self._send(part, deadline)
+            outcome.last = result
             outcome.requests += 1
             if result.answer_seconds is not None:
                 outcome.answer_seconds = max(outcome.answer_seconds or 0.0, result.answer_seconds)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import weakref
+from collections.abc import AsyncGenerator
 
 import h11
 import httpx
@@ -119,6 +121,30 @@ class _Answer(asyncio.Protocol):
             self.transport.close()
 
 
+class _Pool:
+    """One loop's idle connections. Kept on the loop object itself, not in a table of ours: a
+    connection's transport holds its loop, so a table that held them held every loop ever used (one
+    socket and one loop leaked per ``asyncio.run``). On the loop, they go when the loop goes."""
+
+    def __init__(self) -> None:
+        self.idle: list[_Answer] = []
+        self.closer: AsyncGenerator[None, None] | None = None
+
+    def close(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
+async def _closing(pool: _Pool) -> AsyncGenerator[None, None]:
+    """Started once per loop: ``asyncio.run`` closes the loop's async generators before it closes the
+    loop (``shutdown_asyncgens``), and with this one the idle connections, while the loop still runs."""
+    try:
+        yield
+    finally:
+        pool.close()
+
+
 class LoopPoster:
     """POSTs to one URL from whichever event loop calls it, on that loop's own keep-alive connections
     (one per request out at once; idle ones are reused). Each loop only touches its own; :meth:`close`
@@ -126,13 +152,25 @@ class LoopPoster:
 
     def __init__(self, direct: FastConnection) -> None:
         self._direct = direct
-        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Answer]] = weakref.WeakKeyDictionary()
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._attr = _attribute_name()
+
+    async def _pool(self, loop: asyncio.AbstractEventLoop) -> _Pool:
+        pool = getattr(loop, self._attr, None)
+        if isinstance(pool, _Pool):
+            return pool
+        pool = _Pool()
+        setattr(loop, self._attr, pool)  # AttributeError for a loop without a __dict__: no loop path there
+        self._loops.add(loop)
+        pool.closer = _closing(pool)
+        await pool.closer.__anext__()
+        return pool
 
     async def post(self, body: bytes, headers: dict[str, str], timeout: float) -> httpx.Response:
         """One POST within ``timeout`` seconds; raises on any network or protocol error (the
         connection is then closed), ``TimeoutError`` when the time ran out."""
         loop = asyncio.get_running_loop()
-        idle = self._idle.setdefault(loop, [])
+        idle = (await self._pool(loop)).idle
         conn: _Answer | None = None
         while idle and conn is None:
             conn = idle.pop()
@@ -141,10 +179,10 @@ class LoopPoster:
         try:
             if conn is None:
                 host, port, context = self._direct.address()
-                connect = loop.create_connection(
-                    _Answer, host, port, ssl=context, server_hostname=host if context else None
-                )
-                _, conn = await asyncio.wait_for(connect, timeout)
+                async with asyncio.timeout(timeout):  # in this task (wait_for made one per connection)
+                    _, conn = await loop.create_connection(
+                        _Answer, host, port, ssl=context, server_hostname=host if context else None
+                    )
             assert conn is not None
             waiter: asyncio.Future[httpx.Response] = loop.create_future()
             timer = loop.call_at(loop.time() + timeout, _time_out, waiter)  # not wait_for: no task per request
@@ -163,16 +201,25 @@ class LoopPoster:
         return response
 
     def close(self) -> None:
-        """Close every loop's idle connections, each on its own loop (a closed loop's close with it)."""
-        pools, self._idle = list(self._idle.items()), weakref.WeakKeyDictionary()
-        for loop, conns in pools:
-            for conn in conns:
+        """Close every loop's idle connections, each on its own loop (a closed loop's go with it)."""
+        for loop in list(self._loops):
+            pool = getattr(loop, self._attr, None)
+            if isinstance(pool, _Pool):
                 with contextlib.suppress(RuntimeError):  # the loop is closed
-                    loop.call_soon_threadsafe(conn.close)
+                    loop.call_soon_threadsafe(pool.close)
 
     def forget(self) -> None:
-        """After ``fork()``: the parent's connections are not the child's to use or to close."""
-        self._idle = weakref.WeakKeyDictionary()
+        """After ``fork()``: the parent's connections are not the child's to use or to close (they stay
+        on the loops under the old name, and go with them)."""
+        self._loops = weakref.WeakSet()
+        self._attr = _attribute_name()
+
+
+_names = itertools.count()
+
+
+def _attribute_name() -> str:
+    return f"_otel_basic_pool_{next(_names)}"
 
 
 def _time_out(waiter: asyncio.Future[httpx.Response]) -> None:

@@ -135,8 +135,8 @@ class HttpTransport:
         return self._loop is not None and not self._stop.is_set()
 
     async def send_on_loop(self, request: ExportTraceServiceRequest, timeout: float) -> SendResult:
-        """One attempt from the running event loop, no retry (the road's workers retry what this
-        does not deliver). Any failure is ``retryable`` here: the caller hands the batch on."""
+        """One attempt from the running event loop, no retry: the road's workers go on from its answer
+        (:meth:`otel_basic.road.Road.resume`), after its ``Retry-After`` if it has one."""
         if self._loop is None:
             return SendResult("retryable", "no event-loop path to this endpoint")
         try:
@@ -146,7 +146,9 @@ class HttpTransport:
             )
         except Exception as exc:
             return SendResult("retryable", f"{type(exc).__name__} sending to {self._where}")
-        return replace(classify(response, self._where), answer_seconds=_answer_seconds(response))
+        result = classify(response, self._where)
+        wait = retry_after_seconds(response.headers.get("retry-after")) if result.kind == "retryable" else None
+        return replace(result, answer_seconds=_answer_seconds(response), retry_after=wait)
 
     def _post(self, body: bytes, deadline: Deadline, headers: Mapping[str, str]) -> SendResult:
         end = min(deadline.at, time.monotonic() + self._timeout)
