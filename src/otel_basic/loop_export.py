@@ -7,31 +7,36 @@ workflow, the same spans cost the export thread 1.13 ms per run sent per step, 0
 block. Here the loop that ended the step does stages 1-2 of the road (mask, limit, encode) in one
 callback a linger after the kick, writes the request on a non-blocking connection
 (:mod:`otel_basic.transports.loop_http`) and reads the answer through its own selector. Side by side
-on the email workflow: 0.88x of stock OpenInference's added CPU, against 0.97x with the export worker,
-and the event-loop lag at 50 concurrent runs went down, not up (bench/RESULTS.md).
+on the email workflow (``bench/side_by_side.py``, 5 rounds, six runs): 0.89-0.94x of stock
+OpenInference's added CPU, against 0.93-0.99x with the export workers in the same runs.
 
 The first attempt is all the loop does. What keeps the guarantees:
 
 * **One road.** The loop calls :meth:`Road.ready` (stages 1-2) and :meth:`Road.send_on_loop` (one
   attempt of stage 3); any answer but a delivery hands the prepared batch to the export workers,
-  which go on at stage 3 (:meth:`Road.resume`: retries, split, spool). Nothing is masked twice,
+  which go on from that answer (:meth:`Road.resume`: a refusal settled, a 413 split, a retry after
+  its ``Retry-After``, the spool). Nothing is masked twice,
   nothing is sent unmasked, and every batch is settled once, through the processor's ledger.
 * **Counted and flushed like any batch.** A batch taken by the loop is in the processor's
   ``inflight`` until its tally is recorded: a flush waits for it and never reports it delivered before.
 * **A flush that blocks the loop cannot wait for the loop.** A synchronous flush on the loop's own
-  thread, or any flush once the loop stopped running (``asyncio.run`` ended, the exit flush), takes
-  the loop's batches over for the workers (:meth:`LoopExports.take_over`); an answer that comes later
-  is ignored (the workers' resend is a duplicate at worst, which Langfuse upserts by span id).
+  thread, any flush once the loop stopped running (``asyncio.run`` ended, the exit flush), and the
+  primary worker's watch (below) take the loop's batches over for the workers
+  (:meth:`LoopExports.take_over`); an answer that comes later is ignored (the workers' resend is a
+  duplicate at worst, which Langfuse upserts by span id). Per-loop state and idle connections live
+  on the loop object, so they go when the loop goes.
 * **A blocked loop does not hold a step's spans back.** A kick also sets the primary worker's due
   time to the loop's plus :data:`LOOP_GRACE`, and while loops export the primary looks every
   :data:`LOOP_WATCH`: a loop blocked by a synchronous call (or by a request that hangs) has its batch
   taken by the worker within about 0.1 s.
 * **Only where it is cheaper.** Only on the HTTP transport's direct path (no proxy), while the
   endpoint's last answer was a delivery (after a failure the workers' retries take over until one
-  succeeds), for at most :data:`LOOP_MAX_SPANS` spans (more would block the loop for milliseconds:
-  the workers take them). At most ``workers`` requests per loop are out; another starts only as a
-  spare worker would (the last one out ``SPARE_AFTER`` on an endpoint that answers slowly);
-  otherwise the spans wait for an answer, then a linger since the last batch was taken.
+  succeeds), for at most :data:`LOOP_MAX_SPANS` spans, and not on a busy loop: one that runs an export
+  timer more than :data:`LOOP_LATE` late (many concurrent runs) would hold spans back and stall its
+  runs further, so the workers take its kicks for :data:`CONGESTED_FOR`. At most ``workers``
+  requests per loop are out; another starts only as a spare worker would (the last one out
+  ``SPARE_AFTER`` on an endpoint that answers slowly); otherwise the spans wait for an answer, then a
+  linger since the last batch was taken.
 """
 
 from __future__ import annotations
