@@ -387,11 +387,14 @@ class Road:
         """Stages 3 → 5 for a batch :meth:`ready` prepared, after its first attempt from an event loop
         (``first``; None: it never got an answer, it is sent again, a duplicate at worst, which Langfuse
         upserts by span id). That answer counts: a refusal or a partial success is settled as it is, a
-        413 splits, and a retryable failure is retried after its ``Retry-After`` or the first backoff."""
+        413 splits, and a retryable HTTP answer is retried after its ``Retry-After`` or the first backoff
+        (a connection error at once: the transport retries once, then the spool keeps the batch)."""
         if batch is None:
             return self._settle_unencodable(spans)
         bound = as_deadline(deadline)
-        if first is None:
+        if first is None or (first.kind == "retryable" and first.status is None):
+            # No answer, or no HTTP answer (refused, reset, timed out): the transport's own retry comes
+            # at once and then the spool (a backoff first left a killed process's spans nowhere).
             return self._settle(self._send_all(batch, bound))
         if first.kind == "retryable":
             wait = first.retry_after if first.retry_after is not None else 0.25 * random.uniform(0.8, 1.2)
