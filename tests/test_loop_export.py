@@ -26,6 +26,11 @@ from basic.workflow import workflow as hello_workflow
 from otel_basic.testing import LangfuseReceiver
 
 
+@pytest.fixture(autouse=True)
+def _loop_export_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BASIC_LOOP_EXPORT", "true")  # opt-in (see the setting's doc)
+
+
 def _created(telemetry: otel_basic.Telemetry) -> InMemorySpanExporter:
     """Every span the app makes, as the SDK hands it to processors (to compare with what arrived)."""
     memory = InMemorySpanExporter()
@@ -141,10 +146,10 @@ async def test_a_blocked_loop_does_not_hold_back_a_finished_step(langfuse_env: L
     assert first is not None and first - started < 0.5, (first and first - started, arrived)
 
 
-async def test_off_the_workers_make_every_export(
+async def test_off_by_default_the_workers_make_every_export(
     langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OTEL_BASIC_LOOP_EXPORT", "false")
+    monkeypatch.delenv("OTEL_BASIC_LOOP_EXPORT")
     telemetry = otel_basic.configure()
     assert telemetry.enabled and telemetry.settings.loop_export is False
     await hello_workflow.run(name="workers")

@@ -1,5 +1,10 @@
 """Per-step exports made by the app's event loop itself, not by an export thread (issue 14).
 
+Experimental, off by default (``OTEL_BASIC_LOOP_EXPORT``): a hostile review crashed the process with it
+(SIGSEGV, 1 run in 8-12) when several threads each ran their own loop and loops ended with export
+tasks pending; the crashing thread was garbage-collecting such an abandoned coroutine, suspended in
+``create_connection``. Not understood yet.
+
 Why: a step's kick used to wake an export worker, which then masked, encoded and sent the batch
 beside the running event loop. Each GIL hand-off between the two costs futex calls and context
 switches on both sides, and the worker's own work runs slower for it: measured on the email
