@@ -195,6 +195,9 @@ class FastConnection:
             answer = http.client.HTTPResponse(source, method="POST")  # type: ignore[arg-type]
             answer.begin()
             waited = time.monotonic() - written
+            length = answer.getheader("content-length")
+            if length is not None and not length.strip().isdigit():  # http.client reads it as "to the close"
+                raise http.client.HTTPException("the answer's Content-Length is not a number")
             content = answer.read()
         except BaseException:
             self.close()
