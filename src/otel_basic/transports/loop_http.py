@@ -83,20 +83,16 @@ class _Answer(asyncio.Protocol):
             self.close()
 
     def eof_received(self) -> bool | None:
-        if self._parser is not None:
-            with contextlib.suppress(h11.ProtocolError):
-                self._parser.receive_data(b"")
-                while (event := self._parser.next_event()) is not h11.NEED_DATA and not isinstance(
-                    event, h11.ConnectionClosed
-                ):
-                    if isinstance(event, h11.Data):
-                        self._body.append(bytes(event.data))
-                    elif isinstance(event, h11.EndOfMessage):  # an answer framed by the close itself
-                        self._done(self._parser)
-                        break
+        if self._parser is not None:  # h11 reads an empty chunk as the close: an answer it frames ends here
+            self.data_received(b"")
         return None  # close the transport
 
     def _done(self, parser: h11.Connection) -> None:
+        length = dict(self._headers).get(b"content-length")
+        if length is not None and not length.strip().isdigit():  # as http_conn: not an answer to trust
+            self._fail(ConnectionError("the answer's Content-Length is not a number"))
+            self.close()
+            return
         waited = time.monotonic() - self._written
         response = httpx.Response(
             self._status, headers=self._headers, content=b"".join(self._body), extensions={ANSWER_SECONDS: waited}
