@@ -610,6 +610,16 @@ def test_an_answer_that_stalls_before_its_end_is_not_a_success(answer: bytes) ->
         server.close()
 
 
+def test_a_200_whose_content_length_is_not_a_number_is_not_a_success() -> None:
+    """http.client reads such a length as "to the close": the empty answer counted as a delivery."""
+    server = _RawServer(lambda conn: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: zz\r\n\r\n"))
+    try:
+        result = _export_http(_settings({}, server.url), timeout=1.0)
+        assert result.kind == "retryable", result
+    finally:
+        server.close()
+
+
 def test_an_answer_trickled_byte_by_byte_cannot_outlast_the_deadline() -> None:
     def trickle(conn: socket.socket) -> None:
         for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100:
