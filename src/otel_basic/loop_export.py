@@ -1,10 +1,5 @@
 """Per-step exports made by the app's event loop itself, not by an export thread (issue 14).
 
-Experimental, off by default (``OTEL_BASIC_LOOP_EXPORT``): a hostile review crashed the process with it
-(SIGSEGV, 1 run in 8-12) when several threads each ran their own loop and loops ended with export
-tasks pending; the crashing thread was garbage-collecting such an abandoned coroutine, suspended in
-``create_connection``. Not understood yet.
-
 Why: a step's kick used to wake an export worker, which then masked, encoded and sent the batch
 beside the running event loop. Each GIL hand-off between the two costs futex calls and context
 switches on both sides, and the worker's own work runs slower for it: measured on the email
@@ -34,6 +29,10 @@ The first attempt is all the loop does. What keeps the guarantees:
   time to the loop's plus :data:`LOOP_GRACE`, and while loops export the primary looks every
   :data:`LOOP_WATCH`: a loop blocked by a synchronous call (or by a request that hangs) has its batch
   taken by the worker within about 0.1 s.
+* **No export task is left to the garbage collector.** Every export task is held until it finishes;
+  one whose loop was closed while it was pending (``loop.close()`` by hand, a task started during
+  ``asyncio.run``'s shutdown) is closed by us, outermost coroutine first (:meth:`LoopExports._close_stranded`):
+  collected instead, such tasks crashed CPython 3.11 (SIGSEGV) in a review's stress test.
 * **Only where it is cheaper.** Only on the HTTP transport's direct path (no proxy), while the
   endpoint's last answer was a delivery (after a failure the workers' retries take over until one
   succeeds), for at most :data:`LOOP_MAX_SPANS` spans, and not on a busy loop: one that runs an export
@@ -50,6 +49,7 @@ import asyncio
 import contextlib
 import contextvars
 import itertools
+import logging
 import math
 import threading
 import time
@@ -100,10 +100,14 @@ class _Out:
     thread: int
     since: float
     batch: Batch | None = None
+    task: asyncio.Task[None] | None = None
     settled: bool = False  # answered, or taken over for the workers: whichever came first owns it
 
 
 _names = itertools.count()
+_log = logging.getLogger(__name__)
+#: A fork child's copy of the parent's export tasks: never dropped (see :meth:`LoopExports.keep_forever`).
+_KEPT: list[object] = []
 
 
 class LoopExports:
@@ -115,13 +119,17 @@ class LoopExports:
         self._enabled = enabled
         self._attr = f"_otel_basic_exports_{next(_names)}"  # a fork child's new instance: a new name
         self._outs: list[_Out] = []  # every loop's batches out (a loop is held only while one is)
+        # Every export task not finished yet, held here until it finishes or we close it (_close_stranded).
+        self._tasks: dict[asyncio.Task[None], asyncio.AbstractEventLoop] = {}
         self.healthy = True  # the endpoint's last answer was a delivery
         self.watch_until = 0.0  # the primary worker looks every LOOP_WATCH until then
         self.congested_until = 0.0  # a loop ran an export timer late: the workers export until then
 
     def watching(self, now: float) -> bool:
-        """Whether the primary worker should look every LOOP_WATCH (loops export, or have a batch out)."""
-        return now < self.watch_until or bool(self._outs)
+        """Whether the primary worker should look every LOOP_WATCH (loops export, have a batch out, or
+        a closed loop left an export task to close)."""
+        stranded = any(loop.is_closed() for loop in list(self._tasks.values()))
+        return now < self.watch_until or bool(self._outs) or stranded
 
     def _mine(self, loop: asyncio.AbstractEventLoop) -> _Loop | None:
         """This loop's state, kept on the loop itself: in a table of ours, a pending timer or a batch
@@ -220,16 +228,27 @@ class LoopExports:
             return
         # instrumentation suppressed for the task's whole life (see Road.send_on_loop)
         task = loop.create_task(self._send(out), name="otel-basic-export", context=suppressed_context())
-        # A loop closed by hand with this pending: the watch resends the batch, no warning is due.
+        # A loop closed with this pending: the watch resends the batch and closes the task, no warning is due.
         with contextlib.suppress(AttributeError):
             task._log_destroy_pending = False  # type: ignore[attr-defined]
+        with p._cond:
+            out.task = task
+            self._tasks[task] = loop
 
     async def _send(self, out: _Out) -> None:
+        try:
+            await self._send_once(out)
+        finally:
+            with self._p._cond:
+                if out.task is not None:
+                    self._tasks.pop(out.task, None)
+
+    async def _send_once(self, out: _Out) -> None:
         p = self._p
         assert out.batch is not None
         try:
             result = await p.road.send_on_loop(out.batch, p._export_timeout)
-        except BaseException:  # cancelled: the loop is closing (asyncio.run's end)
+        except BaseException:  # cancelled: the loop is closing (asyncio.run's end), or closed by us
             self._hand_over(out, None)
             raise
         if result.kind != "delivered":
@@ -276,14 +295,43 @@ class LoopExports:
         """The batches whose loop cannot answer go to the workers: a loop no longer running (asked by
         every flush and by the primary's watch), and, if a flush blocks this thread, this thread's loop."""
         here = threading.get_ident() if blocking else None
-        if not self._outs:
-            return
         taken: list[_Out] = []
-        with self._p._cond:
-            for out in list(self._outs):
-                if out.thread != here and out.loop.is_running():
-                    continue
-                if self._release(out):
-                    taken.append(out)
+        if self._outs:
+            with self._p._cond:
+                for out in list(self._outs):
+                    if out.thread != here and out.loop.is_running():
+                        continue
+                    if self._release(out):
+                        taken.append(out)
         for out in taken:
             self._p._resume(out.first, out.spans, out.batch, None)
+        self._close_stranded()
+
+    def _close_stranded(self) -> None:
+        """Close the export tasks whose loop was closed while they were pending, outermost coroutine
+        first, while we still hold the task.
+
+        Why not leave them to the garbage collector: CPython 3.11 crashes (SIGSEGV) collecting such a
+        task when it finalizes an inner coroutine of the task's chain first and, while that one unwinds,
+        the task's last reference goes (here: ``asyncio.timeout`` holds its task); the task's own
+        coroutine is then closed, walks the chain of awaited coroutines into the frame still unwinding
+        and reads a stale pointer from its stack (``gen_close_iter``; seen in gdb, 4 runs in 30 of
+        several threads' loops closed with exports out). Held by us, a task is never garbage; closed by
+        us from its outermost coroutine, the chain unwinds in order. A loop stopped and never closed
+        keeps its pending task (and itself) until it is closed or the process exits."""
+        if not self._tasks:
+            return
+        with self._p._cond:
+            stranded = [task for task, loop in self._tasks.items() if loop.is_closed()]
+            for task in stranded:
+                del self._tasks[task]
+        for task in stranded:
+            try:
+                task.get_coro().close()
+            except Exception:  # e.g. a transport's close on its closed loop: 'Event loop is closed'
+                _log.debug("closing an export task of a closed loop raised", exc_info=True)
+
+    def keep_forever(self) -> None:
+        """In a fork child: the parent's export tasks belong to loops of threads the child does not
+        have; dropped, the garbage collector could collect them (see :meth:`_close_stranded`)."""
+        _KEPT.append(self._tasks)

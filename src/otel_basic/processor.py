@@ -156,7 +156,7 @@ class DeliveryProcessor(SpanProcessor):
         workers: int = 4,
         idle_interval: float = 5.0,
         linger: float = 0.015,
-        loop_export: bool = False,
+        loop_export: bool = True,
         after_delivery: Callable[[float], object] | None = None,
     ) -> None:
         self.road = road
@@ -196,6 +196,7 @@ class DeliveryProcessor(SpanProcessor):
         self._state = _State(shutdown=closed)
         self._kick_on_end = set()
         self._side_busy = False  # the parent's worker doing it is not in the child
+        self._loop_exports.keep_forever()
         self._loop_exports = LoopExports(self, enabled=self._loop_export)
         self.ledger.reset()
         self.road.reopen()
@@ -338,8 +339,8 @@ class DeliveryProcessor(SpanProcessor):
         each, on both sides): measured, about 200 futex calls of the app's thread per export request, which
         cost more CPU than the export itself. The sleep gives the worker its turn at once.
 
-        With ``OTEL_BASIC_LOOP_EXPORT`` on, a thread with a running event loop exports from it
-        (:mod:`otel_basic.loop_export`), and no worker is woken."""
+        On a thread with a running event loop, that loop exports instead (:mod:`otel_basic.loop_export`),
+        and no worker is woken."""
         if self._loop_exports.kick(at_once):
             return
         self._kick(at_once=at_once)

@@ -202,7 +202,7 @@ class Settings:
     overflow: Overflow = "spool"
     export_workers: int = 4
     export_linger: float = 0.015
-    loop_export: bool = False
+    loop_export: bool = True
     # sampling and span limits (the SDK's own variables, parsed here so a change rebuilds)
     traces_sampler: str = "parentbased_always_on"
     traces_sampler_arg: float = 1.0
@@ -689,11 +689,10 @@ TABLE: tuple[Row, ...] = (
         "(a flush, a full batch and the exit never wait for it; a run's end waits only until this long has passed "
         "since the last export started). `0`: one request per step end.",
         _number(0, 1000, scale=0.001), group="otel-basic"),
-    Row(("OTEL_BASIC_LOOP_EXPORT",), "loop_export", "bool", "", _LENIENT_RANGE, "`false`",
-        "Experimental: a step's export is made by the app's event loop (cheaper than an export thread beside it; "
-        "retries, spooling and a blocked loop's spans stay the export workers'). HTTP without a proxy only. Off by "
-        "default: with event loops in several threads it crashed the process (SIGSEGV) in 1 of 8-12 runs of a review's "
-        "stress test.", _lenient_bool, group="otel-basic"),
+    Row(("OTEL_BASIC_LOOP_EXPORT",), "loop_export", "bool", "", _LENIENT_RANGE, "`true`",
+        "A step's export is made by the app's event loop (non-blocking; cheaper than an export thread beside it); "
+        "retries, spooling and a blocked loop's spans (within 0.1 s) are the export workers'. HTTP without a proxy "
+        "only. `false`: the export workers make every export.", _lenient_bool, group="otel-basic"),
     Row(("OTEL_BASIC_EXPORT_WORKERS",), "export_workers", "int", "", "1 – 16", "`4`",
         "Exports in flight at most: the first worker sends; the others once an export has been out 12 ms "
         "on a slow endpoint (its last three answers each over 12 ms), or 1 s on a fast one. Against a distant "
