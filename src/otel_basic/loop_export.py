@@ -77,6 +77,11 @@ LOOP_GRACE = 0.005
 #: While loops export, the primary worker looks this often (it is not woken per kick: a notify per kick
 #: cost about as much CPU as the loop path saved; looking every 50 ms cost about half of it).
 LOOP_WATCH = 0.1
+#: Export tasks of loops that stopped (not closed) are kept this many, pending: such a loop may run again
+#: and finish its task. Beyond, the oldest stopped this long ago (an app that drops loops without closing
+#: them) is closed like a closed loop's, so its loop can go (240 dropped loops kept 257 more fds).
+KEEP_STOPPED = 16
+KEEP_STOPPED_SECONDS = 5.0
 
 
 @dataclass(eq=False)
@@ -120,7 +125,7 @@ class LoopExports:
         self._attr = f"_otel_basic_exports_{next(_names)}"  # a fork child's new instance: a new name
         self._outs: list[_Out] = []  # every loop's batches out (a loop is held only while one is)
         # Every export task not finished yet, held here until it finishes or we close it (_close_stranded).
-        self._tasks: dict[asyncio.Task[None], asyncio.AbstractEventLoop] = {}
+        self._tasks: dict[asyncio.Task[None], _Out] = {}
         self.healthy = True  # the endpoint's last answer was a delivery
         self.watch_until = 0.0  # the primary worker looks every LOOP_WATCH until then
         self.congested_until = 0.0  # a loop ran an export timer late: the workers export until then
@@ -128,7 +133,7 @@ class LoopExports:
     def watching(self, now: float) -> bool:
         """Whether the primary worker should look every LOOP_WATCH (loops export, have a batch out, or
         a closed loop left an export task to close)."""
-        stranded = any(loop.is_closed() for loop in list(self._tasks.values()))
+        stranded = any(out.loop.is_closed() for out in list(self._tasks.values()))
         return now < self.watch_until or bool(self._outs) or stranded
 
     def _mine(self, loop: asyncio.AbstractEventLoop) -> _Loop | None:
@@ -233,7 +238,7 @@ class LoopExports:
             task._log_destroy_pending = False  # type: ignore[attr-defined]
         with p._cond:
             out.task = task
-            self._tasks[task] = loop
+            self._tasks[task] = out
 
     async def _send(self, out: _Out) -> None:
         try:
@@ -308,8 +313,8 @@ class LoopExports:
         self._close_stranded()
 
     def _close_stranded(self) -> None:
-        """Close the export tasks whose loop was closed while they were pending, outermost coroutine
-        first, while we still hold the task.
+        """Close the export tasks whose loop was closed while they were pending (and the oldest of too
+        many whose loop stopped long ago), outermost coroutine first, while we still hold the task.
 
         Why not leave them to the garbage collector: CPython 3.11 crashes (SIGSEGV) collecting such a
         task when it finalizes an inner coroutine of the task's chain first and, while that one unwinds,
@@ -317,12 +322,19 @@ class LoopExports:
         coroutine is then closed, walks the chain of awaited coroutines into the frame still unwinding
         and reads a stale pointer from its stack (``gen_close_iter``; seen in gdb, 4 runs in 30 of
         several threads' loops closed with exports out). Held by us, a task is never garbage; closed by
-        us from its outermost coroutine, the chain unwinds in order. A loop stopped and never closed
-        keeps its pending task (and itself) until it is closed or the process exits."""
+        us from its outermost coroutine, the chain unwinds in order. A loop that stopped keeps its
+        task pending (it may run again and finish it), up to :data:`KEEP_STOPPED` such loops."""
         if not self._tasks:
             return
+        now = time.monotonic()
         with self._p._cond:
-            stranded = [task for task, loop in self._tasks.items() if loop.is_closed()]
+            stranded = [task for task, out in self._tasks.items() if out.loop.is_closed()]
+            stopped = [
+                task
+                for task, out in self._tasks.items()
+                if not out.loop.is_running() and not out.loop.is_closed() and now - out.since > KEEP_STOPPED_SECONDS
+            ]
+            stranded += stopped[: max(0, len(stopped) - KEEP_STOPPED)]  # oldest first (insertion order)
             for task in stranded:
                 del self._tasks[task]
         for task in stranded:
