@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import random
 import time
@@ -247,12 +248,56 @@ def test_loops_dropped_without_closing_are_not_all_kept(langfuse_env: LangfuseRe
         loops.append(weakref.ref(loop))
         loop.run_until_complete(main())
         del loop
-    time.sleep(5.5)  # longer than a stopped loop's task is kept for sure
     langfuse_env.set_delay(0)
     assert otel_basic.flush(timeout=10)
     gc.collect()
     assert sum(ref() is not None for ref in loops) <= 16
     assert len({s.span_id for s in langfuse_env.spans}) == 80
+
+
+def test_a_stopped_loop_whose_export_was_closed_runs_again_quietly(
+    langfuse_env: LangfuseReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The oldest of too many stopped loops has its export task closed; run again, that loop neither logs
+    the task's end ("Task exception was never retrieved") nor trips on what the export left registered."""
+    assert otel_basic.configure().enabled
+    langfuse_env.set_delay(0.3)
+
+    async def main(name: str) -> None:
+        await hello_workflow.run(name=name)
+        for _ in range(400):
+            if any(t.get_name() == "otel-basic-export" for t in asyncio.all_tasks()):
+                await asyncio.sleep(0.005)
+                return
+            await asyncio.sleep(0.0005)
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(main("first"))
+    others = []
+    for i in range(20):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(main(f"other-{i}"))
+        others.append(loop)  # kept, never run again: the first is the oldest stopped loop
+    assert otel_basic.flush(timeout=5)
+    langfuse_env.set_delay(0)
+
+    async def again() -> None:
+        for i in range(3):
+            await hello_workflow.run(name=f"again-{i}")
+            _, writer = await asyncio.open_connection("127.0.0.1", langfuse_env.port)  # new fds on this loop
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.2)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        first.run_until_complete(again())
+        first.close()
+        gc.collect()
+    for loop in others:
+        loop.close()
+    assert otel_basic.flush(timeout=5)
+    assert not [r for r in caplog.records if r.name == "asyncio"], [r.getMessage() for r in caplog.records]
+    assert len({s.span_id for s in langfuse_env.spans}) == 2 * (1 + 20 + 3)
 
 
 async def test_a_retry_after_answered_to_the_loop_is_honoured(langfuse_env: LangfuseReceiver) -> None:

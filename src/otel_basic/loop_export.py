@@ -78,10 +78,9 @@ LOOP_GRACE = 0.005
 #: cost about as much CPU as the loop path saved; looking every 50 ms cost about half of it).
 LOOP_WATCH = 0.1
 #: Export tasks of loops that stopped (not closed) are kept this many, pending: such a loop may run again
-#: and finish its task. Beyond, the oldest stopped this long ago (an app that drops loops without closing
-#: them) is closed like a closed loop's, so its loop can go (240 dropped loops kept 257 more fds).
+#: and finish its task. Beyond, the oldest is closed like a closed loop's, so that an app that drops
+#: loops without closing them does not keep them all open (240 dropped loops kept 257 more fds).
 KEEP_STOPPED = 16
-KEEP_STOPPED_SECONDS = 5.0
 
 
 @dataclass(eq=False)
@@ -326,18 +325,15 @@ class LoopExports:
         task pending (it may run again and finish it), up to :data:`KEEP_STOPPED` such loops."""
         if not self._tasks:
             return
-        now = time.monotonic()
         with self._p._cond:
             stranded = [task for task, out in self._tasks.items() if out.loop.is_closed()]
-            stopped = [
-                task
-                for task, out in self._tasks.items()
-                if not out.loop.is_running() and not out.loop.is_closed() and now - out.since > KEEP_STOPPED_SECONDS
-            ]
-            stranded += stopped[: max(0, len(stopped) - KEEP_STOPPED)]  # oldest first (insertion order)
-            for task in stranded:
+            stopped = [task for task, out in self._tasks.items() if not (out.loop.is_running() or out.loop.is_closed())]
+            stopped = stopped[: max(0, len(stopped) - KEEP_STOPPED)]  # the oldest (insertion order)
+            for task in stranded + stopped:
                 del self._tasks[task]
-        for task in stranded:
+        for task in stopped:
+            _wind_down(task)
+        for task in stranded + stopped:
             try:
                 task.get_coro().close()
             except Exception:  # e.g. a transport's close on its closed loop: 'Event loop is closed'
@@ -347,3 +343,20 @@ class LoopExports:
         """In a fork child: the parent's export tasks belong to loops of threads the child does not
         have; dropped, the garbage collector could collect them (see :meth:`_close_stranded`)."""
         _KEPT.append(self._tasks)
+
+
+def _wind_down(task: asyncio.Task[None]) -> None:
+    """Before we close the coroutine of a task whose loop stopped but may run again: the future it
+    waits for is cancelled when the loop runs (so the loop's own callbacks on it, such as a connect's
+    selector registration, are undone there), and the task's end then (its coroutine is closed:
+    "cannot reuse already awaited coroutine") is retrieved, not logged as never retrieved."""
+    waiter = getattr(task, "_fut_waiter", None)
+    if isinstance(waiter, asyncio.Future):
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing of it runs again
+            task.get_loop().call_soon_threadsafe(waiter.cancel)
+    task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
