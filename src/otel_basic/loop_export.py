@@ -32,7 +32,8 @@ The first attempt is all the loop does. What keeps the guarantees:
 * **No export task is left to the garbage collector.** Every export task is held until it finishes;
   one whose loop was closed while it was pending (``loop.close()`` by hand, a task started during
   ``asyncio.run``'s shutdown) is closed by us, outermost coroutine first (:meth:`LoopExports._close_stranded`):
-  collected instead, such tasks crashed CPython 3.11 (SIGSEGV) in a review's stress test.
+  collected instead, such tasks crashed CPython 3.11 (SIGSEGV) in a review's stress test. A loop that
+  stopped keeps its task (it may run again), up to :data:`KEEP_STOPPED` such loops.
 * **Only where it is cheaper.** Only on the HTTP transport's direct path (no proxy), while the
   endpoint's last answer was a delivery (after a failure the workers' retries take over until one
   succeeds), for at most :data:`LOOP_MAX_SPANS` spans, and not on a busy loop: one that runs an export
@@ -312,8 +313,8 @@ class LoopExports:
         self._close_stranded()
 
     def _close_stranded(self) -> None:
-        """Close the export tasks whose loop was closed while they were pending (and the oldest of too
-        many whose loop stopped long ago), outermost coroutine first, while we still hold the task.
+        """Close the export tasks whose loop was closed while they were pending (and the oldest beyond
+        :data:`KEEP_STOPPED` whose loop stopped), outermost coroutine first, while we still hold the task.
 
         Why not leave them to the garbage collector: CPython 3.11 crashes (SIGSEGV) collecting such a
         task when it finalizes an inner coroutine of the task's chain first and, while that one unwinds,
