@@ -142,15 +142,32 @@ async def test_a_blocked_loop_does_not_hold_back_a_finished_step(langfuse_env: L
     assert first is not None and first - started < 0.5, (first and first - started, arrived)
 
 
-async def test_off_the_workers_make_every_export(
-    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("setting", ["false", None])
+async def test_on_by_default_and_off_the_workers_make_every_export(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, setting: str | None
 ) -> None:
-    monkeypatch.setenv("OTEL_BASIC_LOOP_EXPORT", "false")
+    if setting is None:
+        monkeypatch.delenv("OTEL_BASIC_LOOP_EXPORT", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_BASIC_LOOP_EXPORT", setting)
     telemetry = otel_basic.configure()
-    assert telemetry.enabled and telemetry.settings.loop_export is False
-    await hello_workflow.run(name="workers")
+    assert telemetry.enabled and telemetry.settings.loop_export is (setting is None)
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(getattr(coro, "__qualname__", ""))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        await hello_workflow.run(name="workers")
+        await asyncio.sleep(0.1)  # a step's export is due 15 ms after it
+    finally:
+        loop.set_task_factory(None)
     assert await otel_basic.aflush(timeout=5)
     assert {"HelloWorkflow.hello", "HelloWorkflow.run"} <= set(langfuse_env.span_names())
+    assert ("LoopExports._send" in made) is (setting is None), made
 
 
 def test_a_loop_per_call_leaks_no_socket_and_no_loop(langfuse_env: LangfuseReceiver) -> None:
