@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import itertools
 import logging
 import math
 import threading
@@ -59,6 +58,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from otel_basic.loop_slot import LoopSlot
 from otel_basic.road import Batch, SendResult, suppressed_context
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ KEEP_STOPPED = 16
 
 @dataclass(eq=False)
 class _Loop:
-    """One loop's exports; kept on the loop object (see :meth:`LoopExports._mine`)."""
+    """One loop's exports; kept on the loop object (:class:`~otel_basic.loop_slot.LoopSlot`)."""
 
     outs: list[_Out] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
@@ -109,7 +109,6 @@ class _Out:
     settled: bool = False  # answered, or taken over for the workers: whichever came first owns it
 
 
-_names = itertools.count()
 _log = logging.getLogger(__name__)
 #: A fork child's copy of the parent's export tasks: never dropped (see :meth:`LoopExports.keep_forever`).
 _KEPT: list[object] = []
@@ -122,7 +121,7 @@ class LoopExports:
     def __init__(self, processor: DeliveryProcessor, *, enabled: bool = True) -> None:
         self._p = processor
         self._enabled = enabled
-        self._attr = f"_otel_basic_exports_{next(_names)}"  # a fork child's new instance: a new name
+        self._slot = LoopSlot(_Loop)  # a fork child's new instance: a new slot
         self._outs: list[_Out] = []  # every loop's batches out (a loop is held only while one is)
         # Every export task not finished yet, held here until it finishes or we close it (_close_stranded).
         self._tasks: dict[asyncio.Task[None], _Out] = {}
@@ -135,19 +134,6 @@ class LoopExports:
         a closed loop left an export task to close)."""
         stranded = any(out.loop.is_closed() for out in list(self._tasks.values()))
         return now < self.watch_until or bool(self._outs) or stranded
-
-    def _mine(self, loop: asyncio.AbstractEventLoop) -> _Loop | None:
-        """This loop's state, kept on the loop itself: in a table of ours, a pending timer or a batch
-        out (each holds its loop) kept every loop ever used alive. None: a loop without a ``__dict__``."""
-        mine = getattr(loop, self._attr, None)
-        if isinstance(mine, _Loop):
-            return mine
-        mine = _Loop()
-        try:
-            setattr(loop, self._attr, mine)
-        except AttributeError:
-            return None
-        return mine
 
     def kick(self, at_once: bool) -> bool:
         """A step ended on this thread: export from its running loop. False: not here (no running
@@ -163,7 +149,7 @@ class LoopExports:
             return False
         with p._cond:
             state = p._state
-            if state.shutdown or (mine := self._mine(loop)) is None:
+            if state.shutdown or (mine := self._slot.setdefault(loop, _Loop)[0]) is None:
                 return False
             if not state.queue or state.kicked:
                 return True  # nothing queued, or the workers were asked for it already

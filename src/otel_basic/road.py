@@ -243,6 +243,12 @@ class Prepare:
 # --- stage 2: encode -----------------------------------------------------------------------------------
 
 
+def backoff(attempt: int) -> float:
+    """The wait before retry ``attempt + 1`` of a retryable answer without ``Retry-After``: exponential
+    from 0.25 s, at most 8 s, jittered by ±20% so processes that failed together do not retry together."""
+    return min(8.0, 0.25 * 2.0 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+
 def suppressed_context() -> contextvars.Context:
     """A fresh context with instrumentation suppressed, for a task that sends (see
     :meth:`Road.send_on_loop`): never detached, it goes with the task."""
@@ -397,9 +403,10 @@ class Road:
             # at once and then the spool (a backoff first left a killed process's spans nowhere).
             return self._settle(self._send_all(batch, bound))
         if first.kind == "retryable":
-            wait = first.retry_after if first.retry_after is not None else 0.25 * random.uniform(0.8, 1.2)
+            wait = first.retry_after if first.retry_after is not None else backoff(1)
             if not bound.wait_to_retry(wait, threading.Event(), bound.at, first.reason):
                 return self._settle(_Outcome(retryable=[batch], requests=1, reasons=[first.reason or "retryable"]))
+            return self._settle(self._send_all(batch, bound))
         return self._settle(self._send_all(batch, bound, first))
 
     def keep(self, spans: Sequence[ReadableSpan], reason: str, *, held: bool = False) -> Tally:
@@ -500,7 +507,7 @@ class Road:
 
     def _send_all(self, batch: Batch, deadline: Deadline, answered: SendResult | None = None) -> _Outcome:
         """Stages 3 and 4: send, splitting on too_large, until every part has an outcome. ``answered``:
-        the first part's answer to an attempt made elsewhere (an event loop's), unless it was retryable."""
+        the first part's (not retryable) answer to an attempt made elsewhere (an event loop's)."""
         outcome = _Outcome()
         work: list[Batch] = [batch]
         while work:
@@ -508,12 +515,8 @@ class Road:
             if outcome.retryable and time.monotonic() >= deadline.retries_end():
                 outcome.retryable.append(part)  # out of time: keep the rest
                 continue
-            if answered is not None and answered.kind != "retryable":
-                result, answered = answered, None
-            else:
-                answered = None
-                result = self._send(part, deadline)
-            outcome.last = result
+            result = outcome.last = answered if answered is not None else self._send(part, deadline)
+            answered = None
             outcome.requests += 1
             if result.answer_seconds is not None:
                 outcome.answer_seconds = max(outcome.answer_seconds or 0.0, result.answer_seconds)

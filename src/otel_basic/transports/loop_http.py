@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 import weakref
 from collections.abc import AsyncGenerator
@@ -23,6 +22,7 @@ from collections.abc import AsyncGenerator
 import h11
 import httpx
 
+from otel_basic.loop_slot import LoopSlot
 from otel_basic.transports.http_conn import ANSWER_SECONDS, FastConnection
 
 __all__ = ["LoopPoster"]
@@ -118,9 +118,7 @@ class _Answer(asyncio.Protocol):
 
 
 class _Pool:
-    """One loop's idle connections. Kept on the loop object itself, not in a table of ours: a
-    connection's transport holds its loop, so a table that held them held every loop ever used (one
-    socket and one loop leaked per ``asyncio.run``). On the loop, they go when the loop goes."""
+    """One loop's idle connections, kept on the loop (:class:`~otel_basic.loop_slot.LoopSlot`)."""
 
     def __init__(self) -> None:
         self.idle: list[_Answer] = []
@@ -149,17 +147,16 @@ class LoopPoster:
     def __init__(self, direct: FastConnection) -> None:
         self._direct = direct
         self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-        self._attr = _attribute_name()
+        self._slot = LoopSlot(_Pool)
 
     async def _pool(self, loop: asyncio.AbstractEventLoop) -> _Pool:
-        pool = getattr(loop, self._attr, None)
-        if isinstance(pool, _Pool):
-            return pool
-        pool = _Pool()
-        setattr(loop, self._attr, pool)  # AttributeError for a loop without a __dict__: no loop path there
-        self._loops.add(loop)
-        pool.closer = _closing(pool)
-        await pool.closer.__anext__()
+        pool, made = self._slot.setdefault(loop, _Pool)
+        if pool is None:
+            raise AttributeError("this event loop takes no attributes: no loop path here")
+        if made:
+            self._loops.add(loop)
+            pool.closer = _closing(pool)
+            await pool.closer.__anext__()
         return pool
 
     async def post(self, body: bytes, headers: dict[str, str], timeout: float) -> httpx.Response:
@@ -199,8 +196,7 @@ class LoopPoster:
     def close(self) -> None:
         """Close every loop's idle connections, each on its own loop (a closed loop's go with it)."""
         for loop in list(self._loops):
-            pool = getattr(loop, self._attr, None)
-            if isinstance(pool, _Pool):
+            if (pool := self._slot.get(loop)) is not None:
                 with contextlib.suppress(RuntimeError):  # the loop is closed
                     loop.call_soon_threadsafe(pool.close)
 
@@ -208,14 +204,7 @@ class LoopPoster:
         """After ``fork()``: the parent's connections are not the child's to use or to close (they stay
         on the loops under the old name, and go with them)."""
         self._loops = weakref.WeakSet()
-        self._attr = _attribute_name()
-
-
-_names = itertools.count()
-
-
-def _attribute_name() -> str:
-    return f"_otel_basic_pool_{next(_names)}"
+        self._slot = LoopSlot(_Pool)
 
 
 def _time_out(waiter: asyncio.Future[httpx.Response]) -> None:

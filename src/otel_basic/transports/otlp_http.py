@@ -12,7 +12,6 @@ road spools the batch at once instead of holding it in memory, where a kill woul
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 import zlib
@@ -30,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from otel_basic.otlp_json import request_to_json_line
 from otel_basic.redact import redact_url
-from otel_basic.road import Deadline, SendResult
+from otel_basic.road import Deadline, SendResult, backoff
 from otel_basic.transports import GZIP_MIN_BYTES
 from otel_basic.transports.http_conn import ANSWER_SECONDS, FastConnection
 from otel_basic.transports.loop_http import LoopPoster
@@ -177,8 +176,8 @@ class HttpTransport:
                 wait = retry_after_seconds(response.headers.get("retry-after"))
             if attempt >= self._max_attempts:
                 return result
-            backoff = wait if wait is not None else min(8.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-            if not deadline.wait_to_retry(backoff, self._stop, end, result.reason):
+            pause = wait if wait is not None else backoff(attempt)
+            if not deadline.wait_to_retry(pause, self._stop, end, result.reason):
                 return result
 
     def reopen(self) -> None:
