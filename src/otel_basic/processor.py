@@ -784,7 +784,8 @@ class DeliveryProcessor(SpanProcessor):
     def _keep_after_error(self, spans: list[ReadableSpan], exc: Exception) -> Tally:
         try:
             return self.road.keep(spans, f"delivery failed: {type(exc).__name__}")
-        except Exception:
+        except Exception:  # counted dropped, with the first failure's reason
+            _log.debug("keeping %d spans after a delivery failure failed too", len(spans), exc_info=True)
             return Tally(dropped=len(spans), reasons=[f"delivery failed: {type(exc).__name__}"])
 
     def close(self) -> None:

@@ -189,6 +189,7 @@ def event_fields(event: Any) -> dict[str, Any]:
         try:
             fields.update(event.model_dump(mode="json"))
         except Exception:  # a field that is not JSON (a callback function): its repr will do
+            _log.debug("%s is not all JSON: its fields are kept as reprs", type(event).__name__, exc_info=True)
             fields.update({k: _json_or_repr(v) for k, v in event.model_dump().items()})
         fields.pop("_data", None)
     data = getattr(event, "_data", None)
