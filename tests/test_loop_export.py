@@ -337,3 +337,40 @@ async def test_a_retry_after_answered_to_the_loop_is_honoured(langfuse_env: Lang
     report = await otel_basic.aflush(timeout=5)
     assert report.rejected == 1 and report.exported == 1
     assert len(langfuse_env.trace_requests) == requests + 1
+
+
+def _spin(seconds: float) -> None:
+    """A burst of the app's own work: holds the GIL (but for the interpreter's switch-interval drops)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+async def test_a_busy_loop_hands_its_batch_to_the_workers_between_bursts_not_during_one(
+    langfuse_env: LangfuseReceiver,
+) -> None:
+    """Many concurrent runs make the loop's iterations long (50 runs' steps ending in one): a worker that
+    wakes by its own timer in the middle of one takes the GIL from it and lengthens it (the event-loop lag
+    that issue 14 measures). The loop's own timer, which can only run between iterations, wakes it."""
+    telemetry = otel_basic.configure()
+    assert telemetry.enabled and telemetry.provider is not None
+    tracer = telemetry.provider.get_tracer("bursts")
+    arrived: list[tuple[str, float]] = []
+    langfuse_env.add_span_listener(lambda spans: arrived.extend((s.name, time.monotonic()) for s in spans))
+
+    def burst(name: str, spans: int, seconds: float) -> None:
+        for i in range(spans):
+            tracer.start_span(f"{name}-{i}").end()
+        telemetry.kick()  # what a step's end does
+        _spin(seconds)
+
+    burst("warm", 5, 0.05)  # its export timer (due 15 ms after the kick) runs 35 ms late: a busy loop
+    await asyncio.sleep(0.05)
+    assert await otel_basic.aflush(timeout=5)
+    burst("burst", 20, 0.08)
+    ended = time.monotonic()
+    await asyncio.sleep(0.05)
+    assert await otel_basic.aflush(timeout=5)
+    times = [t for name, t in arrived if name.startswith("burst-")]
+    assert len(times) == 20, arrived
+    assert min(times) >= ended, f"exported {ended - min(times):.3f} s before the burst ended"

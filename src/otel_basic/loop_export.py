@@ -38,7 +38,9 @@ The first attempt is all the loop does. What keeps the guarantees:
   endpoint's last answer was a delivery (after a failure the workers' retries take over until one
   succeeds), for at most :data:`LOOP_MAX_SPANS` spans, and not on a busy loop: one that runs an export
   timer more than :data:`LOOP_LATE` late (many concurrent runs) would hold spans back and stall its
-  runs further, so the workers take its kicks for :data:`CONGESTED_FOR`. At most ``workers``
+  runs further, so for :data:`CONGESTED_FOR` its timers wake the workers instead, between two of its
+  iterations (:meth:`LoopExports._to_workers_between_bursts`): a worker woken by its own timer took the
+  GIL in the middle of one and lengthened it. At most ``workers``
   requests per loop are out; another starts only as a spare worker would (the last one out
   ``SPARE_AFTER`` on an endpoint that answers slowly); otherwise the spans wait for an answer, then a
   linger since the last batch was taken.
@@ -136,12 +138,11 @@ class LoopExports:
         return now < self.watch_until or bool(self._outs) or stranded
 
     def kick(self, at_once: bool) -> bool:
-        """A step ended on this thread: export from its running loop. False: not here (no running
-        loop, no loop path, the endpoint failing, a busy loop): the caller wakes the workers instead."""
+        """A step ended on this thread: export from its running loop (a busy one: wake the workers from
+        its timer). False: not here (no running loop, no loop path, the endpoint failing): the caller
+        wakes the workers instead."""
         p = self._p
         if not self._enabled or not self.healthy or not p.road.loop_capable:
-            return False
-        if time.monotonic() < self.congested_until:
             return False
         try:
             loop = asyncio.get_running_loop()
@@ -157,8 +158,9 @@ class LoopExports:
             due = now + p._linger if not at_once else max(now, state.taken_at + p._linger)
             self._schedule_locked(loop, mine, due, now)
             # The primary worker takes the batch if this loop has not by then (blocked by a synchronous
-            # call): it looks every LOOP_WATCH while loops export (a notify per kick cost the gain).
-            backstop = due + LOOP_GRACE
+            # call): it looks every LOOP_WATCH while loops export (a notify per kick cost the gain). A busy
+            # loop's timer comes a burst late by design (see _export): the worker waits longer for it.
+            backstop = due + (LOOP_WATCH if now < self.congested_until else LOOP_GRACE)
             if state.loop_due is None or backstop < state.loop_due:
                 state.loop_due = backstop
             self.watch_until = now + 1.0
@@ -196,17 +198,19 @@ class LoopExports:
         with p._cond:
             mine.timer = None
             state = p._state
+            now = time.monotonic()
+            if now - mine.timer_at > LOOP_LATE:  # a busy loop: its timers (and answers) come late
+                self.congested_until = now + CONGESTED_FOR
             if state.shutdown or state.kicked or not state.queue:
                 return
-            now = time.monotonic()
-            late = now - mine.timer_at > LOOP_LATE
-            if late:  # a busy loop: its timers (and answers) come late, and this batch is the workers' too
-                self.congested_until = now + CONGESTED_FOR
-            if mine.outs and not late and ((spare_at := self._spare_at(mine)) is None or now < spare_at):
+            if now < self.congested_until:
+                self._to_workers_between_bursts(loop, mine, now)
+                return
+            if mine.outs and ((spare_at := self._spare_at(mine)) is None or now < spare_at):
                 mine.again = True
                 return
-            if late or len(state.queue) > LOOP_MAX_SPANS or not self.healthy:
-                p._kick(at_once=True)  # the workers': a busy loop, too much for one callback, a failing endpoint
+            if len(state.queue) > LOOP_MAX_SPANS or not self.healthy:
+                p._kick(at_once=True)  # the workers': too much for one callback, a failing endpoint
                 return
             mine.again = False
             first, spans = p._take_locked()
@@ -225,6 +229,24 @@ class LoopExports:
         with p._cond:
             out.task = task
             self._tasks[task] = out
+
+    def _to_workers_between_bursts(self, loop: asyncio.AbstractEventLoop, mine: _Loop, now: float) -> None:
+        """A busy loop's batch goes to the export workers, woken from this timer, i.e. between two of the
+        loop's iterations; not by the workers' own linger, which ran out in the middle of a burst of
+        ready callbacks (50 concurrent runs' steps ending): the worker then took the GIL from that burst
+        and lengthened it (measured: 4-7 ms of a 40-50 ms iteration, plus the kicks' GIL hand-off
+        sleeps). A worker took a batch less than a linger ago: this timer again a linger after it."""
+        p = self._p
+        state = p._state
+        again_at = state.taken_at + p._linger
+        if again_at > now:
+            self._schedule_locked(loop, mine, again_at, now)
+            backstop = again_at + LOOP_WATCH
+            if state.loop_due is None or backstop < state.loop_due:
+                state.loop_due = backstop
+            return
+        state.kicked = True
+        p._wake_workers()
 
     async def _send(self, out: _Out) -> None:
         try:
