@@ -112,7 +112,9 @@ def test_burst_with_drop_policy_counts_every_dropped_span(
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2048")
     monkeypatch.setenv("OTEL_BASIC_OVERFLOW", "drop")
-    langfuse_env.set_delay(0.05)
+    # slow enough that four workers (4 x 512 spans per 0.5 s) cannot keep up with the burst on any machine:
+    # at 0.05 s, a slow machine's burst was drained as fast as it came and nothing was dropped
+    langfuse_env.set_delay(0.5)
     otel_basic.configure()
     processor = otel_basic.current().processor  # type: ignore[union-attr]
     assert processor is not None
