@@ -374,3 +374,51 @@ async def test_a_busy_loop_hands_its_batch_to_the_workers_between_bursts_not_dur
     times = [t for name, t in arrived if name.startswith("burst-")]
     assert len(times) == 20, arrived
     assert min(times) >= ended, f"exported {ended - min(times):.3f} s before the burst ended"
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_busy_loop_with_random_faults_every_span_arrives_and_no_flush_says_ok_too_soon(
+    langfuse_env: LangfuseReceiver, seed: int
+) -> None:
+    """Bursts of 20 concurrent runs (and the app's own busy work) make the loop busy, so its exports go to the
+    workers from its timer: under random endpoint faults, every span still arrives, and a flush that says
+    ok has every span made before it delivered."""
+    telemetry = otel_basic.configure()
+    created = _created(telemetry)
+    rng = random.Random(seed)
+    partial = False
+    refused = 0  # spans the endpoint refused for good, as every flush reported them (each once)
+
+    async def busy() -> None:
+        _spin(rng.choice([0.02, 0.04]))
+
+    for i in range(6):
+        fault = rng.choice(["none", "500", "drop", "slow", "hang", "partial"])
+        if fault == "500":
+            langfuse_env.fail_next(503, count=rng.randint(1, 2))
+        elif fault == "drop":
+            langfuse_env.drop_next()
+        elif fault == "slow":
+            langfuse_env.set_delay(0.05)
+        elif fault == "hang":
+            langfuse_env.hang_next()
+        elif fault == "partial":
+            langfuse_env.partial_success_next(rejected=1)
+            partial = True
+        await asyncio.gather(busy(), *(hello_workflow.run(name=f"b{i}-{k}") for k in range(20)), busy())
+        report = await otel_basic.aflush(timeout=rng.choice([0.02, 0.2]))
+        refused += report.rejected
+        if report and not partial:
+            made = _ids(created.get_finished_spans())
+            assert made <= {s.span_id for s in langfuse_env.spans}, "a flush said ok with spans undelivered"
+        langfuse_env.set_delay(0)
+    langfuse_env.reset_faults()
+    report = await otel_basic.aflush(timeout=20)
+    refused += report.rejected
+    while report.in_spool or report.pending:
+        report = await otel_basic.aflush(timeout=20)
+        refused += report.rejected
+    made = _ids(created.get_finished_spans())
+    arrived = {s.span_id for s in langfuse_env.spans}
+    assert len(made) >= 6 * 20 * 2
+    assert len(made - arrived) == refused and report.dropped == 0
