@@ -88,7 +88,9 @@ def test_burst_into_a_small_queue_spills_to_the_spool_and_replays(
     langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2048")
-    langfuse_env.set_delay(0.05)  # the endpoint is slower than the producer
+    # the endpoint is slower than the producer on any machine (at 0.05 s a slow machine's burst was drained
+    # as fast as it came, and nothing overflowed)
+    langfuse_env.set_delay(0.5)
     tel = otel_basic.configure()
     with caplog.at_level(logging.WARNING, logger="otel_basic"):
         _burst(20_000)
