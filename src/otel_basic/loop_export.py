@@ -163,13 +163,18 @@ class LoopExports:
             # call): it looks every LOOP_WATCH while loops export (a notify per kick cost the gain). A busy
             # loop's timer comes a burst late by design (see _export): the worker waits longer for it.
             backstop = due + (LOOP_WATCH if now < self.congested_until else LOOP_GRACE)
-            if state.loop_due is None or backstop < state.loop_due:
-                state.loop_due = backstop
+            self._backstop_locked(backstop)
             self.watch_until = now + 1.0
             # a primary in a long wait begun before the watch: woken once, it waits LOOP_WATCH at most
             if state.idle_until != math.inf and state.idle_until > backstop + LOOP_WATCH:
                 p._wake_primary()
         return True
+
+    def _backstop_locked(self, at: float) -> None:
+        """The primary worker takes the queue at ``at`` if no loop has by then (one blocked or stuck)."""
+        state = self._p._state
+        if state.loop_due is None or at < state.loop_due:
+            state.loop_due = at
 
     def _schedule_locked(self, loop: asyncio.AbstractEventLoop, mine: _Loop, due: float, now: float) -> None:
         """Arrange the next export of this loop at ``due``, or once a spare would start, or at an answer."""
@@ -243,9 +248,7 @@ class LoopExports:
         again_at = state.taken_at + p._linger
         if again_at > now:
             self._schedule_locked(loop, mine, again_at, now)
-            backstop = again_at + LOOP_WATCH
-            if state.loop_due is None or backstop < state.loop_due:
-                state.loop_due = backstop
+            self._backstop_locked(again_at + LOOP_WATCH)
             return
         state.kicked = True
         p._wake_workers()
