@@ -358,7 +358,7 @@ def normalise_args(tool: str, args: Any) -> tuple[dict[str, Any], str | None]:
 
 @functools.cache
 def _parameters_json(model: type[BaseModel]) -> str:
-    """A tool's JSON schema, built once: pydantic builds it anew per call (0.25-0.6 ms per tool span on a slow machine)."""
+    """A tool's JSON schema, built once: pydantic builds it anew per call (0.25-0.6 ms a tool span, slow machine)."""
     return _json(model.model_json_schema())
 
 

@@ -29,6 +29,10 @@ The first attempt is all the loop does. What keeps the guarantees:
   time to the loop's plus :data:`LOOP_GRACE`, and while loops export the primary looks every
   :data:`LOOP_WATCH`: a loop blocked by a synchronous call (or by a request that hangs) has its batch
   taken by the worker within about 0.1 s.
+* **A loop that ends does not make the endpoint get a batch twice, where that can be helped.** A
+  request out when ``asyncio.run`` cancels its task waits for its answer a little longer
+  (:data:`~otel_basic.transports.loop_http.END_WAIT`), and a loop with no task of the app's left
+  starts none (:meth:`LoopExports._ending`): a worker would send again what the endpoint already had.
 * **No export task is left to the garbage collector.** Every export task is held until it finishes;
   one whose loop was closed while it was pending (``loop.close()`` by hand, a task started during
   ``asyncio.run``'s shutdown) is closed by us, outermost coroutine first (:meth:`LoopExports._close_stranded`):
@@ -216,8 +220,9 @@ class LoopExports:
             if mine.outs and ((spare_at := self._spare_at(mine)) is None or now < spare_at):
                 mine.again = True
                 return
-            if len(state.queue) > LOOP_MAX_SPANS or not self.healthy:
-                p._kick(at_once=True)  # the workers': too much for one callback, a failing endpoint
+            if len(state.queue) > LOOP_MAX_SPANS or not self.healthy or self._ending(loop):
+                # the workers': too much for one callback, a failing endpoint, a loop that is ending
+                p._kick(at_once=True)
                 return
             mine.again = False
             first, spans = p._take_locked()
@@ -236,6 +241,12 @@ class LoopExports:
         with p._cond:
             out.task = task
             self._tasks[task] = out
+
+    def _ending(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """No task of the app's is left on the loop: its main coroutine returned and ``asyncio.run`` (or
+        ``run_until_complete``) is ending it. A request started now would likely be out when the loop
+        closes, and a worker would send it again (the endpoint would get it twice)."""
+        return all(task in self._tasks for task in asyncio.all_tasks(loop))
 
     def _to_workers_between_bursts(self, loop: asyncio.AbstractEventLoop, mine: _Loop, now: float) -> None:
         """A busy loop's batch goes to the export workers, woken from this timer, i.e. between two of the
