@@ -29,7 +29,7 @@ __all__ = ["LoopPoster"]
 
 #: A request out when its task is cancelled (``asyncio.run``'s end cancels every pending task, and so may a
 #: server's shutdown) waits this much longer for its answer while the loop still runs. Given up at once, it
-#: went to the workers, which sent it again: a review found 20-60% of the spans of a script that makes one
+#: went to the workers, which sent it again: a review found 16-62% of the spans of a script that makes one
 #: run per ``asyncio.run`` delivered twice, even to a 0 ms endpoint (a collector route counts them twice).
 END_WAIT = 0.5
 
