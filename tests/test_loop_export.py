@@ -442,3 +442,36 @@ async def test_busy_loop_with_random_faults_every_span_arrives_and_no_flush_says
     arrived = {s.span_id for s in langfuse_env.spans}
     assert len(made) >= 6 * 20 * 2
     assert len(made - arrived) == refused and report.dropped == 0
+
+
+def test_batches_left_by_ended_loops_share_requests_to_a_slow_endpoint(langfuse_env: LangfuseReceiver) -> None:
+    """One run per ``asyncio.run`` against a slow endpoint: a loop that ends before its run's request is
+    written hands the prepared batch to the workers; those that wait together leave in one request.
+    Sent one request each, a final flush took 2-3 round trips where the workers alone needed one
+    (1.2 s against 0.7 s). So once the runs are over, whatever still waits leaves in one request (two
+    if a worker comes back just then). A run whose request was out waits for its answer instead; an
+    attempt where too few runs handed over proves nothing, so it repeats."""
+    telemetry = otel_basic.configure()
+    created = _created(telemetry)
+    delay, runs, workers = 0.45, 16, 4
+    langfuse_env.set_delay(delay)
+
+    async def main() -> None:
+        await email_workflow.run(email_data=sample_email("question"), callback=None)
+
+    for _attempt in range(3):
+        handed = 0
+        for _ in range(runs):
+            started = time.monotonic()
+            asyncio.run(main())
+            handed += time.monotonic() - started < delay * 0.7  # its loop did not wait for an answer
+        ended = time.time()
+        assert otel_basic.flush(timeout=10)
+        made = [format(s.context.span_id, "016x") for s in created.get_finished_spans()]
+        assert sorted(s.span_id for s in langfuse_env.spans) == sorted(made)  # each once
+        if handed > workers + 2:
+            break
+        created.clear()
+        langfuse_env.clear()
+    sent_later = [q for q in langfuse_env.trace_requests if q.received_at - delay > ended + 0.05]
+    assert len(sent_later) <= 2, [q.span_count for q in sent_later]

@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_basic.ledger import Ledger
 from otel_basic.loop_export import LOOP_WATCH, LoopExports
-from otel_basic.road import Batch, Deadline, Road, SendResult, Tally
+from otel_basic.road import Batch, Deadline, Road, SendResult, Tally, join
 
 _log = logging.getLogger("otel_basic")
 
@@ -96,6 +96,17 @@ class _Job:
     batch: Batch | None = None
     resumed: bool = False
     answer: SendResult | None = None  # the event loop's attempt's answer (None: none came)
+
+    @property
+    def spans_prepared(self) -> int:
+        return self.batch.spans if self.batch is not None else 0
+
+
+def _sent_at_once(job: _Job) -> bool:
+    """A prepared batch whose event loop's attempt got no answer to honour (none, or no HTTP answer):
+    :meth:`Road.resume` sends it at once, so it can share a request with others."""
+    answer = job.answer
+    return job.batch is not None and (answer is None or (answer.kind == "retryable" and answer.status is None))
 
 
 @dataclass
@@ -481,7 +492,7 @@ class DeliveryProcessor(SpanProcessor):
             next_replay = time.monotonic() + self._idle_interval
             while True:
                 if state.resumed:
-                    job = state.resumed.popleft()
+                    job = self._join_resumed_locked(state.resumed.popleft())
                     state.send_started()
                     return job
                 if state.shutdown and (not state.queue or not primary):
@@ -562,6 +573,31 @@ class DeliveryProcessor(SpanProcessor):
             self._wake_primary()
             if self._worker_count > 1:
                 self._spare.notify()
+
+    def _join_resumed_locked(self, job: _Job) -> _Job:
+        """Prepared batches that wait together leave in one request, up to a batch's size. A script that
+        makes one run per ``asyncio.run`` hands each run's small batch over as its loop ends; one request
+        each, they took 2-3 round trips of a slow endpoint where the workers alone needed one. Only
+        batches that are sent at once (no answer of their event loop's attempt to honour) are joined,
+        under the lowest sequence number, so a flush waits for all of them; each stays counted once."""
+        state = self._state
+        if not _sent_at_once(job) or job.first not in state.inflight:
+            return job
+        jobs, count = [job], job.spans_prepared
+        while state.resumed and _sent_at_once(state.resumed[0]) and state.resumed[0].first in state.inflight:
+            if count + state.resumed[0].spans_prepared > self._batch:
+                break
+            jobs.append(state.resumed.popleft())
+            count += jobs[-1].spans_prepared
+        if len(jobs) == 1:
+            return job
+        for one in jobs:
+            del state.inflight[one.first]
+            state.retrying.pop(one.first, None)
+        first = min(one.first for one in jobs)
+        spans = [span for one in jobs for span in one.spans]
+        state.inflight[first] = spans
+        return _Job(first, spans, join([one.batch for one in jobs if one.batch is not None]), resumed=True)
 
     def _after_loop_delivery(self) -> None:
         """What a worker does after a delivery, for an event loop's: the spool and side work are the

@@ -266,6 +266,15 @@ def encode(spans: Sequence[ReadableSpan]) -> Batch:
     return Batch(encode_message(spans), len(spans))
 
 
+def join(batches: Sequence[Batch]) -> Batch:
+    """One request for prepared batches that wait together: their resource spans side by side, as an
+    OTLP request allows (Langfuse reads each ``ResourceSpans`` with its own resource)."""
+    message = ExportTraceServiceRequest()
+    for batch in batches:
+        message.resource_spans.extend(batch.message.resource_spans)
+    return Batch(message, sum(batch.spans for batch in batches))
+
+
 def count_spans(request: ExportTraceServiceRequest) -> int:
     return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
 
