@@ -475,3 +475,34 @@ def test_batches_left_by_ended_loops_share_requests_to_a_slow_endpoint(langfuse_
         langfuse_env.clear()
     sent_later = [q for q in langfuse_env.trace_requests if q.received_at - delay > ended + 0.05]
     assert len(sent_later) <= 2, [q.span_count for q in sent_later]
+
+
+@pytest.mark.parametrize("loop_export", ["true", "false"])
+def test_a_body_limit_is_learned_once_then_requests_fit(
+    langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, loop_export: str
+) -> None:
+    """An endpoint that refuses bodies over 50 KB (one email run is about 23 KB): one run per
+    ``asyncio.run`` against it at 0.3 s. Each span arrives once, the flushes tell the truth, and once a
+    413 has taught the limit no request is refused again: a joined request (the loop path) goes apart to
+    several workers, and later batches are cut to fit before they are sent (the workers' path). Before,
+    the join sent a 140-span request that was halved in turn on one worker: the flush took 5.7-7 s."""
+    monkeypatch.setenv("OTEL_BASIC_LOOP_EXPORT", loop_export)
+    telemetry = otel_basic.configure()
+    created = _created(telemetry)
+    langfuse_env.max_body_bytes = 50_000
+    langfuse_env.set_delay(0.3)
+
+    async def main() -> None:
+        await email_workflow.run(email_data=sample_email("question"), callback=None)
+
+    for _ in range(16):
+        asyncio.run(main())
+    assert otel_basic.flush(timeout=20)
+    refused = [q for q in langfuse_env.trace_requests if q.status == 413]
+    for _ in range(16):
+        asyncio.run(main())
+    assert otel_basic.flush(timeout=20)
+    made = [format(s.context.span_id, "016x") for s in created.get_finished_spans()]
+    assert sorted(s.span_id for s in langfuse_env.spans) == sorted(made)  # each once
+    assert [q for q in langfuse_env.trace_requests if q.status == 413] == refused  # none after the first flush
+    assert len(refused) <= 5

@@ -6,13 +6,16 @@ Read top to bottom; each stage is a small object or function with a typed result
     2. ENCODE    one OTLP ExportTraceServiceRequest (otlp_encode) -> Batch (message + span count)
     3. SEND      the transport, instrumentation suppressed    -> SendResult (delivered | partial | rejected
                                                                   | retryable | too_large), one deadline
-    4. SPLIT     too_large: halve and re-enter 3; a single span is shrunk, then given up as rejected
+    4. SPLIT     too_large: halve and re-enter 3; a single span is shrunk, then given up as rejected;
+                 a request as big as one refused before is halved before it is sent
     5. SETTLE    what was not delivered: retryable -> spool (masked bytes), rejected -> spool's rejected/,
                  no spool or a refusing disk -> dropped with a reason    -> Tally (every span, one bucket)
 
 Every path that moves spans enters at a numbered stage, and none has a copy of a stage:
 
 * live export (the processor's workers):   :meth:`Road.deliver`  = 1 → 5
+* an event loop's batch, prepared:          :meth:`Road.ready` = 1, 2; :meth:`Road.send_on_loop` or
+  (several joined, on a worker) :meth:`Road.attempt` = 3 once; :meth:`Road.resume` = 3 → 5
 * queue overflow and the exit drain:        :meth:`Road.keep`     = 1, 2, then the spool (5)
 * spool replay (flush, idle timer, start, ``otel-basic replay``): :meth:`Road.replay` = 3 → 5
 * the doctor's canary:                      :meth:`Road.probe`    = 1 → 4, never spooled
@@ -351,6 +354,10 @@ class Road:
         self.transport = transport
         self.spool = spool
         self._replaying = threading.RLock()  # one replay at a time per process: a flush waits for it
+        # The smallest request (encoded bytes, before compression) the endpoint refused as too large: a
+        # bigger one is split before it is sent, not after one more round trip of 413 per half.
+        self.refused_bytes: int | None = None
+        self._refused_spans = 0  # how many spans that request held
 
     @property
     def endpoint(self) -> str:
@@ -390,6 +397,15 @@ class Road:
         except Exception as exc:  # a transport bug: the batch goes on to the workers, not lost
             _log.debug("transport raised on the event loop", exc_info=True)
             result = SendResult("retryable", f"sending failed: {type(exc).__name__}")
+        return result
+
+    def attempt(self, batch: Batch, deadline: float | Deadline) -> SendResult:
+        """Stage 3, one attempt, from an export worker, for a batch the caller may take apart on a 413
+        (a joined one: its parts go to several workers at once; halving here sends them one by one);
+        anything else goes on with :meth:`resume`."""
+        result = self._send(batch, as_deadline(deadline))
+        if result.kind == "too_large":
+            self._refused(batch)
         return result
 
     def delivered(self, batch: Batch, result: SendResult) -> Tally:
@@ -524,6 +540,9 @@ class Road:
             if outcome.retryable and time.monotonic() >= deadline.retries_end():
                 outcome.retryable.append(part)  # out of time: keep the rest
                 continue
+            if answered is None and part.spans > 1 and self.too_large(part):
+                work[:0] = split_request(part.message)  # it would be refused: split, no round trip
+                continue
             result = outcome.last = answered if answered is not None else self._send(part, deadline)
             answered = None
             outcome.requests += 1
@@ -542,6 +561,7 @@ class Road:
             elif result.kind == "rejected":
                 outcome.rejected.append((part, result.reason or "rejected"))
             elif part.spans > 1:  # too_large: halve, depth first so order is kept
+                self._refused(part)
                 work[:0] = split_request(part.message)
             else:
                 smaller = shrink_single(part.message)
@@ -550,6 +570,25 @@ class Road:
                 else:
                     work.insert(0, Batch(smaller, 1))
         return outcome
+
+    def too_large(self, batch: Batch) -> bool:
+        """Whether the endpoint refused a request this big before (413), so this one would be too."""
+        limit = self.refused_bytes
+        return limit is not None and batch.message.ByteSize() >= limit
+
+    def spans_per_request(self) -> int | None:
+        """How many spans a request may take to stay under half the size the endpoint refused, at the
+        refused request's bytes per span (None: nothing refused): a batch of spans not yet encoded is
+        cut before it goes, so the workers send its parts side by side instead of halving it in turn."""
+        limit, spans = self.refused_bytes, self._refused_spans
+        if limit is None or spans <= 0:
+            return None
+        return max(1, (limit // 2) * spans // limit)
+
+    def _refused(self, batch: Batch) -> None:
+        size = batch.message.ByteSize()
+        if self.refused_bytes is None or size < self.refused_bytes:
+            self.refused_bytes, self._refused_spans = size, batch.spans
 
     def _settle(self, outcome: _Outcome) -> Tally:
         """Stage 5: each span that did not arrive goes to exactly one bucket."""
