@@ -9,6 +9,7 @@ without any flush, failing score requests in random order, refusals, secrets in 
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import pytest
@@ -179,3 +180,36 @@ def test_the_score_queue_is_bounded_oldest_dropped_counted_newest_delivered(
     names = [s["name"] for s in _wait_for_scores(langfuse_env, 10_000)]
     assert sorted(names) == sorted(f"s{i}" for i in range(extra, 10_000 + extra))  # the newest, each once
     assert otel_basic.flush(timeout=5)  # reported once
+
+
+def test_scores_made_while_a_flush_runs_do_not_falsify_it_and_those_made_before_it_arrived(
+    telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+) -> None:
+    """A flush answers for the scores queued before it began, as for spans: an app that keeps scoring
+    from another thread made every flush false ("N still queued", long before its deadline), though
+    everything it answered for had arrived (a review saw it 16 times in 16 flushes)."""
+    langfuse_env.set_delay(0.02)
+    stop = threading.Event()
+    made: list[str] = []
+
+    def scorer() -> None:
+        while not stop.is_set():
+            name = f"s{len(made)}"
+            if _score_in_span(name):
+                made.append(name)  # after it was queued
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=scorer)
+    thread.start()
+    try:
+        for _ in range(6):
+            time.sleep(0.03)
+            before = list(made)
+            report = otel_basic.flush(timeout=5)
+            assert report, report
+            assert set(before) <= {str(s["name"]) for s in langfuse_env.scores}
+    finally:
+        stop.set()
+        thread.join()
+    assert otel_basic.flush(timeout=5)
+    assert sorted(str(s["name"]) for s in langfuse_env.scores) == sorted(made)  # each once

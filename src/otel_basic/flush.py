@@ -4,10 +4,11 @@
 passes; ``aflush`` does the same without blocking the event loop (an export worker resolves an asyncio
 future). Then spans waiting in the spool get one more attempt. The report covers everything since the
 previous report (:class:`~otel_basic.ledger.Ledger`), so background failures are never lost between
-flushes, and it is truthy only if nothing the process made is undelivered when it returns: queued
-scores (:mod:`otel_basic.score_sender`) are sent next, and one that is dropped or still queued makes
-the report false. The Langfuse client's own flush (``@observe`` users' scores, media) has unbounded
-joins, so it runs in one shared helper thread that callers wait on with their remaining time.
+flushes, and it is truthy only if nothing the process made before it began is undelivered when it
+returns: queued scores (:mod:`otel_basic.score_sender`) are sent next, and one made before the flush
+that is dropped or still queued makes the report false (one made meanwhile is the next flush's). The
+Langfuse client's own flush (``@observe`` users' scores, media) has unbounded joins, so it runs in one
+shared helper thread that callers wait on with their remaining time.
 """
 
 from __future__ import annotations
@@ -136,15 +137,28 @@ class Flusher:
             seconds = 0.0
         return started + min(seconds, 1e6)
 
-    def _score_error(self) -> str | None:
+    def _score_mark(self) -> int | None:
+        return self.scores.mark() if self.scores is not None else None
+
+    def _score_error(self, mark: int | None) -> str | None:
         if self.scores is None:
             return None
-        tally = self.scores.since_report()
+        tally = self.scores.since_report(mark)
         if tally.dropped or tally.waiting:
             return f"{tally.dropped} scores dropped, {tally.waiting} still queued ({tally.reason})"
         return None
 
-    def _report(self, target: int, started: float, side_error: str | None, *, new_period: bool = True) -> FlushReport:
+    def _report(
+        self,
+        target: int,
+        started: float,
+        side_error: str | None,
+        *,
+        new_period: bool = True,
+        score_mark: int | None = None,
+    ) -> FlushReport:
+        """What the flush achieved for the spans enqueued before ``target`` and the scores before
+        ``score_mark`` (None: every score queued now)."""
         pending = self.processor.pending_after(target)
         in_spool = self.road.spool_waiting()
         diff, reason = self.ledger.since_report(new_period=new_period)
@@ -168,7 +182,7 @@ class Flusher:
         elif in_spool:
             error = f"{in_spool} spans wait in the spool ({reason or diff.last_reason or 'endpoint unavailable'})"
         else:
-            error = self._score_error() or side_error
+            error = self._score_error(score_mark) or side_error
         return FlushReport(**{**report.__dict__, "error": error})
 
     def _start_replay(self, end: float) -> threading.Event | None:
@@ -222,6 +236,7 @@ class Flusher:
         ``new_period=False``: the report does not start a new period (see :meth:`Ledger.since_report`)."""
         started = time.monotonic()
         end = self._deadline(started, timeout)
+        score_mark = self._score_mark()
         target = self.processor.flush_until(end)
         for start in (self._start_replay, self._start_scores):
             started_work = start(end)
@@ -231,13 +246,14 @@ class Flusher:
         side_error = None if side is None else self._side_error(side.wait(max(0.0, end - time.monotonic())))
         if final:
             self.processor.close()
-        return self._report(target, started, side_error, new_period=new_period)
+        return self._report(target, started, side_error, new_period=new_period, score_mark=score_mark)
 
     async def aflush(self, timeout: float | None = None) -> FlushReport:
         """As :meth:`flush`, and the event loop never blocks: it awaits the workers and helper threads."""
         started = time.monotonic()
         end = self._deadline(started, timeout)
         loop = asyncio.get_running_loop()
+        score_mark = self._score_mark()
         target, future = self.processor.flush_future(end, loop)
         try:
             await asyncio.wait_for(asyncio.shield(future), max(0.0, end - time.monotonic()))
@@ -253,7 +269,7 @@ class Flusher:
         side_error = None
         if side is not None:
             side_error = self._side_error(await _wait_event(side, max(0.0, end - time.monotonic()), loop))
-        return self._report(target, started, side_error)
+        return self._report(target, started, side_error, score_mark=score_mark)
 
 
 def _on_thread(name: str, target: Callable[[], object], what: str) -> threading.Event:

@@ -77,6 +77,7 @@ class ScoreSender:
         self._max = max_queued
         self._overflowed = 0
         self._inflight = 0  # popped for a request that has not ended: still undelivered
+        self._added = 0  # scores ever queued: a flush's target (see waiting_through)
         self._client: httpx.Client | None = None
         # no proxy is set: the export transport's keep-alive socket (fewer GIL round trips)
         self._fast = FastConnection.for_client(url, headers, client_options) if fast else None
@@ -107,6 +108,7 @@ class ScoreSender:
         self._queue = deque()
         self._overflowed = 0
         self._inflight = 0
+        self._added = 0
         self._client = None
         if self._fast is not None:
             self._fast = self._fast.fresh()
@@ -122,6 +124,19 @@ class ScoreSender:
                 self._queue.popleft()
                 self._overflowed += 1
             self._queue.append(score)
+            self._added += 1
+
+    def mark(self) -> int:
+        """The number of scores queued so far: a flush reports on those, not on scores made after it began."""
+        with self._lock:
+            return self._added
+
+    def waiting_through(self, mark: int) -> int:
+        """Scores among the first ``mark`` still undelivered. They leave in the order they came (a failed
+        request puts its scores back in front), so the undelivered ones are the latest queued."""
+        with self._lock:
+            undelivered = len(self._queue) + self._inflight
+            return max(0, min(undelivered, mark - self._added + undelivered))
 
     def queued(self) -> int:
         """Scores not delivered yet: queued, and in a request that has not ended."""
@@ -189,11 +204,12 @@ class ScoreSender:
         tally.waiting = self.queued()
         return tally
 
-    def since_report(self) -> ScoreTally:
-        """Scores sent and dropped since the previous call (any sender), and those still queued."""
+    def since_report(self, mark: int | None = None) -> ScoreTally:
+        """Scores sent and dropped since the previous call (any sender), and those still queued (of the
+        first ``mark``, when given: a flush's, so scores the app makes while it runs do not falsify it)."""
         with self._lock:  # not the sending lock: a report never waits for a slow request
             report, self._since_report = self._since_report, ScoreTally()
-        report.waiting = self.queued()
+        report.waiting = self.queued() if mark is None else self.waiting_through(mark)
         if report.waiting and report.reason is None:
             report.reason = self._reason or "scores not sent before the deadline"
         return report
