@@ -558,7 +558,7 @@ class DeliveryProcessor(SpanProcessor):
     def _take_locked(self) -> tuple[int, list[ReadableSpan]]:
         """The oldest batch leaves the queue for ``inflight`` (a worker's, or an event loop's)."""
         state = self._state
-        count = min(self._batch, len(state.queue), self.road.spans_per_request() or self._batch)
+        count = min(self._batch, len(state.queue))
         taken = [state.queue.popleft() for _ in range(count)]
         first, spans = taken[0][0], [span for _, span in taken]
         state.inflight[first] = spans
@@ -585,13 +585,12 @@ class DeliveryProcessor(SpanProcessor):
         each, they took 2-3 round trips of a slow endpoint where the workers alone needed one. Only
         batches that are sent at once (no answer of their event loop's attempt to honour) are joined,
         under the lowest sequence number, so a flush waits for all of them; each stays counted once.
-        Once the endpoint refused a request as too large (413), a join stays under half that size, and a
-        joined request it refuses is taken apart again (:meth:`_unjoin`)."""
+        Once the endpoint refused a request as too large (413), a join stays within
+        :meth:`Road.request_limit`, and a joined request it refuses is taken apart again (:meth:`_unjoin`)."""
         state = self._state
         if not _sent_at_once(job) or job.first not in state.inflight:
             return job
-        refused = self.road.refused_bytes  # a joined request's size is the sum of its parts'
-        limit = None if refused is None else refused // 2
+        limit = self.road.request_limit()  # a joined request's size is the sum of its parts'
         jobs, count, size = [job], job.spans_prepared, job.bytes_if(limit)
         while state.resumed and _sent_at_once(state.resumed[0]) and state.resumed[0].first in state.inflight:
             after = size + state.resumed[0].bytes_if(limit)
@@ -612,7 +611,7 @@ class DeliveryProcessor(SpanProcessor):
 
     def _unjoin(self, job: _Job) -> bool:
         """A joined request the endpoint refused as too large: its parts wait again apart, each under its
-        own sequence number, for any worker to join anew under half the refused size. Halved by the road
+        own sequence number, for any worker to join anew within the new limit. Halved by the road
         instead, the halves went one after another on one worker (a 50 KB body limit: the final flush of 20
         runs took 5.7-7 s, against 1.2-1.6 s for the same batches sent apart). False: :meth:`close` took
         the batch meanwhile (the road settles it as it is)."""

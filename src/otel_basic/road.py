@@ -7,7 +7,7 @@ Read top to bottom; each stage is a small object or function with a typed result
     3. SEND      the transport, instrumentation suppressed    -> SendResult (delivered | partial | rejected
                                                                   | retryable | too_large), one deadline
     4. SPLIT     too_large: halve and re-enter 3; a single span is shrunk, then given up as rejected;
-                 a request as big as one refused before is halved before it is sent
+                 a request over half the smallest one refused before is halved before it is sent
     5. SETTLE    what was not delivered: retryable -> spool (masked bytes), rejected -> spool's rejected/,
                  no spool or a refusing disk -> dropped with a reason    -> Tally (every span, one bucket)
 
@@ -354,10 +354,9 @@ class Road:
         self.transport = transport
         self.spool = spool
         self._replaying = threading.RLock()  # one replay at a time per process: a flush waits for it
-        # The smallest request (encoded bytes, before compression) the endpoint refused as too large: a
-        # bigger one is split before it is sent, not after one more round trip of 413 per half.
+        # The smallest request (encoded bytes, before compression) the endpoint refused as too large: one
+        # over half of it is split before it is sent, not after one more round trip of 413 per half.
         self.refused_bytes: int | None = None
-        self._refused_spans = 0  # how many spans that request held
 
     @property
     def endpoint(self) -> str:
@@ -571,24 +570,22 @@ class Road:
                     work.insert(0, Batch(smaller, 1))
         return outcome
 
-    def too_large(self, batch: Batch) -> bool:
-        """Whether the endpoint refused a request this big before (413), so this one would be too."""
-        limit = self.refused_bytes
-        return limit is not None and batch.message.ByteSize() >= limit
+    def request_limit(self) -> int | None:
+        """The largest request to send (encoded bytes): half the smallest one the endpoint refused as too
+        large (None: none refused). Halving stops at a part that fits, so after one 413 the smallest body
+        refused is at most about twice the endpoint's limit, and half of it fits."""
+        return None if self.refused_bytes is None else self.refused_bytes // 2
 
-    def spans_per_request(self) -> int | None:
-        """How many spans a request may take to stay under half the size the endpoint refused, at the
-        refused request's bytes per span (None: nothing refused): a batch of spans not yet encoded is
-        cut before it goes, so the workers send its parts side by side instead of halving it in turn."""
-        limit, spans = self.refused_bytes, self._refused_spans
-        if limit is None or spans <= 0:
-            return None
-        return max(1, (limit // 2) * spans // limit)
+    def too_large(self, batch: Batch) -> bool:
+        """Over :meth:`request_limit`: sent whole, it would most likely be refused (413)."""
+        limit = self.request_limit()
+        return limit is not None and batch.message.ByteSize() > limit
 
     def _refused(self, batch: Batch) -> None:
+        """Remember a multi-span request refused as too large (one span alone says nothing of the rest)."""
         size = batch.message.ByteSize()
         if self.refused_bytes is None or size < self.refused_bytes:
-            self.refused_bytes, self._refused_spans = size, batch.spans
+            self.refused_bytes = size
 
     def _settle(self, outcome: _Outcome) -> Tally:
         """Stage 5: each span that did not arrive goes to exactly one bucket."""
