@@ -96,7 +96,7 @@ class _Job:
     batch: Batch | None = None
     resumed: bool = False
     answer: SendResult | None = None  # the event loop's attempt's answer (None: none came)
-    parts: tuple[_Job, ...] = ()  # a joined batch's parts (see DeliveryProcessor._join_resumed_locked)
+    parts: tuple[_Job, ...] = ()  # joined: its parts, each prepared (see DeliveryProcessor._join_resumed_locked)
 
     @property
     def spans_prepared(self) -> int:
@@ -606,8 +606,7 @@ class DeliveryProcessor(SpanProcessor):
         first = min(one.first for one in jobs)
         spans = [span for one in jobs for span in one.spans]
         state.inflight[first] = spans
-        batch = join([one.batch for one in jobs if one.batch is not None])
-        return _Job(first, spans, batch, resumed=True, parts=tuple(jobs))
+        return _Job(first, spans, resumed=True, parts=tuple(jobs))  # joined by the worker, off the lock
 
     def _unjoin(self, job: _Job) -> bool:
         """A joined request the endpoint refused as too large: its parts wait again apart, each under its
@@ -752,10 +751,11 @@ class DeliveryProcessor(SpanProcessor):
             try:
                 deadline = self._export_deadline(job.first)
                 if job.parts:  # joined: one attempt, then apart on a 413, else on like any resumed batch
-                    tried = self.road.attempt(job.batch, deadline) if job.batch is not None else None
-                    if tried is not None and tried.kind == "too_large" and self._unjoin(job):
+                    joined = join([part.batch for part in job.parts if part.batch is not None])
+                    tried = self.road.attempt(joined, deadline)
+                    if tried.kind == "too_large" and self._unjoin(job):
                         continue
-                    tally = self.road.resume(spans, job.batch, deadline, tried)
+                    tally = self.road.resume(spans, joined, deadline, tried)
                 elif job.resumed:
                     tally = self.road.resume(spans, job.batch, deadline, job.answer)
                 else:
