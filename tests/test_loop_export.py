@@ -506,3 +506,20 @@ def test_a_body_limit_is_learned_once_then_requests_fit(
     assert sorted(s.span_id for s in langfuse_env.spans) == sorted(made)  # each once
     assert [q for q in langfuse_env.trace_requests if q.status == 413] == refused  # none after the first flush
     assert len(refused) <= 5
+
+
+def test_a_413_on_a_small_request_teaches_no_limit(langfuse_env: LangfuseReceiver) -> None:
+    """One refusal of a small request (a proxy's fluke) must not shrink every later request: a review
+    saw one 413 on 816 bytes turn 200 spans into 200 single-span requests, and flushes time out."""
+    assert otel_basic.configure().enabled
+    tracer = otel_basic.get_tracer("test.limits")
+    langfuse_env.fail_next(413)
+    for i in range(2):
+        tracer.start_span(f"small-{i}").end()
+    assert otel_basic.flush(timeout=5)
+    langfuse_env.clear()
+    for i in range(200):
+        tracer.start_span(f"more-{i}", attributes={"input.value": "x" * 500}).end()
+    assert otel_basic.flush(timeout=5)
+    assert len(langfuse_env.spans) == 200
+    assert len(langfuse_env.trace_requests) <= 2

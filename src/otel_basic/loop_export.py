@@ -275,12 +275,14 @@ class LoopExports:
     async def _send_once(self, out: _Out) -> None:
         p = self._p
         assert out.batch is not None
+        result: SendResult | None = None  # None: over the body limit a 413 taught, the workers split it
         try:
-            result = await p.road.send_on_loop(out.batch, p._export_timeout)
+            if not p.road.too_large(out.batch):
+                result = await p.road.send_on_loop(out.batch, p._export_timeout)
         except BaseException:  # cancelled: the loop is closing (asyncio.run's end), or closed by us
             self._hand_over(out, None)
             raise
-        if result.kind != "delivered":
+        if result is None or result.kind != "delivered":
             self._hand_over(out, result)
         else:
             with p._cond:

@@ -55,6 +55,13 @@ _log = logging.getLogger("otel_basic")
 
 _SHRINK_ROUNDS = 4
 _SHRINK_MIN_CHARS = 256
+# A 413 teaches a body limit (Road.request_limit) only for a request at least this big: no endpoint refuses
+# bodies that small by configuration (nginx's default limit is 1 MiB, the Langfuse SDK's batches go up to
+# 64 MiB), so one such refusal is a fluke, and learning from it made every later request a single span.
+LEARN_FROM_BYTES = 64 * 1024
+# ... and only for this long: the endpoint's limit may be raised, and a request under the learned limit
+# never shows it. Once forgotten, the next big request is refused at most once more and teaches it again.
+LEARNED_FOR = 60.0
 
 
 # --- typed results -------------------------------------------------------------------------------------
@@ -354,9 +361,11 @@ class Road:
         self.transport = transport
         self.spool = spool
         self._replaying = threading.RLock()  # one replay at a time per process: a flush waits for it
-        # The smallest request (encoded bytes, before compression) the endpoint refused as too large: one
-        # over half of it is split before it is sent, not after one more round trip of 413 per half.
+        # The smallest request (encoded bytes, before compression) the endpoint refused as too large, and
+        # until when it counts: one over half of it is split before it is sent, not after one more round
+        # trip of 413 per half (see LEARN_FROM_BYTES, LEARNED_FOR).
         self.refused_bytes: int | None = None
+        self._refused_until = 0.0
 
     @property
     def endpoint(self) -> str:
@@ -539,9 +548,13 @@ class Road:
             if outcome.retryable and time.monotonic() >= deadline.retries_end():
                 outcome.retryable.append(part)  # out of time: keep the rest
                 continue
-            if answered is None and part.spans > 1 and self.too_large(part):
-                work[:0] = split_request(part.message)  # it would be refused: split, no round trip
-                continue
+            if answered is None and self.too_large(part):  # it would be refused: no round trip for that
+                if part.spans > 1:
+                    work[:0] = split_request(part.message)
+                    continue
+                smaller = shrink_single(part.message)
+                if smaller is not None:
+                    part = Batch(smaller, 1)
             result = outcome.last = answered if answered is not None else self._send(part, deadline)
             answered = None
             outcome.requests += 1
@@ -572,9 +585,13 @@ class Road:
 
     def request_limit(self) -> int | None:
         """The largest request to send (encoded bytes): half the smallest one the endpoint refused as too
-        large (None: none refused). Halving stops at a part that fits, so after one 413 the smallest body
-        refused is at most about twice the endpoint's limit, and half of it fits."""
-        return None if self.refused_bytes is None else self.refused_bytes // 2
+        large in the last :data:`LEARNED_FOR` seconds (None: none). Halving stops at a part that fits, so
+        after one 413 the smallest body refused is at most about twice the endpoint's limit, and half of
+        it fits."""
+        refused = self.refused_bytes
+        if refused is None or time.monotonic() >= self._refused_until:
+            return None
+        return refused // 2
 
     def too_large(self, batch: Batch) -> bool:
         """Over :meth:`request_limit`: sent whole, it would most likely be refused (413)."""
@@ -584,8 +601,12 @@ class Road:
     def _refused(self, batch: Batch) -> None:
         """Remember a multi-span request refused as too large (one span alone says nothing of the rest)."""
         size = batch.message.ByteSize()
-        if self.refused_bytes is None or size < self.refused_bytes:
+        if size < LEARN_FROM_BYTES:
+            return
+        now = time.monotonic()
+        if self.request_limit() is None or self.refused_bytes is None or size < self.refused_bytes:
             self.refused_bytes = size
+        self._refused_until = now + LEARNED_FOR
 
     def _settle(self, outcome: _Outcome) -> Tally:
         """Stage 5: each span that did not arrive goes to exactly one bucket."""
