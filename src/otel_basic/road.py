@@ -7,7 +7,7 @@ Read top to bottom; each stage is a small object or function with a typed result
     3. SEND      the transport, instrumentation suppressed    -> SendResult (delivered | partial | rejected
                                                                   | retryable | too_large), one deadline
     4. SPLIT     too_large: halve and re-enter 3; a single span is shrunk, then given up as rejected;
-                 a request over half the smallest one refused before is halved before it is sent
+                 one over Road.request_limit (a 413 learned) is halved, or shrunk, before it is sent
     5. SETTLE    what was not delivered: retryable -> spool (masked bytes), rejected -> spool's rejected/,
                  no spool or a refusing disk -> dropped with a reason    -> Tally (every span, one bucket)
 
