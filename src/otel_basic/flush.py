@@ -236,7 +236,7 @@ class Flusher:
         ``new_period=False``: the report does not start a new period (see :meth:`Ledger.since_report`)."""
         started = time.monotonic()
         end = self._deadline(started, timeout)
-        score_mark = self._score_mark()
+        score_mark = None if final else self._score_mark()  # at exit no flush comes next: every score counts
         target = self.processor.flush_until(end)
         for start in (self._start_replay, self._start_scores):
             started_work = start(end)
