@@ -29,7 +29,9 @@ import argparse
 import asyncio
 import math
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -289,12 +291,17 @@ def main_parent(args: argparse.Namespace) -> int:
     round_p50: dict[Key, list[float]] = defaultdict(list)
     stalls: dict[Key, list[float]] = defaultdict(list)
     visibility: dict[Key, list[float]] = defaultdict(list)
+    spool_root = Path(tempfile.mkdtemp(prefix="otel-basic-bench-spool-"))
     started = time.monotonic()
     try:
         for r in range(rounds):
             for variant in rotation(VARIANTS, r):
                 order = list(LATENCIES_MS) if r % 2 == 0 else list(reversed(LATENCIES_MS))
                 url_args = [f"{ms}={receivers[ms].base_url}" for ms in order]
+                child_env = dict(env)
+                if variant.startswith("ours"):  # at defaults (common.child_env turns the spool and logs off)
+                    child_env["OTEL_BASIC_SPOOL_DIR"] = str(spool_root / f"{variant}-{r}")
+                    child_env["OTEL_BASIC_LOG_LEVEL"] = "info"
                 result = run_child(
                     Path(__file__),
                     [
@@ -307,7 +314,7 @@ def main_parent(args: argparse.Namespace) -> int:
                         "--urls",
                         *url_args,
                     ],
-                    env=env,
+                    env=child_env,
                 )
                 got = {ms: arrivals[ms].take() for ms in LATENCIES_MS}
                 for rec in receivers.values():
@@ -323,6 +330,7 @@ def main_parent(args: argparse.Namespace) -> int:
     finally:
         for rec in receivers.values():
             rec.stop()
+        shutil.rmtree(spool_root, ignore_errors=True)
     print()
     _report(plan, latencies, round_p50, stalls, visibility)
     print(f"total {time.monotonic() - started:.0f} s")
