@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_basic.ledger import Ledger
 from otel_basic.loop_export import LOOP_WATCH, LoopExports
-from otel_basic.road import Batch, Deadline, Road, SendResult, Tally, join
+from otel_basic.road import Batch, Deadline, Road, SendResult, Tally, join, resent_at_once
 
 _log = logging.getLogger("otel_basic")
 
@@ -108,10 +108,8 @@ class _Job:
 
 
 def _sent_at_once(job: _Job) -> bool:
-    """A prepared batch whose event loop's attempt got no answer to honour (none, or no HTTP answer):
-    :meth:`Road.resume` sends it at once, so it can share a request with others."""
-    answer = job.answer
-    return job.batch is not None and (answer is None or (answer.kind == "retryable" and answer.status is None))
+    """A prepared batch whose event loop's attempt left no answer to honour: it can share a request."""
+    return job.batch is not None and resent_at_once(job.answer)
 
 
 @dataclass

@@ -285,6 +285,12 @@ def join(batches: Sequence[Batch]) -> Batch:
     return Batch(message, sum(batch.spans for batch in batches))
 
 
+def resent_at_once(first: SendResult | None) -> bool:
+    """Whether :meth:`Road.resume` sends a prepared batch again at once: its first attempt got no answer,
+    or no HTTP answer (refused, reset, timed out), so there is no status or ``Retry-After`` to honour."""
+    return first is None or (first.kind == "retryable" and first.status is None)
+
+
 def count_spans(request: ExportTraceServiceRequest) -> int:
     return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
 
@@ -431,7 +437,7 @@ class Road:
         if batch is None:
             return self._settle_unencodable(spans)
         bound = as_deadline(deadline)
-        if first is None or (first.kind == "retryable" and first.status is None):
+        if first is None or resent_at_once(first):  # (None spelled out: mypy narrows on it)
             # No answer, or no HTTP answer (refused, reset, timed out): the transport's own retry comes
             # at once and then the spool (a backoff first left a killed process's spans nowhere).
             return self._settle(self._send_all(batch, bound))
@@ -604,7 +610,7 @@ class Road:
         if size < LEARN_FROM_BYTES:
             return
         now = time.monotonic()
-        if self.request_limit() is None or self.refused_bytes is None or size < self.refused_bytes:
+        if self.refused_bytes is None or now >= self._refused_until or size < self.refused_bytes:
             self.refused_bytes = size
         self._refused_until = now + LEARNED_FOR
 
