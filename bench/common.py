@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -89,6 +90,30 @@ def spread(values: Sequence[float], fmt: Callable[[float], str]) -> str:
 
 def ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def ratio_of_medians_ci(
+    numerator: Sequence[float], denominator: Sequence[float], *, level: float = 0.95, resamples: int = 4000
+) -> tuple[float, float]:
+    """Bootstrap interval of ``median(numerator) / median(denominator)`` over paired rounds.
+
+    Why: on 2 shared cores one round's ratio moves by tens of percent, so a median alone says little
+    about how sure a verdict is. Rounds are resampled as pairs (both figures of a round come from
+    neighbouring processes, which share that round's noise); the seed is fixed so a report reproduces.
+    """
+    pairs = [(a, b) for a, b in zip(numerator, denominator, strict=True) if not (math.isnan(a) or math.isnan(b))]
+    if len(pairs) < 3:
+        return math.nan, math.nan
+    rng = random.Random(0)
+    values = []
+    for _ in range(resamples):
+        sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
+        values.append(ratio(median(a for a, _ in sample), median(b for _, b in sample)))
+    values = sorted(v for v in values if not math.isnan(v))
+    if not values:
+        return math.nan, math.nan
+    tail = (1.0 - level) / 2.0
+    return percentile(values, 100 * tail), percentile(values, 100 * (1 - tail))
 
 
 def fmt_ms(seconds: float) -> str:
