@@ -18,6 +18,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import AsyncGenerator
+from typing import cast
 
 import h11
 import httpx
@@ -48,8 +49,9 @@ class _Answer(asyncio.Protocol):
         self._body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Duck-typed: uvloop's TCPTransport has write/close but is no asyncio.Transport subclass (an
+        # isinstance check here failed every loop export under uvloop, with a traceback in the app's log).
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
