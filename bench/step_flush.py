@@ -392,11 +392,13 @@ def _report(
         for n in plan.concurrency:
             s_bg, s_off, s_none = (median(stalls[(v, ms, n)]) for v in ("ours", "ours_off", "none"))
             added = s_bg - s_off
-            tolerance = max(0.002, _range(stalls[("ours_off", ms, n)]), _range(stalls[("none", ms, n)]))
+            # 10% of the stall without the per-step flush, at least 2 ms: a spread-based tolerance (the
+            # range over batches, 150-400 ms at N=50) could hardly fail, a review found
+            tolerance = max(0.002, 0.1 * s_off)
             trows.append(
                 [
                     f"stall added by per-step flush ({ms} ms, N={n})",
-                    "≈ 0 (within noise)",
+                    "≤ max(2 ms, 10% of off's)",
                     f"{fmt_ms(s_bg)} vs off {fmt_ms(s_off)} (none {fmt_ms(s_none)}; "
                     f"stock {fmt_ms(median(stalls[('stock', ms, n)]))})",
                     f"{added * 1000:+.1f} ms",
@@ -443,10 +445,6 @@ def _report(
         "Ours gzips to the 50 ms endpoint (it stands for a remote one; unset, a loopback host gets none)."
     )
     print()
-
-
-def _range(values: list[float]) -> float:
-    return (max(values) - min(values)) if values else 0.0
 
 
 def _pct(values: list[float], name: str) -> float:
