@@ -575,7 +575,23 @@ def test_a_bearer_token_url_encoded_or_after_a_no_break_space_is_masked(text: st
     assert "abc123def456ghi789jkl" not in out, out
 
 
-@pytest.mark.parametrize("name", ["sessionToken", "apiSecret", "SecretAccessKey", "password ", "myAPIKey"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sessionToken",
+        "apiSecret",
+        "SecretAccessKey",
+        "password ",
+        "myAPIKey",
+        # a review's misses (2026-12-03): names the list did not hold, or with a dot inside
+        "passphrase",
+        "credentials",
+        "clientCredential",
+        "jwt",
+        "api.key",
+        "access.token",
+    ],
+)
 def test_camel_case_and_padded_secret_names_have_their_values_masked(name: str) -> None:
     doc = json.dumps({name: "shortpw1", "n": 1})
     for text in (doc, doc[:-1] + ', "n": 2}'):  # parsed, and a key twice (the raw-text path)
@@ -583,7 +599,9 @@ def test_camel_case_and_padded_secret_names_have_their_values_masked(name: str) 
     assert "shortpw1" not in str(Masker().mask_attributes({f"app.{name}": "shortpw1"}))
 
 
-@pytest.mark.parametrize("name", ["maxTokens", "inputTokens", "primaryKey", "tokenizer", "TokenType"])
+@pytest.mark.parametrize(
+    "name", ["maxTokens", "inputTokens", "primaryKey", "tokenizer", "TokenType", "credentialsProvider", "jwtIssuer"]
+)
 def test_names_that_only_contain_a_secret_word_keep_their_values(name: str) -> None:
     doc = json.dumps({name: "plain-value", "n": 1})
     assert "plain-value" in str(Masker().mask_value("input.value", doc))

@@ -335,7 +335,7 @@ _AUTH_WORDS = ("bearer", "basic")
 # Pre-checks run on the lower-cased text: one cheap substring test per keyword stem.
 _AUTH_NEEDLES = ("bearer", "basic")
 _ASSIGN_NEEDLES = ("key", "token", "secret", "passw", "pwd")
-_SECRET_WORDS = (*_ASSIGN_NEEDLES, "auth", "cookie", "credential")
+_SECRET_WORDS = (*_ASSIGN_NEEDLES, "auth", "cookie", "credential", "phrase", "jwt")  # see _SECRET_KEY
 
 
 def _auth_hit(text: str, cred_match: re.Match[str], scheme: str) -> Hit | None:

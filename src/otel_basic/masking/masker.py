@@ -279,9 +279,9 @@ DEFAULT_EVENT_HIDE_KEYS: tuple[str, ...] = (
 """Event attribute keys replaced by ``"<hidden>"`` at level ``"hide"`` (log bodies, exception messages)."""
 
 _SECRET_KEY = re.compile(
-    r"(?i)(?:^|[._-])(?:password|passwd|pwd|secret|client[_-]?secret|api[_-]?key|apikey|access[_-]?key"
-    r"|secret[_-]?key|private[_-]?key|(?:access|refresh|auth|id)[_-]?token|token|authorization"
-    r"|proxy-authorization|cookie|set-cookie|x-api-key)$"
+    r"(?i)(?:^|[._-])(?:password|passwd|pwd|passphrase|secret|client[._-]?secret|api[._-]?key|apikey"
+    r"|access[._-]?key|secret[._-]?key|private[._-]?key|(?:access|refresh|auth|id)[._-]?token|token|jwt"
+    r"|credentials?|authorization|proxy-authorization|cookie|set-cookie|x-api-key)$"
 )
 
 _NORMAL, _ALLOW, _HIDE, _SECRET, _STATUS, _TRACE = 0, 1, 2, 3, 4, 5
@@ -1348,7 +1348,8 @@ def _blank_escape(_m: re.Match[str]) -> str:
     return "\\\x00\x00\x00\x00\x00"  # same length as "\\u00e9"; \x00 is in no detector's alphabet
 
 
-_JSON_KEY_NEEDLES = ("key", "oken", "ecret", "assw", "pwd", "uthorization", "ookie")
+# Substrings of every name _SECRET_KEY matches, lower-cased (kept in step with it; the tests plant each name).
+_JSON_KEY_NEEDLES = ("key", "oken", "ecret", "assw", "pwd", "uthorization", "ookie", "phrase", "credential", "jwt")
 _WS_COLON = re.compile(r"[ \t\r\n]*:")
 
 
