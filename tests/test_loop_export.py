@@ -39,6 +39,22 @@ def _ids(spans: Any) -> set[str]:
     return {format(s.context.span_id, "016x") for s in spans}
 
 
+def plant_fault(receiver: LangfuseReceiver, fault: str, rng: random.Random, slow: tuple[float, ...] = (0.05,)) -> None:
+    """Arms the receiver for one of the faults the randomized tests draw ("none" arms nothing)."""
+    if fault == "503":
+        receiver.fail_next(503, count=rng.randint(1, 2))
+    elif fault == "drop":
+        receiver.drop_next()
+    elif fault == "partial":
+        receiver.partial_success_next(rejected=1)
+    elif fault == "slow":
+        receiver.set_delay(rng.choice(slow))
+    elif fault == "hang":
+        receiver.hang_next()
+    elif fault == "413":
+        receiver.max_body_bytes = 600
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_random_faults_every_span_arrives_and_the_final_flush_tells_the_truth(
     langfuse_env: LangfuseReceiver, monkeypatch: pytest.MonkeyPatch, seed: int
@@ -48,19 +64,8 @@ async def test_random_faults_every_span_arrives_and_the_final_flush_tells_the_tr
     created = _created(telemetry)
     rng = random.Random(seed)
     for i in range(12):
-        fault = rng.choice(["none", "none", "500", "drop", "partial", "slow", "hang", "413"])
-        if fault == "500":
-            langfuse_env.fail_next(503, count=rng.randint(1, 2))
-        elif fault == "drop":
-            langfuse_env.drop_next()
-        elif fault == "partial":
-            langfuse_env.partial_success_next(rejected=1)
-        elif fault == "slow":
-            langfuse_env.set_delay(rng.choice([0.01, 0.05]))
-        elif fault == "hang":
-            langfuse_env.hang_next()
-        elif fault == "413":
-            langfuse_env.max_body_bytes = 600
+        fault = rng.choice(["none", "none", "503", "drop", "partial", "slow", "hang", "413"])
+        plant_fault(langfuse_env, fault, rng, slow=(0.01, 0.05))
         if i % 3 == 0:
             await email_workflow.run(email_data=sample_email("question"), callback=None)
         else:
@@ -413,18 +418,9 @@ async def test_busy_loop_with_random_faults_every_span_arrives_and_no_flush_says
         _spin(rng.choice([0.02, 0.04]))
 
     for i in range(6):
-        fault = rng.choice(["none", "500", "drop", "slow", "hang", "partial"])
-        if fault == "500":
-            langfuse_env.fail_next(503, count=rng.randint(1, 2))
-        elif fault == "drop":
-            langfuse_env.drop_next()
-        elif fault == "slow":
-            langfuse_env.set_delay(0.05)
-        elif fault == "hang":
-            langfuse_env.hang_next()
-        elif fault == "partial":
-            langfuse_env.partial_success_next(rejected=1)
-            partial = True
+        fault = rng.choice(["none", "503", "drop", "slow", "hang", "partial"])
+        plant_fault(langfuse_env, fault, rng)
+        partial = partial or fault == "partial"
         await asyncio.gather(busy(), *(hello_workflow.run(name=f"b{i}-{k}") for k in range(20)), busy())
         report = await otel_basic.aflush(timeout=rng.choice([0.02, 0.2]))
         refused += report.rejected

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 import uvloop
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from workflows import Context, Workflow, step
-from workflows.events import Event, StartEvent, StopEvent
+from workflows.events import StartEvent, StopEvent
 
 import otel_basic
 from basic.email_workflow import email_workflow
@@ -22,20 +21,11 @@ from basic.samples import sample_email
 from basic.workflow import workflow as hello_workflow
 from otel_basic.testing import LangfuseReceiver
 
-
-def _created(telemetry: otel_basic.Telemetry) -> InMemorySpanExporter:
-    memory = InMemorySpanExporter()
-    assert telemetry.provider is not None
-    telemetry.provider.add_span_processor(SimpleSpanProcessor(memory))
-    return memory
+from .test_loop_export import _created, _Next, plant_fault
 
 
 def _made(memory: InMemorySpanExporter) -> list[str]:
     return sorted(format(s.context.span_id, "016x") for s in memory.get_finished_spans())
-
-
-class _Next(Event):
-    pass
 
 
 class _Slow(Workflow):
@@ -141,17 +131,7 @@ def test_on_uvloop_faults_lose_nothing_and_no_flush_says_ok_too_soon(langfuse_en
     async def main() -> None:
         nonlocal refused
         for i in range(10):
-            fault = rng.choice(["none", "503", "drop", "partial", "slow", "hang"])
-            if fault == "503":
-                langfuse_env.fail_next(503, count=rng.randint(1, 2))
-            elif fault == "drop":
-                langfuse_env.drop_next()
-            elif fault == "partial":
-                langfuse_env.partial_success_next(rejected=1)
-            elif fault == "slow":
-                langfuse_env.set_delay(0.05)
-            elif fault == "hang":
-                langfuse_env.hang_next()
+            plant_fault(langfuse_env, rng.choice(["none", "503", "drop", "partial", "slow", "hang"]), rng)
             if i % 3 == 0:
                 await email_workflow.run(email_data=sample_email("question"), callback=None)
             else:
