@@ -12,9 +12,11 @@ import os
 import random
 import time
 import weakref
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+import uvloop
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from workflows import Context, Workflow, step
@@ -197,11 +199,14 @@ def test_a_loop_per_call_leaks_no_socket_and_no_loop(langfuse_env: LangfuseRecei
     assert len(langfuse_env.spans) == 62
 
 
+@pytest.mark.parametrize("runner", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
 @pytest.mark.parametrize("delay", [0.0, 0.05])
-def test_a_run_per_asyncio_run_delivers_each_span_once(langfuse_env: LangfuseReceiver, delay: float) -> None:
-    """``asyncio.run`` ends right after a run, with the run's export out: it cancels that task, which
-    still waits for the answer instead of leaving the batch to a worker to send again (a review found
-    16-62% of such a script's spans delivered twice, at 0 ms too)."""
+def test_a_run_per_asyncio_run_delivers_each_span_once(
+    langfuse_env: LangfuseReceiver, delay: float, runner: Callable[[Coroutine[Any, Any, None]], None]
+) -> None:
+    """``asyncio.run`` (and ``uvloop.run``) ends right after a run, with the run's export out: it cancels
+    that task, which still waits for the answer instead of leaving the batch to a worker to send again (a
+    review found 16-62% of such a script's spans delivered twice, at 0 ms too)."""
     telemetry = otel_basic.configure()
     created = _created(telemetry)
     langfuse_env.set_delay(delay)
@@ -210,7 +215,7 @@ def test_a_run_per_asyncio_run_delivers_each_span_once(langfuse_env: LangfuseRec
         await email_workflow.run(email_data=sample_email("question"), callback=None)
 
     for _ in range(8):
-        asyncio.run(main())
+        runner(main())
     assert otel_basic.flush(timeout=10)
     made = [format(s.context.span_id, "016x") for s in created.get_finished_spans()]
     arrived = [s.span_id for s in langfuse_env.spans]

@@ -1,6 +1,7 @@
 """Under uvloop (what ``uvicorn[standard]`` runs on), the event loop's own exports keep every guarantee they
-have on asyncio's loop: each span arrives once, a finished step is seen before its run ends, a run per
-``uvloop.run`` is not sent twice, and faults lose nothing and never make a flush say ok too soon."""
+have on asyncio's loop: each span arrives once, a finished step is seen before its run ends, an export due
+while the runner shuts down is not sent twice, and faults lose nothing and never make a flush say ok too soon
+(a run per ``uvloop.run``: ``test_loop_export.test_a_run_per_asyncio_run_delivers_each_span_once``)."""
 
 from __future__ import annotations
 
@@ -104,22 +105,6 @@ def test_an_export_due_while_the_runner_shuts_down_is_sent_once(
         (uvloop.run if runner == "uvloop" else asyncio.run)(main())
     assert otel_basic.flush(timeout=10)
     assert sorted(s.span_id for s in langfuse_env.spans) == _made(created)  # each span, once
-
-
-@pytest.mark.parametrize("delay", [0.0, 0.05])
-def test_a_run_per_uvloop_run_delivers_each_span_once(langfuse_env: LangfuseReceiver, delay: float) -> None:
-    """``uvloop.run`` cancels the export task of a run that just ended, as ``asyncio.run`` does: its batch
-    is not handed to a worker that would send it again."""
-    created = _created(otel_basic.configure())
-    langfuse_env.set_delay(delay)
-
-    async def main() -> None:
-        await email_workflow.run(email_data=sample_email("question"), callback=None)
-
-    for _ in range(6):
-        uvloop.run(main())
-    assert otel_basic.flush(timeout=10)
-    assert sorted(s.span_id for s in langfuse_env.spans) == _made(created)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
