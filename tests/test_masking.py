@@ -599,6 +599,19 @@ def test_camel_case_and_padded_secret_names_have_their_values_masked(name: str) 
     assert "shortpw1" not in str(Masker().mask_attributes({f"app.{name}": "shortpw1"}))
 
 
+@pytest.mark.parametrize("name", ["passphrase", "jwt", "api.key", "pin_password", "credentials"])
+def test_a_number_under_a_secret_name_is_masked(name: str) -> None:
+    """A numeric PIN or passcode is a secret too: only strings were replaced (a README-only review)."""
+    masker = Masker()
+    assert "987654321" not in str(masker.mask_attributes({f"app.{name}": 987654321, "app.n": 5}))
+    assert "98765.4321" not in str(masker.mask_attributes({f"app.{name}": 98765.4321}))
+    for doc in ({name: 987654322, "n": 1}, {name: [987654323, "x"]}, {"outer": {name: {"v": 987654324}}}):
+        out = str(masker.mask_value("input.value", json.dumps(doc)))
+        assert "98765432" not in out, out
+    kept = masker.mask_attributes({"app.count": 987654325, f"app.{name}.enabled": True})
+    assert kept["app.count"] == 987654325  # a number under an ordinary name stays a number
+
+
 @pytest.mark.parametrize(
     "name", ["maxTokens", "inputTokens", "primaryKey", "tokenizer", "TokenType", "credentialsProvider", "jwtIssuer"]
 )

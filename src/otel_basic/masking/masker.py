@@ -828,8 +828,14 @@ class Masker:
                             changes = {}
                         changes[key] = new
                     continue
-            elif value is None or isinstance(value, (bool, float)) or (value.__class__ is int and -_BIG < value < _BIG):
+            elif value is None or value.__class__ is bool:
                 continue
+            elif isinstance(value, float) or (value.__class__ is int and -_BIG < value < _BIG):
+                cls = key_cache.get(key)  # a number is masked only under a secret name (a numeric PIN)
+                if cls is None:
+                    cls = self._classify(key, event=event)
+                if cls != _SECRET:
+                    continue
             else:
                 cls = self._classify(key, event=event)
                 if cls == _ALLOW:
@@ -926,6 +932,8 @@ class Masker:
                 return self._token("secret", digits)
             hits = self._scanner.hits(digits)
             return self._apply(digits, hits) if hits else value
+        if cls == _SECRET and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return self._token("secret", str(value))  # a numeric PIN or passcode under a secret name
         if value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, (tuple, list)):
@@ -1248,8 +1256,10 @@ class Masker:
                 nk = self._scan(k)  # a state dump can be keyed by address
                 if isinstance(v, str) and v and _is_secret_key(k):
                     nv: object = self._token("secret", v)
-                elif isinstance(v, (dict, list)) and v and _is_secret_key(k):
-                    nv = self._secret_strings(v, depth + 1)  # {"authorization": {"credentials": "..."}}
+                elif (
+                    (isinstance(v, (dict, list)) and v) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                ) and _is_secret_key(k):
+                    nv = self._secret_strings(v, depth + 1)  # {"authorization": {"credentials": "..."}}, a PIN
                 else:
                     nv = self._mask_json(v, depth + 1)
                 changed = changed or nk is not k or nv is not v
@@ -1266,11 +1276,14 @@ class Masker:
         return node
 
     def _secret_strings(self, node: object, depth: int) -> object:
-        """Every non-empty string under a secret-named key, each a secret token (numbers and names stay)."""
+        """Every non-empty string and every number under a secret-named key, each a secret token (a numeric
+        PIN is a secret too; keys, booleans and null stay)."""
         if depth > _MAX_DEPTH:
             raise RecursionError("JSON nested too deeply to mask")
         if isinstance(node, str):
             return self._token("secret", node) if node else node
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            return self._token("secret", str(node))
         if isinstance(node, dict):
             return {k: self._secret_strings(v, depth + 1) for k, v in node.items()}
         if isinstance(node, list):
