@@ -932,7 +932,7 @@ class Masker:
                 return self._token("secret", digits)
             hits = self._scanner.hits(digits)
             return self._apply(digits, hits) if hits else value
-        if cls == _SECRET and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if cls == _SECRET and _is_number(value):
             return self._token("secret", str(value))  # a numeric PIN or passcode under a secret name
         if value is None or isinstance(value, (bool, int, float)):
             return value
@@ -1254,11 +1254,8 @@ class Masker:
             changed = False
             for k, v in node.items():
                 nk = self._scan(k)  # a state dump can be keyed by address
-                if isinstance(v, str) and v and _is_secret_key(k):
-                    nv: object = self._token("secret", v)
-                elif (
-                    (isinstance(v, (dict, list)) and v) or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                ) and _is_secret_key(k):
+                nv: object
+                if (v or _is_number(v)) and _is_secret_key(k):
                     nv = self._secret_strings(v, depth + 1)  # {"authorization": {"credentials": "..."}}, a PIN
                 else:
                     nv = self._mask_json(v, depth + 1)
@@ -1282,7 +1279,7 @@ class Masker:
             raise RecursionError("JSON nested too deeply to mask")
         if isinstance(node, str):
             return self._token("secret", node) if node else node
-        if isinstance(node, (int, float)) and not isinstance(node, bool):
+        if _is_number(node):
             return self._token("secret", str(node))
         if isinstance(node, dict):
             return {k: self._secret_strings(v, depth + 1) for k, v in node.items()}
@@ -1386,6 +1383,11 @@ def _json_names_secret(text: str) -> bool:
                     return True
             p = lower.find(needle, close + 1)  # the rest of this name was judged with it
     return False
+
+
+def _is_number(value: object) -> bool:
+    """An int or float, not a bool (a bool is an int to Python, and names no secret)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 _JSON_SPACE = " \t\r\n\ufeff"
