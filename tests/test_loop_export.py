@@ -486,7 +486,9 @@ def test_a_body_limit_is_learned_once_then_requests_fit(
     ``asyncio.run`` against it at 0.3 s. Each span arrives once, the flushes tell the truth, and once a
     413 has taught the limit no request is refused again: a joined request (the loop path) goes apart to
     several workers, and later batches are cut to fit before they are sent (the workers' path). Before,
-    the join sent a 140-span request that was halved in turn on one worker: the flush took 5.7-7 s."""
+    the join sent a 140-span request that was halved in turn on one worker: the flush took 5.7-7 s. When
+    no run's request went over the limit (each sent alone: seen in CI), one big request teaches it, or
+    the second half's joins were the first refused."""
     monkeypatch.setenv("OTEL_BASIC_LOOP_EXPORT", loop_export)
     telemetry = otel_basic.configure()
     created = _created(telemetry)
@@ -499,7 +501,14 @@ def test_a_body_limit_is_learned_once_then_requests_fit(
     for _ in range(16):
         asyncio.run(main())
     assert otel_basic.flush(timeout=20)
+    if not any(q.status == 413 for q in langfuse_env.trace_requests):  # CI once: every run sent alone
+        tracer = otel_basic.get_tracer("test.limits")
+        with tracer.start_as_current_span("teach"):  # one 130 KB request teaches the limit, as a join would
+            for i in range(11):
+                tracer.start_span(f"teach-{i}", attributes={"input.value": "t" * 10_000}).end()
+        assert otel_basic.flush(timeout=20)
     refused = [q for q in langfuse_env.trace_requests if q.status == 413]
+    assert refused
     for _ in range(16):
         asyncio.run(main())
     assert otel_basic.flush(timeout=20)
@@ -524,3 +533,30 @@ def test_a_413_on_a_small_request_teaches_no_limit(langfuse_env: LangfuseReceive
     assert otel_basic.flush(timeout=5)
     assert len(langfuse_env.spans) == 200
     assert len(langfuse_env.trace_requests) <= 2
+
+
+def test_a_limit_learned_from_a_big_refusal_is_refined_by_its_refused_halves(
+    langfuse_env: LangfuseReceiver,
+) -> None:
+    """An endpoint that takes 50 KB refuses a 130 KB request, then both its 65 KB halves (under the 64 KiB
+    a first refusal needs to teach). The limit is what those halves show (half of 65 KB), not half of the
+    130 KB: with that, a later 58 KB request was sent whole and refused again. Spans of 10 KB, whose
+    batches the flush sends whole."""
+    assert otel_basic.configure().enabled
+    tracer = otel_basic.get_tracer("test.limits")
+    langfuse_env.max_body_bytes = 50_000
+
+    def batch(count: int, label: str) -> None:
+        with tracer.start_as_current_span(f"{label}-root"):
+            for i in range(count - 1):
+                tracer.start_span(f"{label}-{i}", attributes={"input.value": f"{i:x}" * 10_000}).end()
+
+    batch(12, "first")  # about 130 KB in one request
+    assert otel_basic.flush(timeout=10)
+    refused = [len(q.raw_body) for q in langfuse_env.trace_requests if q.status == 413]
+    assert refused and max(refused) > 64 * 1024 and min(refused) < 64 * 1024, refused
+    langfuse_env.clear()
+    batch(6, "later")  # about 58 KB
+    assert otel_basic.flush(timeout=10)
+    assert len(langfuse_env.spans) == 6
+    assert [q.status for q in langfuse_env.trace_requests if q.status != 200] == []  # split before sending

@@ -62,6 +62,9 @@ LEARN_FROM_BYTES = 64 * 1024
 # ... and only for this long: the endpoint's limit may be raised, and a request under the learned limit
 # never shows it. Once forgotten, the next big request is refused at most once more and teaches it again.
 LEARNED_FOR = 60.0
+# ... and a later, smaller refusal lowers a known limit at most this many times at once: a fluke on a tiny
+# request then costs smaller requests for a while, not single-span ones.
+REFINE_AT_MOST = 4
 
 
 # --- typed results -------------------------------------------------------------------------------------
@@ -605,13 +608,20 @@ class Road:
         return limit is not None and batch.message.ByteSize() > limit
 
     def _refused(self, batch: Batch) -> None:
-        """Remember a multi-span request refused as too large (one span alone says nothing of the rest)."""
+        """Remember a multi-span request refused as too large (one span alone says nothing of the rest).
+        The first needs :data:`LEARN_FROM_BYTES`; once the endpoint has shown a limit, a smaller refusal
+        (the halves of the first, under 64 KiB) lowers it, at most :data:`REFINE_AT_MOST`-fold at once.
+        Without that, the halves' refusals taught nothing, and a later request between the endpoint's
+        limit and half the first refusal was sent whole and refused again."""
         size = batch.message.ByteSize()
-        if size < LEARN_FROM_BYTES:
-            return
         now = time.monotonic()
-        if self.refused_bytes is None or now >= self._refused_until or size < self.refused_bytes:
+        known = self.refused_bytes if now < self._refused_until else None
+        if known is None:
+            if size < LEARN_FROM_BYTES:
+                return
             self.refused_bytes = size
+        elif size < known:
+            self.refused_bytes = max(size, known // REFINE_AT_MOST)
         self._refused_until = now + LEARNED_FOR
 
     def _settle(self, outcome: _Outcome) -> Tally:
