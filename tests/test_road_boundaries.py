@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,17 +143,27 @@ def test_sigint_against_an_endpoint_that_never_answers_takes_one_deadline(
     env = subprocess_env(**langfuse_env.env(), OTEL_BASIC_FLUSH_TIMEOUT="4")
     env.pop("OTEL_BASIC_SIGNAL_HANDLERS", None)
     proc = subprocess.Popen([PYTHON, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []  # stderr, each line with when it came
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().strip() == "READY"
+        reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), x) for x in proc.stderr or ()))
+        reader.start()
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-        took = time.monotonic() - started
+        proc.wait(timeout=30)
+        reader.join(timeout=5)
     finally:
         if proc.poll() is None:
             proc.kill()
-    # one deadline (4 s) plus interpreter teardown; two deadlines would be 8 s or more
-    assert took < 4 + 2.5, f"exit took {took:.1f}s for a 4 s flush timeout (twice the deadline?)\n{stderr[-8000:]}"
+    stderr = "".join(line for _, line in lines)
+    # one deadline (4 s) until the exit flush has reported; two deadlines would be 8 s or more. Measured to
+    # that report, not to the process's end: the interpreter's teardown of the imported modules takes
+    # 0.5-1 s idle, 3 s in a loaded CI run (where "exit took 7.1 s" failed a bound on the whole)
+    reported = next((at for at, line in lines if "flush at exit" in line), None)
+    assert reported is not None, stderr[-8000:]
+    took = reported - started
+    assert took < 4 + 1.5, f"exit flush reported after {took:.1f}s for a 4 s flush timeout (twice?)\n{stderr[-8000:]}"
     langfuse_env.blackhole(False)
     assert list((Path(env["OTEL_BASIC_SPOOL_DIR"])).rglob("*.otlp*")), "the undelivered span was spooled (held)"
 
