@@ -612,6 +612,69 @@ def test_a_number_under_a_secret_name_is_masked(name: str) -> None:
     assert kept["app.count"] == 987654325  # a number under an ordinary name stays a number
 
 
+# Every form SECRET_NAME takes, as a user's code would spell it.
+_SECRET_NAMES = [
+    "password", "passwd", "pwd", "passphrase", "secret", "client_secret", "clientSecret", "api_key", "apikey",
+    "apiKey", "access_key", "secret_key", "private_key", "access_token", "refresh_token", "auth_token",
+    "id_token", "token", "sessionToken", "jwt", "credential", "credentials", "clientCredential",
+    "authorization", "cookie", "set-cookie", "x-api-key", "api.key", "pin_password",
+]
+
+
+@pytest.mark.parametrize("name", _SECRET_NAMES)
+def test_secret_named_values_in_reprs_and_text_are_masked(name: str) -> None:
+    """A secret name's value written as data in text, not JSON: a Python dict's or a pydantic model's repr
+    (what ``str(obj)`` puts in ``input.value`` or a log line), keyword arguments, ``name=value``, and a
+    number under the name in JSON that cannot be parsed. Only password, token, secret and ``*key`` were
+    read in text, and a quoted value only to its first space (a README-only review's miss, 2026-12-04)."""
+    masker = Masker()
+    texts = [
+        f"{{'{name}': 'correct horse 71', 'n': 1}}",  # a dict's repr
+        f"Login(user='ada', {name}='correct horse 72')",  # a pydantic model's repr (a name with - or . too)
+        f'call({name}="correct horse 73")',
+        f"{name}=correcthorse74 next",
+        f"{{'{name}': 918273675, 'n': 1}}",  # a numeric PIN in a repr
+        f'err {{"{name}": 918273676, "x": ',  # ... and in JSON cut short
+        f'log: {{"{name}": 918273677, "n": 1, "{name}": 2}}',  # ... and in JSON named twice (not parsed)
+    ]
+    for text in texts:
+        out = str(masker.mask_value("input.value", text))
+        assert "correct" not in out and "9182736" not in out, (text, out)
+        assert masker.mask_value("input.value", out) == out  # masking again changes nothing
+    assert json.loads(str(masker.mask_value("input.value", f'{{"{name}": 918273678, "{name}": 1}}')))
+
+
+def test_a_secret_in_a_real_pydantic_repr_is_masked() -> None:
+    from pydantic import BaseModel
+
+    class Login(BaseModel):
+        user: str
+        passphrase: str
+        api_key: str
+
+    text = repr(Login(user="ada", passphrase="it's correct horse", api_key="ab12"))
+    out = Masker().mask_text(text)
+    assert "correct horse" not in out and "ab12" not in out and "user='ada'" in out, out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the token: the next one",
+        "max_tokens=512",
+        "tokenizer='bpe'",
+        "primary_key='id'",
+        "monkey='banana'",
+        "{'password_hint': 'first pet'}",
+        "keyboard: 'qwerty'",
+        "{'password': None, 'token': True}",
+        "the password. Then 'x'",
+    ],
+)
+def test_text_that_names_no_secret_value_keeps_it(text: str) -> None:
+    assert Masker().mask_text(text) == text
+
+
 @pytest.mark.parametrize(
     "name", ["maxTokens", "inputTokens", "primaryKey", "tokenizer", "TokenType", "credentialsProvider", "jwtIssuer"]
 )

@@ -41,6 +41,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from otel_basic.masking.secret_names import NAME_NEEDLES, is_secret_name
+
 __all__ = [
     "BUILTIN_DETECTORS",
     "IBAN_LENGTHS",
@@ -334,8 +336,16 @@ _ASSIGN_WORDS = ("key", "token", "secret", *_PASSWORD_WORDS)
 _AUTH_WORDS = ("bearer", "basic")
 # Pre-checks run on the lower-cased text: one cheap substring test per keyword stem.
 _AUTH_NEEDLES = ("bearer", "basic")
-_ASSIGN_NEEDLES = ("key", "token", "secret", "passw", "pwd")
-_SECRET_WORDS = (*_ASSIGN_NEEDLES, "auth", "cookie", "credential", "phrase", "jwt")  # see _SECRET_KEY
+_SECRET_WORDS = (*NAME_NEEDLES, "auth")  # the masker's cue that a JSON document may name a secret
+# A secret name's value in data written as text: after "=" or ":", quoted (up to its closing quote, escapes
+# read, at most 1024 characters: a value the text's cut ends inside is masked to the end) or bare.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_NAMED_VALUE = re.compile(
+    r"""(["']?)[ \t]*([=:])[ \t]*(?:"((?:[^"\\\n]|\\.){1,1024})|'((?:[^'\\\n]|\\.){1,1024})|([^\s"'&,;<>()\[\]{}]+))"""
+)
+_NOT_VALUES = frozenset(("None", "null", "nil", "undefined", "true", "false", "True", "False"))
+OWN_TOKEN = re.compile(r"<[a-z_]+:[0-9a-f]{4,64}>")
+"""A masker's token (``<secret:1f0c...>``): masked before, so never masked again."""
 
 
 def _auth_hit(text: str, cred_match: re.Match[str], scheme: str) -> Hit | None:
@@ -375,6 +385,8 @@ def _after_authorization(text: str, scheme_start: int) -> bool:
 
 def _assignment_value_hit(word: str, m: re.Match[str]) -> Hit | None:
     value = m.group(1)
+    if value in _NOT_VALUES:
+        return None  # password=None, 'token': True: no value
     if word in _PASSWORD_WORDS or (word != "key" and "=" in m.group()[: m.start(1) - m.start()]):
         # password at any length; token=/secret= too (an "=" says assignment; "secret: the..." is prose)
         if len(value) < 4:
@@ -426,7 +438,48 @@ def _keyword_hits(text: str, lower: str, auth: bool, assign: bool) -> list[Hit]:
                     if m and (hit := _assignment_value_hit(word, m)):
                         hits.append(hit)
                 p = lower.find(word, end)
+        hits.extend(_named_value_hits(text, lower))
     return hits
+
+
+def _named_value_hits(text: str, lower: str) -> list[Hit]:
+    """The value of every secret name (:func:`is_secret_name`: ``passphrase``, ``api.key``,
+    ``clientCredential``...) written as data: ``'passphrase': 'correct horse'`` (a Python repr),
+    ``Login(api_key="ab12")`` (a pydantic repr), ``pin_password=1234``, ``"jwt": 42``. Data, not prose:
+    the value is quoted, or the name is, or an ``=`` assigns it; ``token: the next one`` is left to the
+    keyword rules. Each name is found from a needle (:data:`NAME_NEEDLES`), then read whole."""
+    hits: list[Hit] = []
+    n = len(text)
+    judged: set[int] = set()
+    for needle in NAME_NEEDLES:
+        p = lower.find(needle)
+        while p >= 0:
+            start, end = p, p + len(needle)
+            while start > 0 and text[start - 1] in _NAME_CHARS:
+                start -= 1
+            while end < n and text[end] in _NAME_CHARS:
+                end += 1
+            while end > p + len(needle) and text[end - 1] in ".-":  # "the password." ends a sentence
+                end -= 1
+            if end not in judged:
+                judged.add(end)
+                m = _NAMED_VALUE.match(text, end)
+                if m is not None and is_secret_name(text[start:end]) and (hit := _named_value_hit(m)):
+                    hits.append(hit)
+            p = lower.find(needle, max(end, p + 1))
+    return hits
+
+
+def _named_value_hit(m: re.Match[str]) -> Hit | None:
+    group = next(g for g in (3, 4, 5) if m.group(g) is not None)
+    if group == 5 and m.group(2) == ":" and m.group(1) != "'":
+        # password: hunter2 is the keyword rules' (prose: "token: the next one"); "pin": 1234 the JSON
+        # paths', which keep the document valid (the token in quotes)
+        return None
+    value = m.group(group)
+    if value in _NOT_VALUES or OWN_TOKEN.fullmatch(value) or not value.strip():
+        return None
+    return m.start(group), m.end(group), "secret", value
 
 
 # Query parameters that carry a credential (signed URLs, OAuth redirects): their value is masked at any
@@ -775,7 +828,7 @@ class Scanner:
             contains = lower.__contains__
             # any(map(...)) iterates in C: one call instead of a Python loop over the needles.
             auth = self._bearer and any(map(contains, _AUTH_NEEDLES))
-            assign = self._assignment and ("=" in text or ":" in text) and any(map(contains, _ASSIGN_NEEDLES))
+            assign = self._assignment and ("=" in text or ":" in text) and any(map(contains, NAME_NEEDLES))
             words = want_words and (assign or any(map(contains, _SECRET_WORDS)))
             if auth or assign:
                 if len(lower) != len(text):  # a few non-ASCII letters change length when lower-cased
@@ -873,7 +926,8 @@ def _without_overlaps(hits: list[Hit]) -> list[Hit]:
     kept: list[Hit] = []
     for hit in hits:
         while kept and hit[0] < kept[-1][1]:  # overlaps the last kept hit
-            if _RANK.get(hit[2], 5) < _RANK.get(kept[-1][2], 5):
+            rank, last = _RANK.get(hit[2], 5), _RANK.get(kept[-1][2], 5)
+            if rank < last or (rank == last and hit[0] == kept[-1][0]):  # same start: the longer (later)
                 kept.pop()
             else:
                 break

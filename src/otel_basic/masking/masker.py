@@ -91,7 +91,15 @@ from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AnyValue
 
 from otel_basic.limits import DEFAULT_MAX_ATTRIBUTE_CHARS, truncation_marker
-from otel_basic.masking.detectors import BUILTIN_DETECTORS, Detector, Hit, Scanner, has_quoted_printable
+from otel_basic.masking.detectors import (
+    BUILTIN_DETECTORS,
+    OWN_TOKEN,
+    Detector,
+    Hit,
+    Scanner,
+    has_quoted_printable,
+)
+from otel_basic.masking.secret_names import NAME_NEEDLES, is_secret_name
 from otel_basic.spancopy import attributes_of, copy_event, copy_span, plain
 
 __all__ = [
@@ -278,12 +286,6 @@ DEFAULT_EVENT_HIDE_KEYS: tuple[str, ...] = (
 )
 """Event attribute keys replaced by ``"<hidden>"`` at level ``"hide"`` (log bodies, exception messages)."""
 
-_SECRET_KEY = re.compile(
-    r"(?i)(?:^|[._-])(?:password|passwd|pwd|passphrase|secret|client[._-]?secret|api[._-]?key|apikey"
-    r"|access[._-]?key|secret[._-]?key|private[._-]?key|(?:access|refresh|auth|id)[._-]?token|token|jwt"
-    r"|credentials?|authorization|proxy-authorization|cookie|set-cookie|x-api-key)$"
-)
-
 _NORMAL, _ALLOW, _HIDE, _SECRET, _STATUS, _TRACE = 0, 1, 2, 3, 4, 5
 _MAX_DEPTH = 32
 _MIN_CHARS = 5  # the shortest things any detector finds: "<a@b>", "://a@" (none of 4 or fewer, searched)
@@ -379,26 +381,6 @@ _TOKEN_START = re.compile(r"<[a-z_]+:[0-9a-f]*\Z")
 def _globs(patterns: Iterable[str]) -> re.Pattern[str]:
     parts = [fnmatch.translate(p) for p in patterns]
     return re.compile("|".join(f"(?:{p})" for p in parts) if parts else r"(?!)")
-
-
-_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-
-def _is_secret_key(key: str) -> bool:
-    """``api_key``, ``x-api-key``, ``accessToken``; also camelCase (``sessionToken``, ``apiSecret``,
-    ``SecretAccessKey``: the humps read as separators) and with spaces around it (``"password "``).
-    Names are remembered when short (a long "name" is a misread string: caching it would hold memory)."""
-    return _short_name_is_secret(key) if len(key) <= 256 else _names_secret(key)
-
-
-@functools.lru_cache(maxsize=4096)
-def _short_name_is_secret(key: str) -> bool:
-    return _names_secret(key)
-
-
-def _names_secret(key: str) -> bool:
-    key = key.strip()
-    return _SECRET_KEY.search(key) is not None or _SECRET_KEY.search(_CAMEL_HUMP.sub("_", key)) is not None
 
 
 def _split_detectors(detectors: Iterable[Detector | str] | None) -> tuple[list[str], list[Detector]]:
@@ -909,7 +891,7 @@ class Masker:
             cls = _ALLOW
         elif self.level == "hide" and hide.match(key):
             cls = _HIDE
-        elif _is_secret_key(key):
+        elif is_secret_name(key):
             cls = _SECRET
         elif self.level == "hide" and self._status_keys.match(key):
             cls = _STATUS
@@ -1068,10 +1050,11 @@ class Masker:
         return self._scan(self._mask_secret_members(text))
 
     def _mask_secret_members(self, text: str) -> str:
-        """In JSON that cannot be parsed (cut, or broken), the string values of members whose name says
-        secret (``"api_key": "..."``, also escaped once: JSON inside a JSON string), each replaced whole by
-        a secret token, as the parse path does; a value the cut ends inside is replaced to the end. The
-        strings are read in order from the start, so a string holding a colon cannot shift them."""
+        """In JSON that cannot be parsed (cut, or broken), the string and number values of members whose
+        name says secret (``"api_key": "..."``, ``"pin_password": 1234``; strings also escaped once: JSON
+        inside a JSON string), each replaced whole by a secret token, as the parse path does; a value the
+        cut ends inside is replaced to the end. The strings are read in order from the start, so a string
+        holding a colon cannot shift them."""
         if not _json_names_secret(text) and not (
             # "pass\\u0077ord"; in JSON inside a JSON string, escaped once more: "pass\\\\u0077ord"
             "\\u" in text and _json_names_secret(_NAME_ESCAPE.sub(_decoded_escape, text))
@@ -1080,15 +1063,20 @@ class Masker:
         token = self._token
         parts: list[str] = []
         pos = 0
-        strings = list(_RAW_STRING.finditer(text))
+        strings: list[re.Match[str] | None] = [*_RAW_STRING.finditer(text), None]
         for name, value in itertools.pairwise(strings):
-            if (
-                value.group(1)
-                and _WS_COLON_WS.fullmatch(text, name.end(), value.start())
-                and _is_secret_key(_json_unescaped(name.group(1)))
-            ):
-                parts += [text[pos : value.start(1)], token("secret", value.group(1))]
-                pos = value.end(1)
+            assert name is not None
+            colon = _WS_COLON_WS.match(text, name.end())
+            if colon is None:
+                continue
+            if value is not None and value.start() == colon.end():
+                if value.group(1) and is_secret_name(_json_unescaped(name.group(1))):
+                    parts += [text[pos : value.start(1)], token("secret", value.group(1))]
+                    pos = value.end(1)
+            elif (number := _JSON_NUMBER.match(text, colon.end())) and is_secret_name(_json_unescaped(name.group(1))):
+                # a numeric PIN, quoted as the parse path writes it (its token is a string)
+                parts += [text[pos : number.start()], '"', token("secret", str(json.loads(number.group()))), '"']
+                pos = number.end()
         text = "".join(parts) + text[pos:] if parts else text
         return _RAW_ESCAPED_MEMBER.sub(self._replacer("secret", _secret_member_value), text)
 
@@ -1255,7 +1243,7 @@ class Masker:
             for k, v in node.items():
                 nk = self._scan(k)  # a state dump can be keyed by address
                 nv: object
-                if (v or _is_number(v)) and _is_secret_key(k):
+                if (v or _is_number(v)) and is_secret_name(k):
                     nv = self._secret_strings(v, depth + 1)  # {"authorization": {"credentials": "..."}}, a PIN
                 else:
                     nv = self._mask_json(v, depth + 1)
@@ -1302,6 +1290,8 @@ class Masker:
         return replace
 
     def _make_token(self, label: str, normalized: str) -> str:
+        if normalized[:1] == "<" and OWN_TOKEN.fullmatch(normalized):
+            return normalized  # masked before (a secret-named member's value): masking again changes nothing
         # HMAC-SHA256 (RFC 2104) from precomputed pad states: the same digest as hmac.new(key, msg, sha256),
         # at about half the cost (this runs for every distinct value found).
         inner_pad, outer_pad = self._hmac_pads
@@ -1333,6 +1323,7 @@ _NAME_ESCAPE = re.compile(r"\\+u[0-9A-Fa-f]{4}")  # also escaped once more (JSON
 # \\"name\\": \\"value\\" (JSON inside a JSON string; its value may hold a quote escaped twice).
 _RAW_STRING = re.compile(r'"((?:[^"\\]|\\.)*)(?:"|\\?\Z)')
 _WS_COLON_WS = re.compile(r"[ \t\r\n]*:[ \t\r\n]*")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?![0-9A-Za-z_.])")
 # The value's escaped-once tokens in order, possessive: an escaped backslash (\\\\ raw) before the closing
 # \" is not read as an escaped quote (a Windows path ending in a backslash hid the next member).
 _RAW_ESCAPED_MEMBER = re.compile(
@@ -1358,8 +1349,6 @@ def _blank_escape(_m: re.Match[str]) -> str:
     return "\\\x00\x00\x00\x00\x00"  # same length as "\\u00e9"; \x00 is in no detector's alphabet
 
 
-# Substrings of every name _SECRET_KEY matches, lower-cased (kept in step with it; the tests plant each name).
-_JSON_KEY_NEEDLES = ("key", "oken", "ecret", "assw", "pwd", "uthorization", "ookie", "phrase", "credential", "jwt")
 _WS_COLON = re.compile(r"[ \t\r\n]*:")
 
 
@@ -1369,7 +1358,7 @@ def _json_names_secret(text: str) -> bool:
     lower = text.lower()
     if len(lower) != len(text):  # a few non-ASCII letters change length when lower-cased
         lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-    for needle in _JSON_KEY_NEEDLES:
+    for needle in NAME_NEEDLES:
         p = lower.find(needle)
         while p >= 0:
             close = text.find('"', p)
@@ -1379,7 +1368,7 @@ def _json_names_secret(text: str) -> bool:
                 open_ = text.rfind('"', 0, p)
                 # JSON inside a JSON string (tool-call arguments in a message list): the key's quotes
                 # are escaped, \"password\": its name is what is left without the backslashes.
-                if open_ >= 0 and _is_secret_key(text[open_ + 1 : close].rstrip("\\")):
+                if open_ >= 0 and is_secret_name(text[open_ + 1 : close].rstrip("\\")):
                     return True
             p = lower.find(needle, close + 1)  # the rest of this name was judged with it
     return False
@@ -1457,7 +1446,7 @@ def _string_parts(text: str, start: int, end: int) -> list[tuple[int, int]] | No
 def _secret_member_value(m: re.Match[str]) -> _Span | None:
     """The value of a :data:`_RAW_ESCAPED_MEMBER` match whose name says secret."""
     # the name as the inner document wrote it (escaped once more in the raw text: to\\\\u006ben)
-    if not m.group(2) or not _is_secret_key(_json_unescaped(_json_unescaped(m.group(1)))):
+    if not m.group(2) or not is_secret_name(_json_unescaped(_json_unescaped(m.group(1)))):
         return None
     return m.start(2), m.end(2), m.group(2)
 
