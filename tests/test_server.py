@@ -210,13 +210,20 @@ def _post_run(client: httpx.Client, workflow: str, start_event: dict[str, Any]) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    ("sig", "loop"),
+    [(signal.SIGTERM, "auto"), (signal.SIGINT, "auto"), (signal.SIGTERM, "asyncio")],
+    ids=["SIGTERM", "SIGINT", "SIGTERM-asyncio-loop"],
+)
 def test_stop_right_after_the_last_response_delivers_every_span(
-    sig: signal.Signals, tmp_path: Path, telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
+    sig: signal.Signals, loop: str, tmp_path: Path, telemetry: otel_basic.Telemetry, langfuse_env: LangfuseReceiver
 ) -> None:
+    """On the loop uvicorn picks (uvloop, installed with the dev extras: the server ran on asyncio's loop
+    whatever was installed, unlike ``uvicorn`` itself) and on asyncio's (``--loop asyncio``)."""
     categories = ["question", "meeting_request"]
     shapes = _in_process_shapes(langfuse_env, {c: _email(c, f"ref-{c}") for c in categories})
-    with LangfuseReceiver() as receiver, running_server(tmp_path, receiver) as server:
+    with LangfuseReceiver() as receiver, running_server(tmp_path, receiver, "--loop", loop) as server:
+        assert f"event loop: {'uvloop' if loop == 'auto' else loop}" in server.err_path.read_text()
         with httpx.Client(base_url=server.url, timeout=20) as client:
             assert client.get("/health").json() == {"status": "healthy"}
             names = [f"n{i}" for i in range(5)]
@@ -346,7 +353,9 @@ def test_cli_reads_flags_then_env_then_defaults(monkeypatch: pytest.MonkeyPatch)
     assert (args.host, args.port, args.grace) == ("::1", 0, 0.0)
 
 
-@pytest.mark.parametrize("argv", [["--port", "70000"], ["--port", "http"], ["--grace", "-1"], ["--grace", "nan"]])
+@pytest.mark.parametrize(
+    "argv", [["--port", "70000"], ["--port", "http"], ["--grace", "-1"], ["--grace", "nan"], ["--loop", "trio"]]
+)
 def test_cli_rejects_bad_values(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     from basic.server import _parse_args
 

@@ -28,6 +28,7 @@ import basic.observability  # noqa: F401  (configures telemetry from the environ
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import math
@@ -402,6 +403,7 @@ def _print_ready(url: str) -> None:
 async def _announce(server: uvicorn.Server, ready: Callable[[str], None]) -> None:
     while not server.started:
         await asyncio.sleep(0.02)
+    _log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.partition(".")[0])
     ready(_listening_url(server))
 
 
@@ -499,6 +501,26 @@ def _workers(value: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _loop(value: str) -> str:
+    loop = value.strip().lower()
+    if loop not in ("auto", "asyncio", "uvloop"):
+        raise argparse.ArgumentTypeError(f"expected auto, asyncio or uvloop, got {value!r}")
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise argparse.ArgumentTypeError("uvloop is not installed (pip install uvloop, or uvicorn[standard])")
+    return loop
+
+
+def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``uvicorn --loop`` would run (auto: uvloop when installed). Serving from our own
+    ``asyncio.run`` had always run on asyncio's loop, whatever was installed, unlike ``uvicorn`` and
+    gunicorn's uvicorn workers: uvicorn's own choice, asked of its config, keeps the two the same."""
+    return uvicorn.Config(_no_app, loop=loop).get_loop_factory()
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app of the config :func:`_loop_factory` asks (never served)."""
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     env = os.environ
     parser = argparse.ArgumentParser(
@@ -537,6 +559,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="{true,false}",
         help="continue the trace a request's traceparent names (env BASIC_SERVER_TRUST_TRACEPARENT, "
         "default true); false: every run starts its own trace",
+    )
+    parser.add_argument(
+        "--loop",
+        type=_loop,
+        default=env.get("BASIC_SERVER_LOOP") or "auto",
+        metavar="{auto,asyncio,uvloop}",
+        help="event loop, as uvicorn's --loop (env BASIC_SERVER_LOOP, default auto: uvloop when installed)",
     )
     parser.add_argument(
         "--log-level",
@@ -589,18 +618,19 @@ def _serve_until_stopped(
     signals = _StopSignals()
     signals.install()
     try:
-        return asyncio.run(
-            _serve(
-                args.host,
-                args.port,
-                args.grace,
-                log_level=args.log_level,
-                signals=signals,
-                sockets=sockets,
-                ready=ready,
-                trust_traceparent=args.trust_traceparent,
+        with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+            return runner.run(
+                _serve(
+                    args.host,
+                    args.port,
+                    args.grace,
+                    log_level=args.log_level,
+                    signals=signals,
+                    sockets=sockets,
+                    ready=ready,
+                    trust_traceparent=args.trust_traceparent,
+                )
             )
-        )
     finally:
         _final_flush()
         signals.restore()
