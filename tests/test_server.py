@@ -351,6 +351,10 @@ def test_cli_reads_flags_then_env_then_defaults(monkeypatch: pytest.MonkeyPatch)
     assert (args.host, args.port, args.grace) == ("0.0.0.0", 9000, 2.5)
     args = _parse_args(["--host", "::1", "--port", "0", "--grace", "0"])
     assert (args.host, args.port, args.grace) == ("::1", 0, 0.0)
+    assert args.loop == "auto"
+    monkeypatch.setenv("BASIC_SERVER_LOOP", "AsyncIO")
+    assert _parse_args([]).loop == "asyncio"
+    assert _parse_args(["--loop", "uvloop"]).loop == "uvloop"
 
 
 @pytest.mark.parametrize(
