@@ -8,6 +8,7 @@ for the planted values. The same spans with masking off must contain them, so th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -655,6 +656,60 @@ def test_a_secret_in_a_real_pydantic_repr_is_masked() -> None:
     text = repr(Login(user="ada", passphrase="it's correct horse", api_key="ab12"))
     out = Masker().mask_text(text)
     assert "correct horse" not in out and "ab12" not in out and "user='ada'" in out, out
+
+
+@pytest.mark.parametrize(
+    ("text", "planted"),
+    [
+        # a review's (helper-40) leaks: inside a JSON string (raw text, escaped quotes), ...
+        (json.dumps({"m": [{"content": 'config:\n  password: "hunter2"\n  api_key: "sk_live_short"'}]}), "hunter2"),
+        (json.dumps({"m": 'config:\n  api_key: "sk_live_short"'}), "sk_live"),
+        ('"password=\\"hunter2\\""', "hunter2"),  # a tool's output: a top-level JSON string
+        ('"run \\"password=abc1\\""', "abc1"),
+        # ... pydantic's ValidationError (the field on the line above its input), prefixed strings, pairs
+        ("1 validation error for L\npassword\n  String should have at least 12 characters "
+         "[type=string_too_short, input_value='hunter2', input_type=str]", "hunter2"),
+        ("creds.api_key\n  Input should be a valid integer [type=int_parsing, input_value='k3y9', input_type=str]",
+         "k3y9"),
+        ("{'password': b'hunter2'}", "hunter2"),
+        ("Tk(id_token=b'idtokval')", "idtokval"),
+        ("[('password', 'hunter2')]", "hunter2"),
+        ("OrderedDict([('password', 'odpass')])", "odpass"),
+        ("[(b'x-api-key', b'abc123')]", "abc123"),
+        ("{'cookies': 'sid=sekrit'}", "sekrit"),
+    ],
+)
+def test_secret_values_in_escaped_prefixed_paired_and_error_forms_are_masked(text: str, planted: str) -> None:
+    masker = Masker()
+    out = str(masker.mask_value("output.value", text))
+    assert planted not in out, out
+    assert masker.mask_value("output.value", out) == out
+    if text.startswith(('"', "{")) and text.endswith(('"', "}")) and '"' in text[1:]:
+        with contextlib.suppress(ValueError):
+            json.loads(text)
+            json.loads(out)  # valid JSON stays valid: an escaped quote's backslash was masked away
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("Login(password=None, token=False)", None),
+        ("[M(token=None)]", None),
+        ("if token == 'EOF':", None),
+        ("api_key = os.getenv('API_KEY')", None),
+        ("password = getpass()", None),
+        ("secret=SecretStr('**********')", None),
+        ("{'password': 12345}", "{'password': <secret:"),  # the brace stays
+        ("{'api_key': \"password='\", 'b': \"'\"}", ", 'b': \"'\"}"),  # a name inside a value is the value's
+    ],
+)
+def test_code_and_repr_structure_survive_masking(text: str, kept: str | None) -> None:
+    """Code is not a value (a comparison, a call), None/False are none, and a value never eats the
+    brackets or quotes around it (the review found ``token=<secret:…>`` eating ``False)``)."""
+    masker = Masker()
+    out = masker.mask_text(text)
+    assert out == text if kept is None else (kept in out and out.endswith(text[-1])), out
+    assert masker.mask_text(out) == out
 
 
 @pytest.mark.parametrize(

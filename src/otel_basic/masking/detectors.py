@@ -34,6 +34,7 @@ import base64
 import binascii
 import bisect
 import html.entities
+import itertools
 import math
 import re
 import unicodedata
@@ -327,7 +328,8 @@ _HAS_DIGIT = re.compile(r"[0-9]")
 _HAS_LETTER = re.compile(r"[A-Za-z]")
 _OWN_TOKEN_REST = re.compile(r":[0-9a-f]{4,64}>")  # after "<secret" or "<token": a masker's token (4-64 hex)
 _AUTH_VALUE = re.compile(r"(?:[ \t\xa0]|\+(?=[A-Za-z0-9]))+([A-Za-z0-9._~+/=-]{8,})")  # no-break space; + in a query
-_ASSIGN_VALUE = re.compile(r"[\"']?[ \t]*[=:][ \t]*[\"']?([^\s\"'&,;<>]+)")
+_ASSIGN_SEP = re.compile(r"[\"']?[ \t]*([=:])(?!=)[ \t]*[\"']?")
+_ASSIGN_RUN = re.compile(r"[^\s\"'&,;<>\\]++")  # no backslash: a value ends before an escaped quote (\")
 _IDENT_CHAR = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
 _KEY_PREFIXES = ("api", "access", "secret", "private", "client", "auth", "refresh", "app", "session", "id")
@@ -340,10 +342,21 @@ _SECRET_WORDS = (*NAME_NEEDLES, "auth")  # the masker's cue that a JSON document
 # A secret name's value in data written as text: after "=" or ":", quoted (up to its closing quote, escapes
 # read, at most 1024 characters: a value the text's cut ends inside is masked to the end) or bare.
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-_NAMED_VALUE = re.compile(
-    r"""(["']?)[ \t]*([=:])[ \t]*(?:"((?:[^"\\\n]|\\.){1,1024})|'((?:[^'\\\n]|\\.){1,1024})|([^\s"'&,;<>()\[\]{}]+))"""
+_NAMED_SEP = re.compile(r"""(["']?)[ \t]*([=:])(?!=)[ \t]*""")  # not ==, :=
+_QUOTED_VALUE = re.compile(
+    r"""[bBrRuUfF]{0,2}(?:"((?:[^"\\\n]|\\.){1,1024})|'((?:[^'\\\n]|\\.){1,1024})"""
+    r"""|\\"((?:[^"\\\n]|\\[^"n\n]){1,1024}))"""  # b'...', r"...", and \"...\" inside a JSON string
 )
+_BARE_RUN = re.compile(r"""[^\s"'&,;<>()\[\]{}\\]++""")
+# A pair in a tuple's repr: ('password', 'hunter2'), (b'x-api-key', b'abc123') (ASGI headers).
+_PAIR_VALUE = re.compile(
+    r"""(["']),[ \t]*[bBrRuUfF]{0,2}(?:'((?:[^'\\\n]|\\.){1,1024})'|"((?:[^"\\\n]|\\.){1,1024})")[ \t]*\)"""
+)
+_CLOSING = {")": "(", "]": "[", "}": "{"}
+_INPUT_VALUE = "input_value"
 _NOT_VALUES = frozenset(("None", "null", "nil", "undefined", "true", "false", "True", "False"))
+_NOT_VALUE_CHARS = max(map(len, _NOT_VALUES))
+_CALL = re.compile(r"[A-Za-z_][\w.]*\(")
 OWN_TOKEN = re.compile(r"<[a-z_]+:[0-9a-f]{4,64}>")
 """A masker's token (``<secret:1f0c...>``): masked before, so never masked again."""
 
@@ -383,22 +396,52 @@ def _after_authorization(text: str, scheme_start: int) -> bool:
     return "authorization" in text[max(0, scheme_start - 40) : scheme_start].lower()
 
 
-def _assignment_value_hit(word: str, m: re.Match[str]) -> Hit | None:
-    value = m.group(1)
-    if value in _NOT_VALUES:
+def _assignment_value_hit(word: str, text: str, start: int, end: int, assigned: bool) -> Hit | None:
+    end = _without_closing_brackets(text, start, end)
+    if end - start <= _NOT_VALUE_CHARS and text[start:end] in _NOT_VALUES:
         return None  # password=None, 'token': True: no value
-    if word in _PASSWORD_WORDS or (word != "key" and "=" in m.group()[: m.start(1) - m.start()]):
+    if _CALL.match(text, start, end):
+        return None  # password = getpass(), secret=SecretStr('**********'): code, not a value
+    if word in _PASSWORD_WORDS or (word != "key" and assigned):
         # password at any length; token=/secret= too (an "=" says assignment; "secret: the..." is prose)
-        if len(value) < 4:
+        if end - start < 4:
             return None
-    elif (
-        len(value) < 16
-        or _HAS_DIGIT.search(value) is None
-        or _HAS_LETTER.search(value) is None
-        or _entropy(value) < 3.0
+    else:
+        # "key: internationalization" is prose; a key is long, random, letters and digits. Judged on its
+        # first 256 characters: many keywords in one long run each read it to its end (quadratic)
+        head = text[start : min(end, start + 256)]
+        if len(head) < 16 or _HAS_DIGIT.search(head) is None or _HAS_LETTER.search(head) is None:
+            return None
+        if _entropy(head) < 3.0:
+            return None
+    return start, end, "secret", text[start:end]
+
+
+def _without_closing_brackets(text: str, start: int, end: int) -> int:
+    """The end of a bare value without the closing brackets it has no opening one for: a repr's
+    ``Login(token=False)`` or ``{'pin': 12345}``, whose value is ``False`` / ``12345``, not ``False)``."""
+    while end > start and (close := text[end - 1]) in _CLOSING and text.count(_CLOSING[close], start, end) < text.count(
+        close, start, end
     ):
-        return None  # "key: internationalization" is prose; a key is long, random, letters and digits
-    return m.start(1), m.end(1), "secret", value
+        end -= 1
+    return end
+
+
+class _RunEnds:
+    """Where the run of a character class that starts at a position ends: starts inside the run found
+    last share its end, so n keywords in one long run cost one scan of it, not n (a review's 16 KB of
+    ``token=`` repeated took 0.6 s, growing with the square of the length)."""
+
+    __slots__ = ("_end", "_run", "_start", "_text")
+
+    def __init__(self, text: str, run: re.Pattern[str]) -> None:
+        self._text, self._run, self._start, self._end = text, run, 0, 0
+
+    def end(self, start: int) -> int:
+        if not self._start <= start < self._end:
+            m = self._run.match(self._text, start)
+            self._start, self._end = start, m.end() if m else start
+        return self._end
 
 
 def _ends_identifier(text: str, start: int, end: int) -> bool:
@@ -427,30 +470,39 @@ def _keyword_hits(text: str, lower: str, auth: bool, assign: bool) -> list[Hit]:
                         hits.append(hit)
                 p = lower.find(word, end)
     if assign:
+        runs = _RunEnds(text, _ASSIGN_RUN)
         for word in _ASSIGN_WORDS:
             p = lower.find(word)
             while p >= 0:
                 end = p + len(word)
                 if p and text[p - 1] == "<" and _OWN_TOKEN_REST.match(text, end):
                     pass  # our own token (<secret:1f0c...>), masked before: its hash is not a secret
-                elif _ends_identifier(text, p, end):
-                    m = _ASSIGN_VALUE.match(text, end)
-                    if m and (hit := _assignment_value_hit(word, m)):
+                elif _ends_identifier(text, p, end) and (sep := _ASSIGN_SEP.match(text, end)):
+                    value_end = runs.end(sep.end())
+                    if value_end > sep.end() and (
+                        hit := _assignment_value_hit(word, text, sep.end(), value_end, sep.group(1) == "=")
+                    ):
                         hits.append(hit)
+                        end = hit[1]  # a keyword inside the value masked is masked with it
                 p = lower.find(word, end)
         hits.extend(_named_value_hits(text, lower))
+        if "input_value=" in text:
+            hits.extend(_validation_input_hits(text))
     return hits
 
 
 def _named_value_hits(text: str, lower: str) -> list[Hit]:
     """The value of every secret name (:func:`is_secret_name`: ``passphrase``, ``api.key``,
     ``clientCredential``...) written as data: ``'passphrase': 'correct horse'`` (a Python repr),
-    ``Login(api_key="ab12")`` (a pydantic repr), ``pin_password=1234``, ``"jwt": 42``. Data, not prose:
-    the value is quoted, or the name is, or an ``=`` assigns it; ``token: the next one`` is left to the
-    keyword rules. Each name is found from a needle (:data:`NAME_NEEDLES`), then read whole."""
-    hits: list[Hit] = []
+    ``Login(api_key="ab12")`` (a pydantic repr), ``pin_password=1234``, ``('password', 'x')`` (a pair),
+    ``password: \\"x\\"`` (inside a JSON string). Data, not prose: the value is quoted, or the name is,
+    or an ``=`` assigns it; ``token: the next one`` is left to the keyword rules, ``token == x`` and
+    ``key=os.getenv(...)`` (a call) are code. Each name is found from a needle (:data:`NAME_NEEDLES`),
+    then read whole."""
+    found: list[tuple[int, Hit]] = []  # each with where its name starts
     n = len(text)
     judged: set[int] = set()
+    runs = _RunEnds(text, _BARE_RUN)
     for needle in NAME_NEEDLES:
         p = lower.find(needle)
         while p >= 0:
@@ -463,28 +515,79 @@ def _named_value_hits(text: str, lower: str) -> list[Hit]:
                 end -= 1
             if end not in judged:
                 judged.add(end)
-                m = _NAMED_VALUE.match(text, end)
-                if m is not None and is_secret_name(text[start:end]) and (hit := _named_value_hit(m)):
-                    hits.append(hit)
+                if is_secret_name(text[start:end]) and (hit := _named_value_hit(text, start, end, runs)):
+                    found.append((start, hit))
+                    end = hit[1]  # a name inside the value masked is masked with it
             p = lower.find(needle, max(end, p + 1))
+    if len(found) < 2:
+        return [hit for _, hit in found]
+    # A name inside another's value is part of that value (another needle's pass found it): its own
+    # "value" would start inside or after the other one's and cut through the text's quotes.
+    found.sort(key=lambda f: f[1][0])
+    starts = [hit[0] for _, hit in found]
+    reach = list(itertools.accumulate((hit[1] for _, hit in found), max))
+    hits: list[Hit] = []
+    for name_at, hit in found:
+        k = bisect.bisect_right(starts, name_at) - 1
+        if k < 0 or reach[k] <= name_at:
+            hits.append(hit)
     return hits
 
 
-def _named_value_hit(m: re.Match[str]) -> Hit | None:
-    group = next(g for g in (3, 4, 5) if m.group(g) is not None)
-    if group == 5 and m.group(2) == ":" and m.group(1) != "'":
-        # password: hunter2 is the keyword rules' (prose: "token: the next one"); "pin": 1234 the JSON
-        # paths', which keep the document valid (the token in quotes)
+def _validation_input_hits(text: str) -> list[Hit]:
+    """pydantic's ``ValidationError`` text shows each refused input under its field's name, on the line
+    above (``password\\n  String should have at least 12 characters [type=string_too_short,
+    input_value='hunter2', input_type=str]``): an exception message a span records. The input of a
+    field whose name (the last part of ``creds.password``) says secret is masked."""
+    hits: list[Hit] = []
+    runs = _RunEnds(text, _BARE_RUN)
+    p = text.find(_INPUT_VALUE)
+    while p >= 0:
+        line = text.rfind("\n", 0, p)
+        if line > 0:
+            loc = text[text.rfind("\n", 0, line) + 1 : line].strip()
+            if loc and is_secret_name(loc.rpartition(".")[2]):
+                hit = _named_value_hit(text, p, p + len(_INPUT_VALUE), runs)
+                if hit is not None:
+                    hits.append(hit)
+        p = text.find(_INPUT_VALUE, p + len(_INPUT_VALUE))
+    return hits
+
+
+def _named_value_hit(text: str, start: int, end: int, runs: _RunEnds) -> Hit | None:
+    sep = _NAMED_SEP.match(text, end)
+    if sep is None:
+        before = start - 2 - (start >= 2 and text[start - 2] in "bB")  # the "(" of ('password', ...)
+        if before >= 0 and text[start - 1] in "'\"" and text[before] == "(":
+            pair = _PAIR_VALUE.match(text, end)
+            if pair is not None:
+                group = 2 if pair.group(2) is not None else 3
+                return pair.start(group), pair.end(group), "secret", pair.group(group)
         return None
-    value = m.group(group)
+    at = sep.end()
+    quoted = _QUOTED_VALUE.match(text, at)
+    if quoted is not None:
+        group = next(g for g in (1, 2, 3) if quoted.group(g) is not None)
+        value_start, value_end = quoted.start(group), quoted.end(group)
+    else:
+        if sep.group(2) == ":" and sep.group(1) != "'":
+            # password: hunter2 is the keyword rules' (prose: "token: the next one"); "pin": 1234 the JSON
+            # paths', which keep the document valid (the token in quotes)
+            return None
+        value_start, value_end = at, runs.end(at)
+        if value_end < len(text) and text[value_end] == "(":
+            return None  # a call (api_key=os.getenv(...), SecretStr(...)): code, not a value
+        value_end = _without_closing_brackets(text, value_start, value_end)
+    value = text[value_start:value_end]
     if value in _NOT_VALUES or OWN_TOKEN.fullmatch(value) or not value.strip():
         return None
-    return m.start(group), m.end(group), "secret", value
+    return value_start, value_end, "secret", value
 
 
 # Query parameters that carry a credential (signed URLs, OAuth redirects): their value is masked at any
 # length, found from each "?" or "&" with an anchored match.
-_QUERY_PARAM = re.compile(r"([A-Za-z][A-Za-z0-9_.-]{0,39})=([^&#\s\"'<>\\]+)")
+_QUERY_NAME = re.compile(r"([A-Za-z][A-Za-z0-9_.-]{0,39})=")
+_QUERY_VALUE = re.compile(r"[^&#\s\"'<>\\]++")
 _SECRET_PARAMS = frozenset(
     ("sig", "signature", "code", "session", "sessionid", "session_id", "sid", "auth", "authorization", "pass",
      "password", "passwd",
@@ -497,14 +600,18 @@ _SECRET_PARAM_ENDS = ("token", "secret", "signature", "password", "_key", "-key"
 
 def _query_param_hits(text: str) -> list[Hit]:
     hits: list[Hit] = []
+    runs = _RunEnds(text, _QUERY_VALUE)
     for sep in ("?", "&"):
         p = text.find(sep)
         while p >= 0:
-            m = _QUERY_PARAM.match(text, p + 1)
+            m = _QUERY_NAME.match(text, p + 1)
             if m is not None:
                 name = m.group(1).lower()
                 if name in _SECRET_PARAMS or name.endswith(_SECRET_PARAM_ENDS):
-                    hits.append((m.start(2), m.end(2), "secret", m.group(2)))
+                    value_end = runs.end(m.end())
+                    if value_end > m.end():
+                        hits.append((m.end(), value_end, "secret", text[m.end() : value_end]))
+                        p = value_end - 1  # a parameter inside the value masked is masked with it
             p = text.find(sep, p + 1)
     return hits
 
@@ -828,7 +935,9 @@ class Scanner:
             contains = lower.__contains__
             # any(map(...)) iterates in C: one call instead of a Python loop over the needles.
             auth = self._bearer and any(map(contains, _AUTH_NEEDLES))
-            assign = self._assignment and ("=" in text or ":" in text) and any(map(contains, NAME_NEEDLES))
+            assign = (
+                self._assignment and ("=" in text or ":" in text or "," in text) and any(map(contains, NAME_NEEDLES))
+            )
             words = want_words and (assign or any(map(contains, _SECRET_WORDS)))
             if auth or assign:
                 if len(lower) != len(text):  # a few non-ASCII letters change length when lower-cased

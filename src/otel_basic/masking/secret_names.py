@@ -10,7 +10,7 @@ import re
 SECRET_NAME = re.compile(
     r"(?i)(?:^|[._-])(?:password|passwd|pwd|passphrase|secret|client[._-]?secret|api[._-]?key|apikey"
     r"|access[._-]?key|secret[._-]?key|private[._-]?key|(?:access|refresh|auth|id)[._-]?token|token|jwt"
-    r"|credentials?|authorization|proxy-authorization|cookie|set-cookie|x-api-key)$"
+    r"|credentials?|authorization|proxy-authorization|cookies?|set-cookie|x-api-key)$"
 )
 
 NAME_NEEDLES = ("key", "oken", "ecret", "assw", "pwd", "uthorization", "ookie", "phrase", "credential", "jwt")
