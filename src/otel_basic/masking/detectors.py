@@ -345,7 +345,8 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 _NAMED_SEP = re.compile(r"""(["']?)[ \t]*([=:])(?!=)[ \t]*""")  # not ==, :=
 _QUOTED_VALUE = re.compile(
     r"""[bBrRuUfF]{0,2}(?:"((?:[^"\\\n]|\\.){1,1024})|'((?:[^'\\\n]|\\.){1,1024})"""
-    r"""|\\"((?:[^"\\\n]|\\[^"n\n]){1,1024}))"""  # b'...', r"...", and \"...\" inside a JSON string
+    # \"...\" inside a JSON string: its own escapes escaped once more (\\\" a quote, \\\\ a backslash)
+    r"""|\\"((?:[^"\\\n]|\\\\\\"|\\\\\\\\|\\[^"n\n]){1,1024}))"""
 )
 _BARE_RUN = re.compile(r"""[^\s"'&,;<>()\[\]{}\\]++""")
 # A pair in a tuple's repr: ('password', 'hunter2'), (b'x-api-key', b'abc123') (ASGI headers).
