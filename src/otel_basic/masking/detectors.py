@@ -544,15 +544,30 @@ def _validation_input_hits(text: str) -> list[Hit]:
     runs = _RunEnds(text, _BARE_RUN)
     p = text.find(_INPUT_VALUE)
     while p >= 0:
-        line = text.rfind("\n", 0, p)
+        line = _line_start(text, p)
         if line > 0:
-            loc = text[text.rfind("\n", 0, line) + 1 : line].strip()
+            loc = text[_line_start(text, line - 1) : line].strip()
+            if loc.endswith("\\n"):  # the line break before the message, escaped ("\\n" in JSON)
+                loc = loc[:-2]
+            loc = loc.strip("\\ \t")
             if loc and is_secret_name(loc.rpartition(".")[2]):
                 hit = _named_value_hit(text, p, p + len(_INPUT_VALUE), runs)
                 if hit is not None:
                     hits.append(hit)
         p = text.find(_INPUT_VALUE, p + len(_INPUT_VALUE))
     return hits
+
+
+def _line_start(text: str, pos: int) -> int:
+    """Where the line holding ``pos`` starts: after a newline, or after an escaped one (``\\n`` in a JSON
+    string, where the message is an exception's inside a document; ``\\ `` in the masker's scan of raw
+    JSON, which blanks the escape's letter so that no detector reads it as one)."""
+    start = text.rfind("\n", 0, pos) + 1
+    for escaped in ("\\n", "\\ "):
+        at = text.rfind(escaped, start, pos)
+        if at >= 0:
+            start = at + 2
+    return start
 
 
 def _named_value_hit(text: str, start: int, end: int, runs: _RunEnds) -> Hit | None:

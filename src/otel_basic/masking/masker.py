@@ -1002,6 +1002,8 @@ class Masker:
                 key = (text, depth)
             else:
                 masked = raw
+        elif text[0] == '"' and text[-1] == '"' and n > 1 and (inner := _json_string(text)) is not None:
+            masked = self._mask_json_string(text, inner, depth)
         elif _holds_json(text):  # JSON cut by someone else, broken, or after a prefix: secret members too
             masked = self._scan_unparsed_json(text)
         else:
@@ -1201,6 +1203,8 @@ class Masker:
         kept: list[Hit] = []
         for hit in hits:
             start, end = hit[0], hit[1]
+            if '\\"' in text[start:end]:
+                return None, secret_words  # an escaped quote: a string inside a string, only its parse shows it
             if '"' in text[start:end]:
                 # A private key whose BEGIN line is in one value and its body in the next values (or
                 # array items): each string's part of it becomes a token, the structure between stays.
@@ -1218,6 +1222,17 @@ class Masker:
             else:
                 kept.append(hit)
         return self._apply(text, kept), secret_words
+
+    def _mask_json_string(self, text: str, inner: str, depth: int) -> str:
+        """A JSON string literal (a tool's output, JSON-encoded once or more): its content is masked as the
+        text it is, then written back as JSON. Read raw, its content's quotes hide behind escapes, one more
+        level each time it was encoded: a value under a secret name inside could not be told apart."""
+        if depth >= _MAX_DEPTH:
+            return self._scan(text)
+        new = self._mask_text(inner, depth + 1)
+        if new is inner or new == inner:
+            return text
+        return json.dumps(new, ensure_ascii=False)
 
     def _mask_json_parsed(self, text: str, depth: int) -> str:
         try:
@@ -1390,6 +1405,15 @@ def _holds_json(text: str) -> bool:
     """Text that is, or holds, JSON members (a document, or one after a prefix: ``data: {...}`` of a
     stream, a log line, an exception message): its secret-named members are looked for in the raw text."""
     return _JSON_OPEN.match(text) is not None or _MEMBER.search(text) is not None
+
+
+def _json_string(text: str) -> str | None:
+    """The content of ``text`` if it is one JSON string literal (``"..."``), else None."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _json_document(text: str) -> bool:
