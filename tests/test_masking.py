@@ -677,6 +677,19 @@ def test_a_secret_in_a_real_pydantic_repr_is_masked() -> None:
         ("OrderedDict([('password', 'odpass')])", "odpass"),
         ("[(b'x-api-key', b'abc123')]", "abc123"),
         ("{'cookies': 'sid=sekrit'}", "sekrit"),
+        # a second review's (helper-41): escapes a raw reading of JSON cannot see through, ...
+        (json.dumps({"m": 'config: password: \\"hunter2\\"'}), "hunter2"),
+        (json.dumps({"m": "password\t=\thunter2"}), "hunter2"),
+        (json.dumps({"m": "[('password', \"it's-hunter2\")]"}), "hunter2"),
+        ("{'password': 'say \"hi\" hunter2'}", "hunter2"),
+        ("msg='cfg={\\'password\\': \\'hunter2\\'}'", "hunter2"),  # a repr inside a repr
+        # ... pairs in lists, cut, and long; pydantic's e.json()
+        ("[['x-api-key', 'hunter2']]", "hunter2"),
+        (json.dumps({"headers": [["Authorization", "hunter2"]]}), "hunter2"),
+        ('{"headers": [["x-api-key", "hunter2"', "hunter2"),
+        ("[('token', '" + "A" * 1017 + "hunter2')]", "hunter2"),
+        ('config: password: \\"' + "a" * 1100 + 'hunter2\\"', "hunter2"),
+        ('[{"type": "string_too_short", "loc": ["creds", "password"], "input": "hunter2"}]', "hunter2"),
     ],
 )
 def test_secret_values_in_escaped_prefixed_paired_and_error_forms_are_masked(text: str, planted: str) -> None:
@@ -701,6 +714,9 @@ def test_secret_values_in_escaped_prefixed_paired_and_error_forms_are_masked(tex
         ("secret=SecretStr('**********')", None),
         ("{'password': 12345}", "{'password': <secret:"),  # the brace stays
         ("{'api_key': \"password='\", 'b': \"'\"}", ", 'b': \"'\"}"),  # a name inside a value is the value's
+        ('{"note": "set password=", "user": "bob"}', None),  # a string ending in a name is not its value's quote
+        ('["token=", 5]', None),
+        ("password = input('Password: ')", None),
     ],
 )
 def test_code_and_repr_structure_survive_masking(text: str, kept: str | None) -> None:

@@ -342,22 +342,28 @@ _SECRET_WORDS = (*NAME_NEEDLES, "auth")  # the masker's cue that a JSON document
 # A secret name's value in data written as text: after "=" or ":", quoted (up to its closing quote, escapes
 # read, at most 1024 characters: a value the text's cut ends inside is masked to the end) or bare.
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-_NAMED_SEP = re.compile(r"""(["']?)[ \t]*([=:])(?!=)[ \t]*""")  # not ==, :=
+_NAMED_SEP = re.compile(r"""(\\?["']?)[ \t]*([=:])(?!=)[ \t]*""")  # not ==, :=; \' of a repr in a repr
+# A quoted value, to its closing quote (or the text's end: a cut text). One without a letter or digit is
+# what follows a string that ends in a name ("set password=", "user": ...; input('Password: ')): not one.
 _QUOTED_VALUE = re.compile(
-    r"""[bBrRuUfF]{0,2}(?:"((?:[^"\\\n]|\\.){1,1024})|'((?:[^'\\\n]|\\.){1,1024})"""
+    r"""[bBrRuUfF]{0,2}(?:"((?:[^"\\\n]|\\.)+)|'((?:[^'\\\n]|\\.)+)"""
     # \"...\" inside a JSON string: its own escapes escaped once more (\\\" a quote, \\\\ a backslash)
-    r"""|\\"((?:[^"\\\n]|\\\\\\"|\\\\\\\\|\\[^"n\n]){1,1024}))"""
+    r"""|\\"((?:[^"\\\n]|\\\\\\"|\\\\\\\\|\\[^"n\n])+)"""
+    r"""|\\'((?:[^'\\\n]|\\[^'\n])+))"""  # \'...\' : a repr inside a repr ('{\'password\': \'x\'}')
 )
 _BARE_RUN = re.compile(r"""[^\s"'&,;<>()\[\]{}\\]++""")
-# A pair in a tuple's repr: ('password', 'hunter2'), (b'x-api-key', b'abc123') (ASGI headers).
+# A pair in a tuple's or a list's repr, or in JSON: ('password', 'hunter2'), (b'x-api-key', b'abc123')
+# (ASGI headers), [["Authorization", "Token abc"]].
 _PAIR_VALUE = re.compile(
-    r"""(["']),[ \t]*[bBrRuUfF]{0,2}(?:'((?:[^'\\\n]|\\.){1,1024})'|"((?:[^"\\\n]|\\.){1,1024})")[ \t]*\)"""
+    r"""(["']),[ \t]*[bBrRuUfF]{0,2}"""
+    r"""(?:'((?:[^'\\\n]|\\.)+)(?:'[ \t]*[)\]]|'?\Z)|"((?:[^"\\\n]|\\.)+)(?:"[ \t]*[)\]]|"?\Z))"""  # or cut
 )
 _CLOSING = {")": "(", "]": "[", "}": "{"}
 _INPUT_VALUE = "input_value"
 _NOT_VALUES = frozenset(("None", "null", "nil", "undefined", "true", "false", "True", "False"))
 _NOT_VALUE_CHARS = max(map(len, _NOT_VALUES))
 _CALL = re.compile(r"[A-Za-z_][\w.]*\(")
+_HAS_ALNUM = re.compile(r"[^\W_]")
 OWN_TOKEN = re.compile(r"<[a-z_]+:[0-9a-f]{4,64}>")
 """A masker's token (``<secret:1f0c...>``): masked before, so never masked again."""
 
@@ -574,7 +580,7 @@ def _named_value_hit(text: str, start: int, end: int, runs: _RunEnds) -> Hit | N
     sep = _NAMED_SEP.match(text, end)
     if sep is None:
         before = start - 2 - (start >= 2 and text[start - 2] in "bB")  # the "(" of ('password', ...)
-        if before >= 0 and text[start - 1] in "'\"" and text[before] == "(":
+        if before >= 0 and text[start - 1] in "'\"" and text[before] in "([":
             pair = _PAIR_VALUE.match(text, end)
             if pair is not None:
                 group = 2 if pair.group(2) is not None else 3
@@ -583,7 +589,7 @@ def _named_value_hit(text: str, start: int, end: int, runs: _RunEnds) -> Hit | N
     at = sep.end()
     quoted = _QUOTED_VALUE.match(text, at)
     if quoted is not None:
-        group = next(g for g in (1, 2, 3) if quoted.group(g) is not None)
+        group = next(g for g in (1, 2, 3, 4) if quoted.group(g) is not None)
         value_start, value_end = quoted.start(group), quoted.end(group)
     else:
         if sep.group(2) == ":" and sep.group(1) != "'":
@@ -595,7 +601,7 @@ def _named_value_hit(text: str, start: int, end: int, runs: _RunEnds) -> Hit | N
             return None  # a call (api_key=os.getenv(...), SecretStr(...)): code, not a value
         value_end = _without_closing_brackets(text, value_start, value_end)
     value = text[value_start:value_end]
-    if value in _NOT_VALUES or OWN_TOKEN.fullmatch(value) or not value.strip():
+    if value in _NOT_VALUES or OWN_TOKEN.fullmatch(value) or _HAS_ALNUM.search(value) is None:
         return None
     return value_start, value_end, "secret", value
 

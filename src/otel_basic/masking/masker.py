@@ -73,6 +73,7 @@ only), later ones at debug level; :attr:`Masker.error_count` counts them.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import functools
 import hashlib
@@ -1126,8 +1127,8 @@ class Masker:
         no run of 8 digits (found whole only when another value's digits are within 40 characters) and a
         value of over 400 characters holding an escape (the decoded view is read in 400-character windows).
         """
-        if self._custom:
-            return None
+        if self._custom or ('"input"' in text and '"loc"' in text):
+            return None  # user patterns; pydantic's errors (e.json()): an input is secret by its "loc"
         n = len(text)
         if n < 2 * _JSON_CHUNK_CHARS or "PRIVATE KEY-----" in text:
             masked, words = self._mask_json_piece(text)
@@ -1198,11 +1199,22 @@ class Masker:
                 # touching it to the parse path (below).
                 scan = _UNICODE_ESCAPE.sub(_blank_escape, scan)
         hits, secret_words = self._scanner.hits_and_secret_words(scan, True)
+        if secret_words and "\\" in text and _escapes_near_a_name(text):
+            # "password\t=\tx", "password: \"x\"": escapes can hide a secret name's value from the raw
+            # text; only the parsed string shows it
+            return None, secret_words
         if not hits:
             return text, secret_words
+        strings: list[tuple[int, int]] | None = None
         kept: list[Hit] = []
         for hit in hits:
             start, end = hit[0], hit[1]
+            if strings is None:
+                strings = [m.span(1) for m in _RAW_STRING.finditer(text)]
+            k = bisect.bisect_right(strings, (start, _BIG)) - 1
+            if k < 0 or (end > strings[k][1] and '"' not in text[start:end]):
+                # outside every string ("set password=", "user": ...): the raw text misread the structure
+                return None, secret_words
             if '\\"' in text[start:end]:
                 return None, secret_words  # an escaped quote: a string inside a string, only its parse shows it
             if '"' in text[start:end]:
@@ -1242,7 +1254,7 @@ class Masker:
         if not isinstance(doc, (dict, list)):
             return self._scan(text)
         new = self._mask_json(doc, depth + 1)
-        if new is doc:
+        if new is doc or new == doc:  # masked before: its tokens stay, and so does its formatting
             return text
         return json.dumps(new, ensure_ascii=False, separators=(",", ":"))
 
@@ -1255,10 +1267,11 @@ class Masker:
         if isinstance(node, dict):
             out: dict[str, object] = {}
             changed = False
+            secret_input = "input" in node and _loc_names_secret(node.get("loc"))
             for k, v in node.items():
                 nk = self._scan(k)  # a state dump can be keyed by address
                 nv: object
-                if (v or _is_number(v)) and is_secret_name(k):
+                if (v or _is_number(v)) and (is_secret_name(k) or (secret_input and k == "input")):
                     nv = self._secret_strings(v, depth + 1)  # {"authorization": {"credentials": "..."}}, a PIN
                 else:
                     nv = self._mask_json(v, depth + 1)
@@ -1405,6 +1418,24 @@ def _holds_json(text: str) -> bool:
     """Text that is, or holds, JSON members (a document, or one after a prefix: ``data: {...}`` of a
     stream, a log line, an exception message): its secret-named members are looked for in the raw text."""
     return _JSON_OPEN.match(text) is not None or _MEMBER.search(text) is not None
+
+
+def _escapes_near_a_name(text: str) -> bool:
+    """Does one JSON string of the raw text hold both an escape and a needle of a secret name? Judged per
+    string (a piece of a long document holds whole strings), so a document and its pieces agree."""
+    for m in _RAW_STRING.finditer(text):
+        content = m.group(1)
+        if "\\" in content:
+            lower = content.lower()
+            if any(needle in lower for needle in NAME_NEEDLES):
+                return True
+    return False
+
+
+def _loc_names_secret(loc: object) -> bool:
+    """pydantic's error dict (``e.errors()``, ``e.json()``): ``{"loc": ["creds", "password"], "input":
+    "..."}``; the field its ``loc`` ends with names a secret."""
+    return isinstance(loc, list) and bool(loc) and isinstance(loc[-1], str) and is_secret_name(loc[-1])
 
 
 def _json_string(text: str) -> str | None:
