@@ -339,8 +339,8 @@ _AUTH_WORDS = ("bearer", "basic")
 # Pre-checks run on the lower-cased text: one cheap substring test per keyword stem.
 _AUTH_NEEDLES = ("bearer", "basic")
 _SECRET_WORDS = (*NAME_NEEDLES, "auth")  # the masker's cue that a JSON document may name a secret
-# A secret name's value in data written as text: after "=" or ":", quoted (up to its closing quote, escapes
-# read, at most 1024 characters: a value the text's cut ends inside is masked to the end) or bare.
+# A secret name's value in data written as text: after "=" or ":" (or a pair's ","), quoted (to its closing
+# quote, escapes read; a value the text's cut ends inside is masked to the end) or bare (_BARE_RUN).
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _NAMED_SEP = re.compile(r"""(\\?["']?)[ \t]*([=:])(?!=)[ \t]*""")  # not ==, :=; \' of a repr in a repr
 # A quoted value, to its closing quote (or the text's end: a cut text). One without a letter or digit is
