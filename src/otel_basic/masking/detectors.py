@@ -476,7 +476,7 @@ def _keyword_hits(text: str, lower: str, auth: bool, assign: bool) -> list[Hit]:
                     if m and (hit := _auth_hit(text, m, word)):
                         hits.append(hit)
                 p = lower.find(word, end)
-    if assign:
+    if assign and ("=" in text or ":" in text):  # a text with only commas may hold pairs, not assignments
         runs = _RunEnds(text, _ASSIGN_RUN)
         for word in _ASSIGN_WORDS:
             p = lower.find(word)
@@ -492,6 +492,7 @@ def _keyword_hits(text: str, lower: str, auth: bool, assign: bool) -> list[Hit]:
                         hits.append(hit)
                         end = hit[1]  # a keyword inside the value masked is masked with it
                 p = lower.find(word, end)
+    if assign:
         hits.extend(_named_value_hits(text, lower))
         if "input_value=" in text:
             hits.extend(_validation_input_hits(text))

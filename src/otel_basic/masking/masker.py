@@ -1199,18 +1199,20 @@ class Masker:
                 # touching it to the parse path (below).
                 scan = _UNICODE_ESCAPE.sub(_blank_escape, scan)
         hits, secret_words = self._scanner.hits_and_secret_words(scan, True)
-        if secret_words and "\\" in text and _escapes_near_a_name(text):
-            # "password\t=\tx", "password: \"x\"": escapes can hide a secret name's value from the raw
-            # text; only the parsed string shows it
-            return None, secret_words
+        strings: list[tuple[int, int]] | None = None  # the spans of the raw text's strings, when needed
+        if secret_words and "\\" in text:
+            strings = _string_spans(text)
+            if _escapes_near_a_name(text, strings):
+                # "password\t=\tx", "password: \"x\"": escapes can hide a secret name's value from the raw
+                # text; only the parsed string shows it
+                return None, secret_words
         if not hits:
             return text, secret_words
-        strings: list[tuple[int, int]] | None = None
         kept: list[Hit] = []
         for hit in hits:
             start, end = hit[0], hit[1]
             if strings is None:
-                strings = [m.span(1) for m in _RAW_STRING.finditer(text)]
+                strings = _string_spans(text)
             k = bisect.bisect_right(strings, (start, _BIG)) - 1
             if k < 0 or (end > strings[k][1] and '"' not in text[start:end]):
                 # outside every string ("set password=", "user": ...): the raw text misread the structure
@@ -1420,11 +1422,16 @@ def _holds_json(text: str) -> bool:
     return _JSON_OPEN.match(text) is not None or _MEMBER.search(text) is not None
 
 
-def _escapes_near_a_name(text: str) -> bool:
+def _string_spans(text: str) -> list[tuple[int, int]]:
+    """Where the contents of the raw JSON text's strings are, in order."""
+    return [m.span(1) for m in _RAW_STRING.finditer(text)]
+
+
+def _escapes_near_a_name(text: str, strings: list[tuple[int, int]]) -> bool:
     """Does one JSON string of the raw text hold both an escape and a needle of a secret name? Judged per
     string (a piece of a long document holds whole strings), so a document and its pieces agree."""
-    for m in _RAW_STRING.finditer(text):
-        content = m.group(1)
+    for start, end in strings:
+        content = text[start:end]
         if "\\" in content:
             lower = content.lower()
             if any(needle in lower for needle in NAME_NEEDLES):
